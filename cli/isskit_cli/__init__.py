@@ -1,0 +1,1 @@
+"""The ``isskit`` command line: a thin click layer over the :mod:`isskit` library."""

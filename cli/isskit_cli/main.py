@@ -1,0 +1,66 @@
+"""The ``isskit`` click group: one module per command, each imported only when it runs.
+
+Lazy loading keeps ``isskit replay --help`` free of torch and matplotlib: a command's
+module (and so its heavy imports) is loaded only when that command is named.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import click
+
+from isskit import __version__
+
+#: command name -> (module under isskit_cli, click command attribute, one-line help).
+#: The help is repeated here so that ``isskit --help`` imports no command module.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "psi": ("isskit_cli.psi", "psi", "Compute the ISS mapping psi (sample size against p_A)."),
+    "verify": ("isskit_cli.verify", "verify", "Check Propositions 1 and 2 for an ISS mapping."),
+    "sample": ("isskit_cli.sample", "sample", "Run a model on noisy copies of images; store labels."),
+    "info": ("isskit_cli.info", "info", "Describe a stream store."),
+    "merge": ("isskit_cli.merge", "merge", "Merge per-rank stream stores into one."),
+    "replay": ("isskit_cli.replay", "replay", "Replay certification policies over stored streams."),
+    "import-log": ("isskit_cli.import_log", "import_log", "Import a Cohen-format log as streams."),
+    "audit": ("isskit_cli.audit", "audit", "Measure each policy's validity on known p_A."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _available(name)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not _available(cmd_name):
+            return None
+        module, attr, _ = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _available(name: str) -> bool:
+    """Whether the command's module exists (commands land one issue at a time)."""
+    return importlib.util.find_spec(COMMANDS[name][0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="isskit")
+def cli() -> None:
+    """Input-specific sampling for randomized-smoothing certification.
+
+    Sample a model once (isskit sample), then replay any certification policy
+    offline (isskit replay). isskit psi and isskit verify compute and check the
+    ISS mapping of Chen et al. (AAAI 2022).
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()
