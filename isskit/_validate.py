@@ -50,7 +50,7 @@ def check_decline(decline: str) -> str:
     return decline.lower()
 
 
-def check_U(U: float, decline: str) -> float:  # noqa: N802 -- U is the paper's symbol
+def check_U(U: float, decline: str) -> float:
     """Return the maximum decline ``U`` if it is > 0 (and < 1 for a relative decline)."""
     U = _real(U, "U")
     if not (np.isfinite(U) and U > 0.0):
@@ -67,7 +67,9 @@ def check_delta(delta: float) -> float:
         raise ValueError(f"delta ({delta}) must be in (0, 1]")
     steps = round(1.0 / delta)
     if abs(steps * delta - 1.0) > 1e-9:
-        raise ValueError(f"delta ({delta}) must divide 1 (1/delta = {1.0 / delta} is not an integer)")
+        raise ValueError(
+            f"delta ({delta}) must divide 1 (1/delta = {1.0 / delta} is not an integer)"
+        )
     return 1.0 / steps
 
 

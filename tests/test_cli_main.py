@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 from click.testing import CliRunner
+from isskit_cli.main import cli
 
 from isskit import __version__
-from isskit_cli.main import cli
 
 
 def test_version_and_help():

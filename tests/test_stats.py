@@ -136,7 +136,8 @@ def test_declines():
     r_bar = expected_radius(k_bar, p, sigma, alpha)
     r = expected_radius(5000, p, sigma, alpha)
     np.testing.assert_array_equal(absolute_decline(5000, k_bar, p, sigma, alpha), r_bar - r)
-    np.testing.assert_array_equal(relative_decline(5000, k_bar, p, sigma, alpha), (r_bar - r) / r_bar)
+    rd = relative_decline(5000, k_bar, p, sigma, alpha)
+    np.testing.assert_array_equal(rd, (r_bar - r) / r_bar)
     assert absolute_decline(k_bar, k_bar, 0.9, sigma, alpha) == 0.0
     with pytest.raises(ValueError, match=r"k \("):
         expected_radius(0, 0.9, sigma, alpha)

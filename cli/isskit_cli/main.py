@@ -18,7 +18,7 @@ from isskit import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "psi": ("isskit_cli.psi", "psi", "Compute the ISS mapping psi (sample size against p_A)."),
     "verify": ("isskit_cli.verify", "verify", "Check Propositions 1 and 2 for an ISS mapping."),
-    "sample": ("isskit_cli.sample", "sample", "Run a model on noisy copies of images; store labels."),
+    "sample": ("isskit_cli.sample", "sample", "Run a model on noisy copies; store the labels."),
     "info": ("isskit_cli.info", "info", "Describe a stream store."),
     "merge": ("isskit_cli.merge", "merge", "Merge per-rank stream stores into one."),
     "replay": ("isskit_cli.replay", "replay", "Replay certification policies over stored streams."),
@@ -31,15 +31,18 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Names of the commands whose modules exist."""
         return [name for name in COMMANDS if _available(name)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import the command's module now, and only now."""
         if cmd_name not in COMMANDS or not _available(cmd_name):
             return None
         module, attr, _ = COMMANDS[cmd_name]
         return getattr(importlib.import_module(module), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List commands with the one-line help from COMMANDS, importing none of them."""
         rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
