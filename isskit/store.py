@@ -733,7 +733,9 @@ class StreamStore:
                 if k:
                     self._labels.read_direct(out, np.s_[start:stop, 0:k], np.s_[0 : stop - start])
             except OSError as exc:
-                raise StoreError(f"cannot read rows {start}..{stop} of {self.path}: {exc}") from None
+                raise StoreError(
+                    f"cannot read rows {start}..{stop} of {self.path}: {exc}"
+                ) from None
             yield start, out
 
     # -- summaries
@@ -874,8 +876,9 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20) -> Path:
         out_row = np.empty_like(order)
         out_row[order] = np.arange(order.size)
 
-        attrs = {k: v for k, v in first.attrs.items() if k not in ("schema_version",
-                                                                      "samples_per_image")}
+        attrs = {
+            k: v for k, v in first.attrs.items() if k not in ("schema_version", "samples_per_image")
+        }
         for key in _PER_RANK:
             values = [s.attrs.get(key) for s in stores]
             if any(not _same(v, values[0]) for v in values):
@@ -946,9 +949,7 @@ def _check_mergeable(stores: list[StreamStore]) -> None:
     uniq, counts = np.unique(all_index, return_counts=True)
     if np.any(counts > 1):
         doubled = uniq[counts > 1]
-        where = [
-            str(s.path) for s in stores if np.intersect1d(s.image_index, doubled).size
-        ]
+        where = [str(s.path) for s in stores if np.intersect1d(s.image_index, doubled).size]
         problems.append(f"images {_short(doubled, 10)} are doubled (in {', '.join(where)})")
     if problems:
         raise StoreError("cannot merge:\n  " + "\n  ".join(problems))

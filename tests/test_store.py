@@ -31,8 +31,15 @@ ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'cli'}"}
 
 def _attrs(**over):
     attrs = dict(
-        sigma=0.25, num_classes=10, seed=7, dataset="cifar10-test", model="toy sha256=abc",
-        noise="gaussian", device="cpu", torch_version="2.14.1", batch_size=400,
+        sigma=0.25,
+        num_classes=10,
+        seed=7,
+        dataset="cifar10-test",
+        model="toy sha256=abc",
+        noise="gaussian",
+        device="cpu",
+        torch_version="2.14.1",
+        batch_size=400,
     )
     attrs.update(over)
     return attrs
@@ -48,7 +55,10 @@ def _make(path, n=5, N=1000, rows=None, image_index=None, **over):
     image_index = np.arange(100, 100 + n) if image_index is None else np.asarray(image_index)
     true_label = image_index % 10
     with open_for_writing(
-        path, image_index=image_index, true_label=true_label, samples_per_image=N,
+        path,
+        image_index=image_index,
+        true_label=true_label,
+        samples_per_image=N,
         attrs=_attrs(**over),
     ) as w:
         for i in range(n) if rows is None else rows:
@@ -138,7 +148,7 @@ def test_iter_chunks_covers_every_row_in_bounded_blocks(tmp_path, max_bytes):
         blocks = list(s.iter_chunks(max_bytes))
         starts = [b[0] for b in blocks]
         assert starts == sorted(starts) and starts[0] == 0
-        for start, block in blocks:
+        for _, block in blocks:
             assert block.dtype == np.uint16
             assert block.shape[0] == 1 or block.nbytes <= max_bytes
         np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), full)
@@ -153,10 +163,16 @@ def test_top_class_frequency_matches_per_row_bincount(tmp_path):
     path = tmp_path / "s.h5"
     N = 2000
     rng = np.random.default_rng(3)
-    rows = [rng.choice(10, N, p=np.r_[0.9, np.full(9, 0.1 / 9)]), rng.integers(0, 10, N),
-            np.full(N, 7)]
+    rows = [
+        rng.choice(10, N, p=np.r_[0.9, np.full(9, 0.1 / 9)]),
+        rng.integers(0, 10, N),
+        np.full(N, 7),
+    ]
     with open_for_writing(
-        path, image_index=[0, 1, 2, 3], true_label=[0, 0, 7, 1], samples_per_image=N,
+        path,
+        image_index=[0, 1, 2, 3],
+        true_label=[0, 0, 7, 1],
+        samples_per_image=N,
         attrs=_attrs(),
     ) as w:
         for i, r in enumerate(rows):
@@ -215,7 +231,10 @@ def test_open_for_writing_rejects_bad_arguments(tmp_path, kwargs, match):
 def test_unwritable_directory_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         open_for_writing(
-            tmp_path / "nope" / "s.h5", image_index=[0], true_label=[0], samples_per_image=5,
+            tmp_path / "nope" / "s.h5",
+            image_index=[0],
+            true_label=[0],
+            samples_per_image=5,
             attrs=_attrs(),
         )
 
@@ -269,12 +288,12 @@ def test_missing_dataset_and_attr(tmp_path):
     _make(path, n=2, N=10)
     with h5py.File(path, "r+") as f:
         del f["seconds"]
-    with pytest.raises(StoreError, match="lacks dataset.*seconds"):
+    with pytest.raises(StoreError, match=r"lacks dataset.*seconds"):
         open_store(path)
     _make(tmp_path / "t.h5", n=2, N=10)
     with h5py.File(tmp_path / "t.h5", "r+") as f:
         del f.attrs["sigma"]
-    with pytest.raises(StoreError, match="lacks root attr.*sigma"):
+    with pytest.raises(StoreError, match=r"lacks root attr.*sigma"):
         open_store(tmp_path / "t.h5")
 
 
@@ -323,13 +342,20 @@ def test_resume_with_other_parameters_is_refused_naming_each(tmp_path):
     before = path.read_bytes()
     with pytest.raises(StoreMismatchError) as err:
         open_for_writing(
-            path, image_index=[100, 101, 103], true_label=truth, samples_per_image=60,
+            path,
+            image_index=[100, 101, 103],
+            true_label=truth,
+            samples_per_image=60,
             attrs=_attrs(sigma=0.5, seed=8, model="other"),
         )
     msg = str(err.value)
-    for part in ("sigma: stored 0.25, given 0.5", "seed: stored 7, given 8",
-                 "samples_per_image: stored 50, given 60", "model: stored 'toy sha256=abc'",
-                 "image_index: stored 3 values [100, 101, 102]"):
+    for part in (
+        "sigma: stored 0.25, given 0.5",
+        "seed: stored 7, given 8",
+        "samples_per_image: stored 50, given 60",
+        "model: stored 'toy sha256=abc'",
+        "image_index: stored 3 values [100, 101, 102]",
+    ):
         assert part in msg
     assert "dataset" not in msg and "noise" not in msg
     assert path.read_bytes() == before  # untouched
@@ -379,8 +405,11 @@ _HOLDER = textwrap.dedent(
 
 def _start(code: str, *args) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, *map(str, args)], env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", code, *map(str, args)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     line = proc.stdout.readline()
     if line.strip() != "ready":
@@ -400,7 +429,10 @@ def test_second_writer_in_another_process_is_refused(tmp_path):
     try:
         with pytest.raises(StoreLockedError) as err:
             open_for_writing(
-                path, image_index=[0, 1], true_label=[0, 1], samples_per_image=10,
+                path,
+                image_index=[0, 1],
+                true_label=[0, 1],
+                samples_per_image=10,
                 attrs=dict(sigma=0.25, num_classes=10),
             )
         assert str(path) in str(err.value) and f"pid {proc.pid}" in str(err.value)
@@ -428,7 +460,10 @@ def test_stale_lock_of_a_killed_writer_does_not_block(tmp_path):
     _kill(proc)
     assert Path(str(path) + ".lock").exists()  # the killed writer left its lock file
     with open_for_writing(
-        path, image_index=[0, 1], true_label=[0, 1], samples_per_image=10,
+        path,
+        image_index=[0, 1],
+        true_label=[0, 1],
+        samples_per_image=10,
         attrs=dict(sigma=0.25, num_classes=10),
     ) as w:
         assert list(w.pending()) == [0, 1]
@@ -471,8 +506,11 @@ def test_sigkill_never_leaves_a_partial_row_marked_complete(tmp_path):
                 break
     assert kills >= 1
     out = subprocess.run(
-        [sys.executable, "-c", _WRITER, str(path), str(n), str(N)], env=ENV,
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", _WRITER, str(path), str(n), str(N)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "done" in out.stdout
     with open_store(path) as s:
@@ -485,8 +523,17 @@ def test_sigkill_never_leaves_a_partial_row_marked_complete(tmp_path):
 
 def _rank(path, indices, rank, world, rows=None, **over):
     indices = np.asarray(indices)
-    return _make(path, n=indices.size, N=300, image_index=indices, rows=rows,
-                 rank=rank, world_size=world, device=f"cuda:{rank}", **over)
+    return _make(
+        path,
+        n=indices.size,
+        N=300,
+        image_index=indices,
+        rows=rows,
+        rank=rank,
+        world_size=world,
+        device=f"cuda:{rank}",
+        **over,
+    )
 
 
 def test_merge_sorts_rows_and_keeps_everything(tmp_path):
