@@ -198,7 +198,9 @@ def _chunk_shape(samples_per_image: int) -> tuple[int, int]:
     return (1, min(samples_per_image, _CHUNK_SAMPLES))
 
 
-def _create(path: Path, image_index, true_label, samples_per_image: int, attrs: dict) -> None:
+def _create(
+    path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict
+) -> None:
     """Write a new empty store, atomically: a temporary file renamed into place."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = image_index.size
@@ -219,6 +221,10 @@ def _create(path: Path, image_index, true_label, samples_per_image: int, attrs: 
             f.create_dataset("true_label", data=true_label)
             f.create_dataset("complete", data=np.zeros(n, dtype=bool))
             f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
+            if columns:
+                extra = f.create_group("extra")
+                for name, values in columns.items():
+                    extra.create_dataset(name, data=values)
             for key, value in attrs.items():
                 f.attrs[key] = value
         os.replace(tmp, path)
@@ -304,6 +310,40 @@ def _validate(f: h5py.File, path: Path) -> dict:
     return attrs
 
 
+def _check_columns(columns, n: int) -> dict:
+    if columns is None:
+        return {}
+    if not isinstance(columns, dict):
+        raise StoreError(f"columns ({columns!r}) must be a dict of name to array")
+    out = {}
+    for name, values in columns.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise StoreError(f"column name ({name!r}) must be an identifier")
+        arr = np.asarray(values)
+        if arr.shape != (n,) or arr.dtype.kind not in "iuf":
+            raise StoreError(
+                f"column {name} must hold {n} numbers (one per image), got shape {arr.shape}"
+                f" and dtype {arr.dtype}"
+            )
+        out[name] = arr.astype(np.float64 if arr.dtype.kind == "f" else np.int64)
+    return out
+
+
+def _read_columns(f: h5py.File, path: Path) -> dict:
+    if "extra" not in f:
+        return {}
+    group = f["extra"]
+    n = f["labels"].shape[0]
+    out = {}
+    for name, obj in group.items():
+        if not isinstance(obj, h5py.Dataset) or obj.shape != (n,) or obj.dtype.kind not in "iuf":
+            raise StoreError(
+                f"stream store {path}: /extra/{name} must be a ({n},) dataset of numbers"
+            )
+        out[name] = obj[...]
+    return out
+
+
 def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.shape[-1:] != (N,):
@@ -329,6 +369,7 @@ def open_for_writing(
     true_label: Sequence[int],
     samples_per_image: int,
     attrs: dict,
+    columns: dict | None = None,
     fsync: bool = False,
 ) -> StreamWriter:
     """Create a stream store, or reopen an existing one to resume it.
@@ -348,6 +389,10 @@ def open_for_writing(
         ``dataset``, ``model``, ``device``, ``torch_version``, ``batch_size``, ``noise``.
         Provenance (isskit version, creation time) is added by
         :func:`isskit._provenance.make_attrs`; ``None`` values are dropped.
+    columns : dict of str to array, optional
+        Further per-image numbers (one int or float per row), stored as ``/extra/<name>``:
+        for example the true ``p_A`` of a synthetic store. Part of the run's identity:
+        resuming with different columns is refused.
     fsync : bool, default False
         Also ``fsync`` after each row, so that complete rows survive a power loss (a killed
         process needs no fsync: its flushed writes are already with the kernel).
@@ -391,6 +436,7 @@ def open_for_writing(
             f"true_label holds values outside [0, num_classes={num_classes}):"
             f" {_short(true_label[(true_label < 0) | (true_label >= num_classes)])}"
         )
+    columns = _check_columns(columns, image_index.size)
     reserved = {"schema_version", "samples_per_image"} & set(attrs)
     if reserved:
         raise StoreError(f"attrs must not set {sorted(reserved)}: open_for_writing sets them")
@@ -409,13 +455,13 @@ def open_for_writing(
                 stale.unlink()
         if not path.exists():
             try:
-                _create(path, image_index, true_label, samples_per_image, full)
+                _create(path, image_index, true_label, samples_per_image, full, columns)
             except OSError as exc:
                 raise StoreError(f"cannot create stream store {path}: {exc}") from None
         f = _open_h5(path, "r+")
         try:
             stored = _validate(f, path)
-            _check_same_run(path, f, stored, full, image_index, true_label)
+            _check_same_run(path, f, stored, full, image_index, true_label, columns)
         except BaseException:
             f.close()
             raise
@@ -425,7 +471,7 @@ def open_for_writing(
     return StreamWriter(path, f, lock, fsync=fsync)
 
 
-def _check_same_run(path, f, stored: dict, given: dict, image_index, true_label) -> None:
+def _check_same_run(path, f, stored: dict, given: dict, image_index, true_label, columns) -> None:
     diffs = []
     for key in RUN_PARAMS:
         a, b = stored.get(key), given.get(key)
@@ -438,6 +484,12 @@ def _check_same_run(path, f, stored: dict, given: dict, image_index, true_label)
         old_true = f["true_label"][...]
         if not np.array_equal(old_true, true_label):
             diffs.append(f"true_label: stored {_short(old_true)}, given {_short(true_label)}")
+    old_columns = _read_columns(f, path)
+    for name in sorted(set(old_columns) | set(columns)):
+        a, b = old_columns.get(name), columns.get(name)
+        if a is None or b is None or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+            fmt = lambda v: "none" if v is None else _short(v)  # noqa: E731
+            diffs.append(f"column {name}: stored {fmt(a)}, given {fmt(b)}")
     if diffs:
         raise StoreMismatchError(
             f"{path} was made with different run parameters; refusing to resume or"
@@ -508,20 +560,35 @@ class StreamWriter:
         labels = np.asarray(labels)
         if labels.ndim != 2:
             raise StoreError(f"labels block must be 2-D (rows, N), got shape {labels.shape}")
-        rows = np.arange(start, start + labels.shape[0]) if labels.shape[0] else np.arange(0)
-        self._write(rows, labels, seconds)
+        start = check_positive_int(start, "start", minimum=0)
+        self.write_rows_at(np.arange(start, start + labels.shape[0]), labels, seconds)
 
-    def _write(self, rows: np.ndarray, labels, seconds) -> None:
+    def write_rows_at(self, rows, labels, seconds) -> None:
+        """Write the given rows (any distinct indices) and mark them complete together.
+
+        Parameters
+        ----------
+        rows : array of int, shape (m,)
+            Row indices, distinct.
+        labels : array of int, shape (m, N)
+            Labels of each row, in the order of ``rows``.
+        seconds : array of float, shape (m,)
+            Wall seconds spent sampling each row (NaN where unknown).
+        """
         self._check_open()
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return
         if rows.min() < 0 or rows.max() >= self.n_images:
             raise StoreError(f"row index outside [0, {self.n_images}): {_short(rows)}")
+        if np.unique(rows).size != rows.size:
+            raise StoreError(f"row indices repeat: {_short(rows)}")
         seconds = np.asarray(seconds, dtype=np.float64).reshape(-1)
-        if seconds.shape != rows.shape or not np.all(np.isfinite(seconds)) or np.any(seconds < 0):
+        known = seconds[~np.isnan(seconds)]
+        if seconds.shape != rows.shape or np.any(np.isinf(known)) or np.any(known < 0):
             raise StoreError(
-                f"seconds must be {rows.size} finite values >= 0, got {_short(seconds)}"
+                f"seconds must be {rows.size} finite values >= 0 (or NaN for unknown),"
+                f" got {_short(seconds)}"
             )
         what = f"{self.path} row {int(rows[0])}" + (f"..{int(rows[-1])}" if rows.size > 1 else "")
         labels = _check_labels(labels, self.samples_per_image, self.num_classes, what)
@@ -623,7 +690,9 @@ class StreamStore:
     """A stream store opened read-only; made by :func:`open_store`.
 
     The per-image arrays (``image_index``, ``true_label``, ``complete``, ``seconds``) are
-    read at open; labels are read lazily by :meth:`labels` and :meth:`iter_chunks`.
+    read at open, with the optional per-image ``columns`` (``/extra/<name>``, e.g. the
+    true ``p_A`` of a synthetic store); labels are read lazily by :meth:`labels` and
+    :meth:`iter_chunks`.
     """
 
     def __init__(self, path: Path, f: h5py.File, attrs: dict):
@@ -637,6 +706,7 @@ class StreamStore:
             self.true_label = f["true_label"][...]
             self.complete = f["complete"][...]
             self.seconds = f["seconds"][...]
+            self.columns = _read_columns(f, path)
         except OSError as exc:
             raise StoreError(f"cannot read stream store {path} (damaged?): {exc}") from None
         self.num_classes = int(attrs["num_classes"])
@@ -740,7 +810,10 @@ class StreamStore:
 
     # -- summaries
     def seconds_per_sample(self) -> float:
-        """Sampling seconds per sample over complete rows (NaN when no row is complete)."""
+        """Sampling seconds per sample over complete rows.
+
+        NaN when no row is complete, or when a complete row's time is unknown (NaN).
+        """
         done = self.complete
         n = int(done.sum()) * self.samples_per_image
         return float(self.seconds[done].sum() / n) if n else float("nan")
@@ -897,6 +970,13 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20) -> Path:
             ]
         )
         attrs["ranks"] = len(stores)
+        names = set(first.columns)
+        if any(set(s.columns) != names for s in stores):
+            raise StoreMismatchError(
+                "cannot merge stores with different /extra columns: "
+                + ", ".join(f"{s.path}: {sorted(s.columns)}" for s in stores)
+            )
+        columns = {name: np.concatenate([s.columns[name] for s in stores])[order] for name in names}
         attrs["created_at"] = None  # make_attrs stamps the merge time
         attrs["isskit_version"] = None
         with open_for_writing(
@@ -905,13 +985,14 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20) -> Path:
             true_label=all_true[order],
             samples_per_image=first.samples_per_image,
             attrs=attrs,
+            columns=columns,
         ) as writer:
             offset = 0
             for s in stores:
                 for start, block in s.iter_chunks(max_bytes):
                     src = np.arange(start, start + block.shape[0])
                     dst = out_row[offset + src]
-                    writer._write(dst, block, s.seconds[src])
+                    writer.write_rows_at(dst, block, s.seconds[src])
                 offset += s.n_images
     return out_path
 

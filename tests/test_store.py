@@ -184,6 +184,24 @@ def test_top_class_frequency_matches_per_row_bincount(tmp_path):
     assert freq[2] == 1.0 and np.isnan(freq[3])
 
 
+def test_columns_round_trip_unknown_seconds_and_resume_check(tmp_path):
+    path = tmp_path / "s.h5"
+    args = dict(image_index=[5, 6], true_label=[0, 1], samples_per_image=10, attrs=_attrs())
+    p_A = np.array([0.9, 0.55])
+    with open_for_writing(path, columns={"p_A": p_A, "kA": [9, 5]}, **args) as w:
+        w.write_rows_at([1, 0], np.zeros((2, 10), dtype=np.uint16), [float("nan"), 1.0])
+    with open_store(path) as s:
+        np.testing.assert_array_equal(s.columns["p_A"], p_A)
+        assert s.columns["kA"].dtype == np.int64 and list(s.columns["kA"]) == [9, 5]
+        assert np.isnan(s.seconds[1]) and np.isnan(s.seconds_per_sample())
+    with pytest.raises(StoreMismatchError, match=r"column p_A: stored 2 values \[0.9, 0.55\]"):
+        open_for_writing(path, columns={"p_A": [0.9, 0.5], "kA": [9, 5]}, **args)
+    with pytest.raises(StoreMismatchError, match="column kA: stored 2 values .*, given none"):
+        open_for_writing(path, columns={"p_A": p_A}, **args)
+    with pytest.raises(StoreError, match="column q must hold 2 numbers"):
+        open_for_writing(tmp_path / "t.h5", columns={"q": [1.0]}, **args)
+
+
 # ------------------------------------------------------------------ bad writes
 
 
@@ -203,7 +221,11 @@ def test_write_row_validates_labels(tmp_path):
         with pytest.raises(StoreError, match="outside"):
             w.write_row(2, np.zeros(10, dtype=np.uint16), 1.0)
         with pytest.raises(StoreError, match="seconds"):
-            w.write_row(0, np.zeros(10, dtype=np.uint16), float("nan"))
+            w.write_row(0, np.zeros(10, dtype=np.uint16), -1.0)
+        with pytest.raises(StoreError, match="seconds"):
+            w.write_row(0, np.zeros(10, dtype=np.uint16), float("inf"))
+        with pytest.raises(StoreError, match="repeat"):
+            w.write_rows_at([1, 1], np.zeros((2, 10), dtype=np.uint16), [1.0, 1.0])
         assert not w.complete.any()
 
 
