@@ -22,7 +22,9 @@ store. bf16 autocast changes the classifier, so the precision is part of the ``m
 attribute.
 
 Work is never lost: a row is written, flushed and only then marked complete
-(:mod:`isskit.store`); a rerun of the same command skips complete rows. Under ``torchrun``
+(:mod:`isskit.store`); a rerun of the same command skips complete rows. Rows that take
+less than a quarter of a second are written in groups of about that much work, so a
+kill loses at most that (they are redone on resume, to the same bytes). Under ``torchrun``
 each rank samples every ``world_size``-th selected image into its own store,
 ``OUT.rank<r>.h5``; ``isskit merge`` joins them.
 
@@ -246,6 +248,35 @@ class _RowSampler:
                 if bar is not None:
                     bar.update(b)
         return self.labels.cpu().numpy().astype(np.uint16)
+
+
+class _RowGroups:
+    """Finished rows on their way to the store, written together once they hold enough work.
+
+    A row that took ``max_seconds`` or more is written at once; faster rows are gathered
+    until they add up to that, so that the store's per-write cost (two flushes and three
+    small writes) does not weigh on a small model whose rows take milliseconds. A kill
+    loses at most ``max_seconds`` of sampling; rows are never marked complete before
+    they are written (the store marks them after flushing).
+    """
+
+    def __init__(self, writer, max_seconds: float = 0.25, max_bytes: int = 64 << 20):
+        self.writer, self.max_seconds, self.max_bytes = writer, max_seconds, max_bytes
+        self.rows, self.labels, self.seconds = [], [], []
+
+    def add(self, row: int, labels: np.ndarray, seconds: float) -> None:
+        self.rows.append(row)
+        self.labels.append(labels)
+        self.seconds.append(seconds)
+        if (sum(self.seconds) >= self.max_seconds
+                or len(self.rows) * labels.nbytes >= self.max_bytes):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            rows, labels, seconds = self.rows, self.labels, self.seconds
+            self.rows, self.labels, self.seconds = [], [], []
+            self.writer.write_rows_at(np.asarray(rows), np.stack(labels), np.asarray(seconds))
 
 
 def _prepare(model, dev, channels_last):
@@ -473,20 +504,29 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
             desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1
                                            else ""),
         )
+        groups = _RowGroups(writer)
         with bar, torch.inference_mode():
             sampler = _RowSampler(model, tuple(x0.shape), sigma=sigma, N=N, batch=batch,
                                   dev=dev, amp=amp, channels_last=channels_last)
-            for done, row in enumerate(pending, start=1):
-                image_index = int(selected[row])
-                x = dataset[image_index][0]
-                _sync(dev)
-                t0 = time.perf_counter()
-                labels = sampler.row(x, noise_seed(seed, image_index), bar)
-                _sync(dev)
-                dt = time.perf_counter() - t0
-                writer.write_row(row, labels, dt)
-                seconds += dt
-                bar.set_postfix_str(f"images {skipped + done}/{len(selected)}", refresh=False)
+            try:
+                for done, row in enumerate(pending, start=1):
+                    image_index = int(selected[row])
+                    x = dataset[image_index][0]
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                    labels = sampler.row(x, noise_seed(seed, image_index), bar)
+                    _sync(dev)
+                    dt = time.perf_counter() - t0
+                    groups.add(row, labels, dt)
+                    seconds += dt
+                    bar.set_postfix_str(f"images {skipped + done}/{len(selected)}",
+                                        refresh=False)
+            except BaseException:
+                # Rows sampled before an error or Ctrl-C are whole: keep them.
+                with contextlib.suppress(Exception):
+                    groups.flush()
+                raise
+            groups.flush()
     return SampleRun(
         path=out,
         n_images=len(selected),
