@@ -63,6 +63,9 @@ DEFAULT_ALPHA = 0.001
 DEFAULT_DELTA = 0.001
 #: Default selection size of Cohen's CERTIFY (Cohen et al. 2019, Sec. 4: n0 = 100).
 DEFAULT_N0 = 100
+#: How ISS looks k_hat up in psi's table (isskit.psi.MAPPINGS): "paper" is Eq. 6 and Alg. 2
+#: as written, "sup" the largest psi over the whole pilot interval (docs/mapping.md).
+MAPPINGS = ("paper", "sup")
 #: The shorthand's unit: "IAS-2.6" is 2.6 x 10,000 samples.
 _SHORTHAND_UNIT = 10_000
 
@@ -224,6 +227,10 @@ class ISS:
         final bound one-sided at ``alpha``.
     fresh : bool
         Count over fresh samples after the pilot instead of reusing it.
+    mapping : {"paper", "sup"}
+        How ``k_hat`` is looked up from psi's table (:class:`isskit.psi.PsiTable`):
+        ``"paper"`` (default) as the paper writes it, ``"sup"`` the largest psi over the
+        whole pilot interval.
     """
 
     k_bar: int
@@ -233,6 +240,7 @@ class ISS:
     delta: float = DEFAULT_DELTA
     alpha: float = DEFAULT_ALPHA
     fresh: bool = False
+    mapping: str = "paper"
     kind: ClassVar[str] = "iss"
     _k0_default: bool = field(default=False, init=False, repr=False, compare=False)
 
@@ -251,6 +259,10 @@ class ISS:
         if not isinstance(self.fresh, bool | np.bool_):
             raise ValueError(f"fresh ({self.fresh!r}) must be True or False")
         object.__setattr__(self, "fresh", bool(self.fresh))
+        mapping = str(self.mapping).lower()
+        if mapping not in MAPPINGS:
+            raise ValueError(f"mapping ({self.mapping!r}) must be one of {', '.join(MAPPINGS)}")
+        object.__setattr__(self, "mapping", mapping)
 
     @property
     def name(self) -> str:
@@ -262,6 +274,8 @@ class ISS:
             out += f"-delta={_fmt(self.delta)}"
         if self.alpha != DEFAULT_ALPHA:
             out += f"-alpha={_fmt(self.alpha)}"
+        if self.mapping != "paper":
+            out += f"-mapping={self.mapping}"
         if self.fresh:
             out += "-fresh"
         return out
@@ -287,6 +301,7 @@ class ISS:
             "delta": self.delta,
             "alpha": self.alpha,
             "fresh": self.fresh,
+            "mapping": self.mapping,
         }
 
     def __str__(self) -> str:
@@ -348,7 +363,7 @@ def _parse_value(key: str, value):
         return _parse_float(key, value) if isinstance(value, str) else value
     if key == "fresh":
         return value if isinstance(value, bool) else _parse_bool(key, str(value))
-    if key == "decline":
+    if key in ("decline", "mapping"):
         return str(value).strip().lower()
     raise AssertionError(key)  # pragma: no cover - keys are checked before
 

@@ -40,6 +40,7 @@ from isskit.metrics import (
     total_samples,
 )
 from isskit.policies import IAS, ISS, Cohen, parse_policies
+from isskit.psi import psi_table
 from isskit.stats import certified_radius, cp_interval, cp_lower
 
 __all__ = [
@@ -68,6 +69,7 @@ _COORDS = {
     "alpha": math.nan,
     "delta": math.nan,
     "fresh": False,
+    "mapping": "",
 }
 
 
@@ -385,12 +387,6 @@ def _cp_lower(k_A, k, alpha):
     return out
 
 
-def _psi_table(k_bar, U, decline, sigma, alpha, delta):
-    from isskit.psi import psi_table
-
-    return psi_table(k_bar, U, decline, sigma, alpha, delta)
-
-
 def _pilot_interval(pilot_count, k0, alpha):
     """Two-sided CP interval of each pilot count, computed once per distinct count."""
     uniq, inv = np.unique(pilot_count, return_inverse=True)
@@ -442,8 +438,9 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
         elif isinstance(policy, ISS):
             pilot = index.mode_counts[:, j]
             p_low, p_up = _pilot_interval(pilot, policy.k0, policy.alpha)
-            table = _psi_table(
-                policy.k_bar, policy.U, policy.decline, sigma, policy.alpha, policy.delta
+            table = psi_table(
+                policy.k_bar, policy.U, policy.decline, sigma, policy.alpha, policy.delta,
+                mapping=policy.mapping,
             )
             k_hat = np.asarray(table.k_hat(p_low, p_up), dtype=np.int64).reshape(n_img)
             k = k_hat.copy()
@@ -491,6 +488,7 @@ def _policy_coords(policies, references):
     }
     out["kind"] = out["kind"].astype(str)
     out["decline"] = out["decline"].astype(str)
+    out["mapping"] = out["mapping"].astype(str)
     out["reference"] = np.array([r.name for r in references], dtype=str)
     return out
 

@@ -6,6 +6,8 @@ numerical engine, and never shares code with ``isskit`` beyond argument values.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import stats as st
 
@@ -43,9 +45,6 @@ def psi_bruteforce(p, k_bar, U, decline, sigma, alpha):
 # replay (issue 4): twins of isskit._kernels / isskit.replay / isskit.metrics.
 # Per image, plain loops over the raw labels; Beta quantiles from scipy.stats.beta.ppf.
 # ---------------------------------------------------------------------------------------------
-import math  # noqa: E402
-
-from scipy import stats as _st  # noqa: E402
 
 
 def ref_mode(labels) -> tuple[int, int]:
@@ -73,13 +72,13 @@ def ref_cp_lower(k_A, k, alpha) -> float:
     """One-sided Clopper-Pearson lower bound from scipy.stats.beta.ppf (0 when k_A = 0)."""
     if k_A == 0:
         return 0.0
-    return float(_st.beta.ppf(alpha, k_A, k - k_A + 1))
+    return float(st.beta.ppf(alpha, k_A, k - k_A + 1))
 
 
 def ref_cp_interval(k_A, k, alpha) -> tuple[float, float]:
     """Two-sided Clopper-Pearson interval at level alpha, from scipy.stats.beta.ppf."""
-    low = 0.0 if k_A == 0 else float(_st.beta.ppf(alpha / 2, k_A, k - k_A + 1))
-    up = 1.0 if k_A == k else float(_st.beta.ppf(1 - alpha / 2, k_A + 1, k - k_A))
+    low = 0.0 if k_A == 0 else float(st.beta.ppf(alpha / 2, k_A, k - k_A + 1))
+    up = 1.0 if k_A == k else float(st.beta.ppf(1 - alpha / 2, k_A + 1, k - k_A))
     return low, up
 
 
@@ -90,8 +89,9 @@ class RefTooFewSamples(ValueError):
 def ref_certify_image(labels, policy, sigma, psi_table=None) -> dict:
     """One policy on one image's stream, read straight off DESIGN.md's policy table.
 
-    ``psi_table(k_bar, U, decline, sigma, alpha, delta)`` gives ISS's mapping (its
-    ``k_hat(p_low, p_up)``). Raises :class:`RefTooFewSamples` when the stream is too short.
+    ``psi_table(k_bar, U, decline, sigma, alpha, delta, mapping=...)`` gives ISS's mapping
+    (its ``k_hat(p_low, p_up)``; isskit.psi, tested on its own against psi_bruteforce).
+    Raises :class:`RefTooFewSamples` when the stream is too short.
     """
     n_stream = len(labels)
     kind = policy.kind
@@ -109,7 +109,7 @@ def ref_certify_image(labels, policy, sigma, psi_table=None) -> dict:
         cls, pilot = ref_mode(labels[0 : policy.k0])
         p_low, p_up = ref_cp_interval(pilot, policy.k0, policy.alpha)
         table = psi_table(policy.k_bar, policy.U, policy.decline, sigma, policy.alpha,
-                          policy.delta)
+                          policy.delta, mapping=policy.mapping)
         k_hat = int(table.k_hat([p_low], [p_up])[0])
         k = k_hat
         if policy.fresh:
@@ -125,7 +125,7 @@ def ref_certify_image(labels, policy, sigma, psi_table=None) -> dict:
     k_A = ref_count(labels, cls, start, start + k)
     p_lower = ref_cp_lower(k_A, k, policy.alpha)
     if p_lower >= 0.5:
-        prediction, radius = cls, sigma * float(_st.norm.ppf(p_lower))
+        prediction, radius = cls, sigma * float(st.norm.ppf(p_lower))
     else:
         prediction, radius = -1, 0.0
     return {"prediction": prediction, "radius": radius, "p_lower": p_lower, "samples": samples,

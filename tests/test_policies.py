@@ -192,8 +192,22 @@ def test_bad_policy_files(tmp_path, text, message):
 def test_params_and_budgets():
     iss = ISS(100_000, 0.05, "ad", k0=500, fresh=True)
     assert iss.params() == {"kind": "iss", "k_bar": 100_000, "U": 0.05, "decline": "ad",
-                            "k0": 500, "delta": 0.001, "alpha": 0.001, "fresh": True}
+                            "k0": 500, "delta": 0.001, "alpha": 0.001, "fresh": True,
+                            "mapping": "paper"}
     assert iss.max_samples == 100_500 and iss.selection_size == 500
     assert ISS(100_000, 0.05, "ad", k0=500).max_samples == 100_000
     assert Cohen(n0=100, n=1000).max_samples == 1100
     assert IAS(n=7).params() == {"kind": "ias", "n": 7, "alpha": 0.001}
+
+
+def test_mapping_names_psi_lookups():
+    from isskit.policies import MAPPINGS as OURS
+    from isskit.psi import MAPPINGS
+
+    assert OURS == MAPPINGS
+    p = ISS(100_000, 0.1, "rd", mapping="SUP")
+    assert p.mapping == "sup" and p.name == "ISS-RD-10-0.1-mapping=sup"
+    assert parse_policy_spec(p.name) == [p]
+    assert parse_policy_spec("ISS-RD-10-0.1 mapping=paper,sup")[1] == p
+    with pytest.raises(ValueError, match=r"mapping \('best'\) must be one of paper, sup"):
+        ISS(100_000, 0.1, "rd", mapping="best")

@@ -12,6 +12,7 @@ from scipy import stats as st
 
 from isskit import _cbeta, _kernels
 from isskit.policies import IAS, ISS, Cohen
+from isskit.psi import psi_table
 from isskit.replay import _cp_lower, evaluate, index_blocks
 from isskit.stats import cp_lower
 from tests import reference as ref
@@ -59,20 +60,6 @@ TRUE = np.array([int(np.bincount(r, minlength=C).argmax()) for r in LABELS])
 TRUE[::5] = (TRUE[::5] + 1) % C  # some wrong predictions too
 
 
-@pytest.fixture(scope="module")
-def psi_table():
-    try:
-        from isskit.psi import psi_table
-    except ImportError:  # until the psi module lands: tests/_psi_standin.py
-        from tests._psi_standin import psi_table
-    return psi_table
-
-
-@pytest.fixture(autouse=True)
-def _use_psi(monkeypatch, psi_table):
-    monkeypatch.setattr("isskit.replay._psi_table", psi_table)
-
-
 POLICIES = [
     IAS(n=300),
     IAS(n=N),
@@ -84,6 +71,7 @@ POLICIES = [
     ISS(k_bar=1500, U=0.3, decline="rd", k0=30, delta=0.02, alpha=0.01),
     ISS(k_bar=1500, U=0.3, decline="rd", k0=30, delta=0.02, alpha=0.01, fresh=True),
     ISS(k_bar=2000, U=0.2, decline="ad", k0=400, delta=0.01),
+    ISS(k_bar=1500, U=0.3, decline="rd", k0=30, delta=0.02, mapping="sup"),
 ]
 
 
@@ -167,7 +155,7 @@ def test_cp_lower_many_is_bitwise_stats():
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
-def test_policy_matches_reference(policy, psi_table):
+def test_policy_matches_reference(policy):
     idx = _index(LABELS, POLICIES)
     got = evaluate(idx, policy, SIGMA)
     want = ref.ref_replay(LABELS, policy, SIGMA, psi_table)
@@ -178,7 +166,7 @@ def test_policy_matches_reference(policy, psi_table):
     np.testing.assert_allclose(got["p_lower"], want["p_lower"], rtol=0, atol=1e-15)
 
 
-def test_cases_the_streams_cover(psi_table):
+def test_cases_the_streams_cover():
     """The streams above do reach the cases they are meant to: ties, k_hat = 0, abstentions."""
     idx = _index(LABELS, POLICIES)
     iss = evaluate(idx, POLICIES[5], SIGMA)
@@ -206,7 +194,7 @@ def test_cases_the_streams_cover(psi_table):
     ],
     ids=lambda p: p.name,
 )
-def test_streams_too_short_are_errors_naming_the_image(policy, psi_table):
+def test_streams_too_short_are_errors_naming_the_image(policy):
     short = LABELS[:, :N]
     sizes = [p.selection_size for p in POLICIES if p.selection_size <= N]
     if policy.selection_size <= N:
