@@ -105,15 +105,18 @@ def est_minutes(samples, seconds_per_sample):
     samples : array_like of int, shape (..., n_images)
         Samples consumed per image.
     seconds_per_sample : float
-        Wall seconds per sample (one forward pass of one noisy copy), >= 0.
+        Wall seconds per sample (one forward pass of one noisy copy), >= 0; NaN where it
+        is unknown, which gives NaN.
 
     Returns
     -------
     float or ndarray
     """
     s = float(seconds_per_sample)
-    if not (np.isfinite(s) and s >= 0):
-        raise ValueError(f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0")
+    if not (np.isnan(s) or (np.isfinite(s) and s >= 0)):
+        raise ValueError(
+            f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0 (or NaN)"
+        )
     return total_samples(samples) * s / 60.0
 
 

@@ -593,15 +593,21 @@ def replay(
     if rows.size == 0:
         raise ValueError(f"the store has no complete row (of {complete.size}) to replay")
     if seconds_per_sample is None:
+        # NaN where the store does not know its sampling time (a synthetic store): the
+        # estimated runtime is then NaN too, not an error.
         seconds_per_sample = float(store.seconds_per_sample())
-        sps_source = "store"
+        sps_source = "store" if math.isfinite(seconds_per_sample) else "unknown"
     else:
         sps_source = "given"
-    seconds_per_sample = float(seconds_per_sample)
-    if not (math.isfinite(seconds_per_sample) and seconds_per_sample >= 0):
-        raise ValueError(
-            f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0"
-        )
+        if isinstance(seconds_per_sample, bool) or not isinstance(
+            seconds_per_sample, int | float | np.integer | np.floating
+        ):
+            raise ValueError(f"seconds_per_sample ({seconds_per_sample!r}) must be a number")
+        seconds_per_sample = float(seconds_per_sample)
+        if not (math.isfinite(seconds_per_sample) and seconds_per_sample >= 0):
+            raise ValueError(
+                f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0"
+            )
     ids = image_index[rows]
     _check_static_needs(every, n, ids[:1])
     if index is None:
