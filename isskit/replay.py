@@ -19,6 +19,7 @@ This module never prints (progress bars go to stderr, on request) and never impo
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 import queue
 import threading
@@ -47,6 +48,7 @@ __all__ = [
     "StreamIndex",
     "build_index",
     "evaluate",
+    "export_cohen",
     "index_blocks",
     "load_results",
     "replay",
@@ -741,3 +743,58 @@ def load_results(path):
 
     with xr.open_dataset(path, engine="h5netcdf") as ds:
         return ds.load()
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
+
+
+def export_cohen(ds, directory) -> list[Path]:
+    """Write each policy's per-image results as a Cohen-format certification log.
+
+    One tab-separated file per policy, ``<directory>/<policy name>.tsv``, with the header
+    ``idx label predict radius correct time`` of Cohen et al.'s ``certify.py``: ``idx`` the
+    dataset index, ``predict`` -1 for an abstention, ``correct`` 1 or 0, ``time`` the
+    estimated wall time of the image (samples x seconds per sample) written as
+    ``certify.py`` writes it (``str(datetime.timedelta)``), or ``nan`` where the sampling
+    time is unknown. Radii get 6 decimals (``certify.py`` prints 3 significant digits;
+    more keep the counts recoverable).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Replay results.
+    directory : str or Path
+        Created if needed.
+
+    Returns
+    -------
+    list of Path
+        The files written, in policy order.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    sps = float(ds.attrs.get("seconds_per_sample", math.nan))
+    idx = ds.image_index.values
+    label = ds.true_label.values
+    out = []
+    for i, name in enumerate(ds.policy.values):
+        pred = ds.prediction.values[i]
+        rad = ds.radius.values[i]
+        samples = ds.samples.values[i]
+        path = d / f"{_safe_name(str(name))}.tsv"
+        with path.open("w") as f:
+            f.write("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
+            for j in range(idx.size):
+                t = (
+                    str(datetime.timedelta(seconds=float(samples[j]) * sps))
+                    if math.isfinite(sps)
+                    else "nan"
+                )
+                correct = int(pred[j] == label[j] and pred[j] >= 0)
+                f.write(
+                    f"{int(idx[j])}\t{int(label[j])}\t{int(pred[j])}\t{rad[j]:.6f}\t"
+                    f"{correct}\t{t}\n"
+                )
+        out.append(path)
+    return out
