@@ -44,8 +44,8 @@ def sweep(n_samples: int) -> list:
     """The 1,000 policies: ISS AD and RD, paper-faithful and fresh, over k_bar, U and k0;
     IAS and Cohen over n. Sized for streams of ``n_samples`` (110,000 in the issue)."""
     scale = n_samples / 110_000
-    k_bars = [int(round(k * scale)) for k in (20_000, 50_000, 100_000)]
-    k0s = [max(1, int(round(k * scale))) for k in (200, 500, 1000, 2000, 5000, 10_000)]
+    k_bars = [round(k * scale) for k in (20_000, 50_000, 100_000)]
+    k0s = [max(1, round(k * scale)) for k in (200, 500, 1000, 2000, 5000, 10_000)]
     us = [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
     out = [
         ISS(k_bar=kb, U=u, decline=d, k0=k0, fresh=f)
@@ -120,7 +120,6 @@ def main() -> None:
     n_pol = len(policies)
     size_gb = store_path.stat().st_size / 1e9
 
-    from isskit import _kernels
     from isskit.metrics import default_reference
     from isskit.replay import DEFAULT_MAX_BYTES, build_index, evaluate, index_blocks, replay
 
@@ -128,7 +127,6 @@ def main() -> None:
     tiny = np.zeros((2, 130), np.uint16)
     evaluate(index_blocks([tiny], n_samples=130, num_classes=2, selection_sizes=[5]),
              Cohen(n0=5, n=100), SIGMA)
-    _ = _kernels
 
     store = open_store(store_path)
     n_img, N = store.n_images, store.samples_per_image
@@ -139,7 +137,7 @@ def main() -> None:
 
     # ---- (i) read + index
     t = time.perf_counter()
-    for _, block in store.iter_chunks(max_bytes=DEFAULT_MAX_BYTES):
+    for _, _block in store.iter_chunks(max_bytes=DEFAULT_MAX_BYTES):
         pass
     t_read = time.perf_counter() - t
     refs = [default_reference(p, policies) for p in policies]

@@ -665,7 +665,14 @@ def replay(
                 f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0"
             )
     ids = image_index[rows]
-    _check_static_needs(every, n, ids[:1])
+    _check_static_needs(policies, n, ids[:1])
+    for p, r in zip(policies, references, strict=True):
+        try:
+            _check_static_needs([r], n, ids[:1])
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc} (it is the reference of {p.name}; choose one that fits with reference=)"
+            ) from None
     if index is None:
         index = build_index(store, every, rows=rows, progress=progress)
     elif not np.array_equal(index.rows, rows):

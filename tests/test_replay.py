@@ -273,3 +273,12 @@ def test_index_does_not_depend_on_layout_or_blocks(store_path, tmp_path, create)
         sub = build_index(b, pols, rows=rows, max_bytes=2 * N)
         np.testing.assert_array_equal(sub.modes, want.modes[rows])
         np.testing.assert_array_equal(sub.mode_counts, want.mode_counts[rows])
+
+
+def test_reference_too_long_for_the_streams_is_named(store_path):
+    # ISS with k_bar = 5000 on streams of 3000 might fit, its reference IAS(5000) cannot
+    with pytest.raises(ValueError, match=r"policy IAS-0.5 needs 5000 samples.*it is the "
+                       r"reference of ISS-AD-0.5-0.5-k0=10"):
+        replay(store_path, [ISS(5000, 0.5, "ad", k0=10)])
+    ds = replay(store_path, [ISS(5000, 0.5, "ad", k0=10, delta=0.01)], reference="IAS-0.3")
+    assert ds.reference.values.tolist() == ["IAS-0.3"]
