@@ -64,6 +64,59 @@ def n_words(n_samples: int) -> int:
     return (int(n_samples) + WORD_BITS - 1) // WORD_BITS
 
 
+@_jit
+def _scan_row(block, r, checkpoints, counts, modes, mode_counts, bad):
+    """Modes of the prefixes of row r (see :func:`scan_modes`); ``counts`` is scratch."""
+    counts[:] = 0
+    bad[r] = -1
+    num_classes = counts.shape[0]
+    q = 0
+    for j in range(checkpoints.shape[0]):
+        stop = checkpoints[j]
+        while q < stop:
+            lab = np.int64(block[r, q])
+            if lab >= num_classes:
+                if bad[r] < 0:
+                    bad[r] = q
+            else:
+                counts[lab] += 1
+            q += 1
+        best = 0
+        best_count = counts[0]
+        for c in range(1, num_classes):
+            if counts[c] > best_count:
+                best = c
+                best_count = counts[c]
+        modes[r, j] = best
+        mode_counts[r, j] = best_count
+
+
+@_jit
+def _pack_row(block, r, c, bits, cum, s):
+    """Bit vector of ``block[r] == c`` and its rank directory into row s of bits, cum."""
+    n = block.shape[1]
+    nw = cum.shape[1] - 1
+    full_words = n // 64
+    total = 0
+    for w in range(nw):
+        cum[s, w] = total
+        base = w * 64
+        for y in range(8):
+            v = 0
+            q0 = base + 8 * y
+            if w < full_words:
+                for b in range(8):
+                    if block[r, q0 + b] == c:
+                        v |= 1 << b
+            else:
+                for b in range(8):
+                    if q0 + b < n and block[r, q0 + b] == c:
+                        v |= 1 << b
+            bits[s, 8 * w + y] = v
+            total += _POP8[v]
+    cum[s, nw] = total
+
+
 @_pjit
 def scan_modes(block, checkpoints, num_classes, modes, mode_counts, bad):
     """Mode and its count of every prefix ``block[r, 0:m]`` for ``m`` in ``checkpoints``.
@@ -81,30 +134,33 @@ def scan_modes(block, checkpoints, num_classes, modes, mode_counts, bad):
     bad : ndarray of int64, shape (rows,)
         Out: position of the first label >= num_classes in the scanned prefix, or -1.
     """
-    rows = block.shape[0]
-    n_cp = checkpoints.shape[0]
-    for r in prange(rows):
+    for r in prange(block.shape[0]):
         counts = np.zeros(num_classes, np.int64)
-        bad[r] = -1
-        q = 0
-        for j in range(n_cp):
-            stop = checkpoints[j]
-            while q < stop:
-                lab = np.int64(block[r, q])
-                if lab >= num_classes:
-                    if bad[r] < 0:
-                        bad[r] = q
-                else:
-                    counts[lab] += 1
-                q += 1
-            best = 0
-            best_count = counts[0]
-            for c in range(1, num_classes):
-                if counts[c] > best_count:
-                    best = c
-                    best_count = counts[c]
-            modes[r, j] = best
-            mode_counts[r, j] = best_count
+        _scan_row(block, r, checkpoints, counts, modes, mode_counts, bad)
+
+
+@_pjit
+def scan_and_pack(block, checkpoints, num_classes, primary_col, modes, mode_counts, bad,
+                  bits, cum):
+    """:func:`scan_modes`, then each row's bit vector for its mode at ``primary_col``.
+
+    The row is packed right after it is scanned, while it is still in cache; the classes
+    other checkpoints choose (rare) are packed afterwards by :func:`pack_slots`.
+
+    Parameters
+    ----------
+    block, checkpoints, num_classes, modes, mode_counts, bad :
+        As in :func:`scan_modes`.
+    primary_col : int
+        Checkpoint whose mode gets row r's bit vector in row r of ``bits`` and ``cum``.
+    bits : ndarray of uint8, shape (rows, 8 * n_words(N))
+    cum : ndarray of int32, shape (rows, n_words(N) + 1)
+        Out: as in :func:`pack_slots`.
+    """
+    for r in prange(block.shape[0]):
+        counts = np.zeros(num_classes, np.int64)
+        _scan_row(block, r, checkpoints, counts, modes, mode_counts, bad)
+        _pack_row(block, r, modes[r, primary_col], bits, cum, r)
 
 
 @_pjit
@@ -125,30 +181,9 @@ def pack_slots(block, row_slot_start, slot_class, bits, cum):
     cum : ndarray of int32, shape (n_slots, n_words(N) + 1)
         Out: ``cum[s, w]`` = set bits before bit ``64 w``.
     """
-    rows, n = block.shape
-    nw = cum.shape[1] - 1
-    full_words = n // 64
-    for r in prange(rows):
+    for r in prange(block.shape[0]):
         for s in range(row_slot_start[r], row_slot_start[r + 1]):
-            c = slot_class[s]
-            total = 0
-            for w in range(nw):
-                cum[s, w] = total
-                base = w * 64
-                for y in range(8):
-                    v = 0
-                    q0 = base + 8 * y
-                    if w < full_words:
-                        for b in range(8):
-                            if block[r, q0 + b] == c:
-                                v |= 1 << b
-                    else:
-                        for b in range(8):
-                            if q0 + b < n and block[r, q0 + b] == c:
-                                v |= 1 << b
-                    bits[s, 8 * w + y] = v
-                    total += _POP8[v]
-            cum[s, nw] = total
+            _pack_row(block, r, slot_class[s], bits, cum, s)
 
 
 @_jit
@@ -196,13 +231,25 @@ _K_SPREAD = 1_000_003
 
 
 @_jit
+def _insert(table, keys, key, h, mask):
+    """Index of ``key`` in ``keys`` found from slot h of ``table``, or -1 with its free slot."""
+    while True:
+        t = table[h]
+        if t < 0:
+            return -1, h
+        if keys[t] == key:
+            return t, h
+        h = (h + 1) & mask
+
+
+@_jit
 def unique_pairs(k_A, k, inverse):
     """Distinct ``(k_A, k)`` pairs, by open addressing (a sort would cost 10x more).
 
     Parameters
     ----------
     k_A, k : ndarray of int64, shape (n,)
-        Counts and sample sizes, each below 2**31.
+        Counts and sample sizes, ``0 <= k_A, k < 2**31``.
     inverse : ndarray of int64, shape (n,)
         Out: index of each pair among the distinct ones.
 
@@ -212,33 +259,42 @@ def unique_pairs(k_A, k, inverse):
         The distinct pairs ``(k_A, k)``, in order of first appearance.
     """
     n = k_A.shape[0]
-    cap = 16
-    while cap < 2 * n:
-        cap *= 2
+    cap = 1024
     mask = cap - 1
     table = np.full(cap, -1, np.int64)
-    pairs = np.empty((n, 2), np.int64)
+    keys = np.empty(cap // 2, np.int64)  # k * 2**31 + k_A, distinct
     m = 0
     for i in range(n):
-        a = k_A[i]
-        kk = k[i]
+        key = k[i] * 2147483648 + k_A[i]
         # Pairs of one k fall in one contiguous run of the table (cache friendly); runs of
         # different k start at scattered places. k * _K_SPREAD < 2**63 for k < 2**31.
-        h = (kk * _K_SPREAD + a) & mask
-        while True:
-            t = table[h]
-            if t < 0:
-                table[h] = m
-                pairs[m, 0] = a
-                pairs[m, 1] = kk
-                inverse[i] = m
-                m += 1
-                break
-            if pairs[t, 0] == a and pairs[t, 1] == kk:
-                inverse[i] = t
-                break
-            h = (h + 1) & mask
-    return pairs[:m].copy()
+        h = (k[i] * _K_SPREAD + k_A[i]) & mask
+        t, h = _insert(table, keys, key, h, mask)
+        if t >= 0:
+            inverse[i] = t
+            continue
+        if m == keys.shape[0]:  # half full: double, and re-place every key
+            cap *= 2
+            mask = cap - 1
+            table = np.full(cap, -1, np.int64)
+            grown = np.empty(cap // 2, np.int64)
+            grown[:m] = keys[:m]
+            keys = grown
+            for u in range(m):
+                kk = keys[u] // 2147483648
+                _, g = _insert(table, keys, keys[u], (kk * _K_SPREAD + keys[u] - kk *
+                                                      2147483648) & mask, mask)
+                table[g] = u
+            _, h = _insert(table, keys, key, (k[i] * _K_SPREAD + k_A[i]) & mask, mask)
+        table[h] = m
+        keys[m] = key
+        inverse[i] = m
+        m += 1
+    out = np.empty((m, 2), np.int64)
+    for u in range(m):
+        out[u, 1] = keys[u] // 2147483648
+        out[u, 0] = keys[u] - out[u, 1] * 2147483648
+    return out
 
 
 @_pjit

@@ -92,6 +92,8 @@ class StreamIndex:
         Most frequent label of ``labels[0:m]`` (ties to the smallest) and its count.
     slot : ndarray of int64, shape (n, n_cp)
         Row of ``bits``/``cum`` marking that label, -1 where the checkpoint is N only.
+        (Numbering depends on how the store was read in blocks; what a slot holds does not:
+        compare indexes with :meth:`same_as`.)
     bits, cum : ndarray
         Bit vectors and rank directories of the slots.
     """
@@ -115,6 +117,19 @@ class StreamIndex:
                 f"{self.checkpoints.tolist()}); rebuild it with the policy"
             )
         return j
+
+    def same_as(self, other: StreamIndex) -> bool:
+        """Whether two indexes hold the same information (slot numbering aside)."""
+        if not all(
+            np.array_equal(getattr(self, a), getattr(other, a))
+            for a in ("rows", "checkpoints", "modes", "mode_counts")
+        ) or not np.array_equal(self.slot < 0, other.slot < 0):
+            return False
+        has = self.slot >= 0
+        return bool(
+            np.array_equal(self.bits[self.slot[has]], other.bits[other.slot[has]])
+            and np.array_equal(self.cum[self.slot[has]], other.cum[other.slot[has]])
+        )
 
     @property
     def top_class(self) -> np.ndarray:
@@ -140,26 +155,36 @@ def _selection_sizes(policies) -> list[int]:
     return sorted({p.selection_size for p in policies})
 
 
-def _slots_of_block(modes, need_slot):
-    """Distinct chosen classes per row: (row_slot_start, slot_class, local slot per column)."""
+def _slots_of_block(modes, need_slot, primary):
+    """Slots of a block of rows.
+
+    Row r's first slot is r (its class at checkpoint ``primary``); the other classes chosen
+    at checkpoints that need a slot come after the block's rows,
+    ``row_extra[r]:row_extra[r + 1]``.
+
+    Returns ``local`` (slot of each row and checkpoint, -1 where none is needed),
+    ``row_extra`` and ``extra_class`` (the class of each extra slot).
+    """
     rows, n_cp = modes.shape
     local = np.full((rows, n_cp), -1, dtype=np.int64)
     cols = np.flatnonzero(need_slot)
-    if cols.size == 0 or rows == 0:
-        return np.zeros(rows + 1, np.int64), np.zeros(0, np.int64), local
+    if primary < 0 or rows == 0:
+        return local, np.zeros(rows + 1, np.int64), np.zeros(0, np.int64)
     m = modes[:, cols]
-    order = np.argsort(m, axis=1, kind="stable")
-    ms = np.take_along_axis(m, order, axis=1)
-    new = np.ones_like(ms, dtype=bool)
-    new[:, 1:] = ms[:, 1:] != ms[:, :-1]
-    uid = np.cumsum(new, axis=1) - 1
-    per_row = new.sum(axis=1)
-    row_slot_start = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
-    slot_class = ms[new].astype(np.int64)
-    sub = np.empty_like(uid)
-    np.put_along_axis(sub, order, uid, axis=1)
-    local[:, cols] = sub + row_slot_start[:-1, None]
-    return row_slot_start, slot_class, local
+    same = m == modes[:, primary][:, None]
+    sub = np.where(same, np.arange(rows)[:, None], -1)
+    counts = np.zeros(rows, np.int64)
+    extra_class: list[int] = []
+    for r in np.flatnonzero(~same.all(axis=1)):  # rare: the pilot's class is unstable
+        classes = np.unique(m[r][~same[r]])
+        first = rows + len(extra_class)
+        extra_class.extend(classes.tolist())
+        counts[r] = classes.size
+        for c_i, c in enumerate(classes):
+            sub[r][m[r] == c] = first + c_i
+    local[:, cols] = sub
+    row_extra = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return local, row_extra, np.array(extra_class, dtype=np.int64)
 
 
 def index_blocks(
@@ -199,6 +224,8 @@ def index_blocks(
             raise ValueError(f"selection size ({m}) must be in [1, {n_samples}] (N)")
     cps = np.array(sorted(set(sizes) | {n_samples}), dtype=np.int64)
     need_slot = np.isin(cps, np.array(sizes, dtype=np.int64))
+    # the class chosen at the largest selection size gets every row's first slot
+    primary = int(np.flatnonzero(need_slot)[-1]) if need_slot.any() else -1
     nw = _kernels.n_words(n_samples)
     modes_l, counts_l, slot_l, bits_l, cum_l = [], [], [], [], []
     n_done = 0
@@ -211,7 +238,13 @@ def index_blocks(
         modes = np.empty((r, cps.size), np.int64)
         counts = np.empty((r, cps.size), np.int64)
         bad = np.empty(r, np.int64)
-        _kernels.scan_modes(block, cps, num_classes, modes, counts, bad)
+        bits = np.empty((r if primary >= 0 else 0, 8 * nw), np.uint8)
+        cum = np.empty((bits.shape[0], nw + 1), np.int32)
+        if primary >= 0:
+            _kernels.scan_and_pack(block, cps, num_classes, primary, modes, counts, bad,
+                                   bits, cum)
+        else:
+            _kernels.scan_modes(block, cps, num_classes, modes, counts, bad)
         if np.any(bad >= 0):
             i = int(np.flatnonzero(bad >= 0)[0])
             q = int(bad[i])
@@ -221,18 +254,20 @@ def index_blocks(
                 f"label ({int(block[i, q])}) at sample {q} of store row {row}{img} "
                 f"is not below num_classes ({num_classes})"
             )
-        row_slot_start, slot_class, local = _slots_of_block(modes, need_slot)
-        k = slot_class.size
-        bits = np.empty((k, 8 * nw), np.uint8)
-        cum = np.empty((k, nw + 1), np.int32)
-        _kernels.pack_slots(block, row_slot_start, slot_class, bits, cum)
+        local, row_extra, extra_class = _slots_of_block(modes, need_slot, primary)
+        if extra_class.size:
+            xbits = np.empty((extra_class.size, 8 * nw), np.uint8)
+            xcum = np.empty((extra_class.size, nw + 1), np.int32)
+            _kernels.pack_slots(block, row_extra, extra_class, xbits, xcum)
+            bits = np.concatenate([bits, xbits])
+            cum = np.concatenate([cum, xcum])
         modes_l.append(modes)
         counts_l.append(counts)
         slot_l.append(np.where(local >= 0, local + n_slots, -1))
         bits_l.append(bits)
         cum_l.append(cum)
         n_done += r
-        n_slots += k
+        n_slots += bits.shape[0]
 
     def cat(parts, shape, dtype):
         return np.concatenate(parts) if parts else np.zeros(shape, dtype)

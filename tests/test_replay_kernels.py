@@ -136,10 +136,19 @@ def test_rank_counts_match_loops(n):
 def test_index_is_the_same_in_any_blocking():
     one = _index(LABELS, POLICIES, blocks=())
     many = _index(LABELS, POLICIES, blocks=(1, 2, 3, 10))
-    for name in ("checkpoints", "modes", "mode_counts", "slot", "bits", "cum"):
-        np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
-    # one slot per image when every checkpoint picks the same class
-    assert one.bits.shape[0] >= LABELS.shape[0]
+    assert one.same_as(many) and many.same_as(one)
+    # one slot per image, and extra ones where a checkpoint chose another class
+    assert one.bits.shape[0] > LABELS.shape[0]
+    changed = _index(LABELS[::-1], POLICIES)
+    assert not one.same_as(changed)
+    # every slot row is the bit vector of its class, by a loop
+    for i in range(LABELS.shape[0]):
+        for j in np.flatnonzero(one.slot[i] >= 0):
+            s = one.slot[i, j]
+            marks = LABELS[i] == one.modes[i, j]
+            packed = np.packbits(marks, bitorder="little")
+            np.testing.assert_array_equal(one.bits[s, : packed.size], packed)
+            assert one.cum[s, -1] == marks.sum()
 
 
 def test_cp_lower_rows_is_bitwise_stats():
@@ -160,7 +169,7 @@ def test_cp_lower_rows_is_bitwise_stats():
 def test_unique_pairs_against_a_set():
     rng = np.random.default_rng(11)
     k = rng.choice([0, 1, 7, 1000, 99_999, 2**31 - 1], 3000)
-    k_A = np.minimum(rng.integers(0, 20, 3000) + (k > 5) * (k - 20), k)
+    k_A = np.clip(rng.integers(0, 20, 3000) + (k > 5) * (k - 20), 0, k)
     inv = np.empty(k.size, np.int64)
     pairs = _kernels.unique_pairs(k_A, k, inv)
     want = list(dict.fromkeys(zip(k_A.tolist(), k.tolist(), strict=True)))
@@ -168,6 +177,14 @@ def test_unique_pairs_against_a_set():
     np.testing.assert_array_equal(pairs[inv, 0], k_A)
     np.testing.assert_array_equal(pairs[inv, 1], k)
     assert _kernels.unique_pairs(k[:0], k[:0], inv[:0]).shape == (0, 2)
+    # many distinct pairs: the table grows (and re-places its keys) several times
+    k = rng.integers(1, 10**6, 6000)
+    k_A = rng.integers(0, k + 1)
+    k, k_A = np.concatenate([k, k[::-1]]), np.concatenate([k_A, k_A[::-1]])
+    inv = np.empty(k.size, np.int64)
+    pairs = _kernels.unique_pairs(k_A, k, inv)
+    assert len(pairs) == len(set(zip(k_A.tolist(), k.tolist(), strict=True))) > 5900
+    np.testing.assert_array_equal(pairs[inv], np.stack([k_A, k], axis=1))
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
