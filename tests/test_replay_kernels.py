@@ -101,10 +101,12 @@ def test_scan_modes_flags_labels_out_of_range():
     block = np.zeros((3, 50), np.uint16)
     block[1, 17] = C
     block[1, 30] = C + 5
+    block[2, 49] = 65535  # in the tail after the last group of four
     modes = np.empty((3, 1), np.int64)
     bad = np.empty(3, np.int64)
     _kernels.scan_modes(block, np.array([50]), C, modes, np.empty_like(modes), bad)
-    assert bad.tolist() == [-1, 17, -1]
+    assert bad.tolist() == [-1, 17, 49]
+    assert modes[:, 0].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match=r"label \(10\) at sample 17 of store row 1"):
         index_blocks([block], n_samples=50, num_classes=C, selection_sizes=[50])
 
