@@ -474,40 +474,49 @@ def _cell_values(p, k, mapping, k_bar, U, decline, sigma, alpha) -> np.ndarray:
 
 
 def _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha) -> np.ndarray:
-    """Upper bound on psi over each closed cell; see docs/mapping.md for why it is enough.
+    """Upper bound on psi over each closed cell, for the ``"sup"`` mapping.
 
-    Where psi is monotone across a cell its sup is at an end;
-    the cells where the target radius changes sign hold a jump of psi from 0, whose
-    size is the limit of psi at the sign change from above.
+    Where psi is monotone across a cell its sup is at one of the cell's ends, so the
+    neighbour max is the sup (that psi is monotone inside every other cell is what
+    :mod:`isskit.verify` checks on a fine grid). The cells where the target radius
+    turns positive hold a jump of psi from 0 up to its right limit at the sign change
+    p0 (k_bar itself for RD, where R(k_bar, p0) = 0 leaves no room for any decline);
+    there psi is evaluated on points packed geometrically towards p0.
     """
     out = neighbour_max.copy()
-    for i in np.flatnonzero((k[:-1] == 0) & (k[1:] > 0)):
-        p0 = _threshold(p[i], p[i + 1], k_bar, U, decline, sigma, alpha)
-        out[i] = max(out[i], _psi_right_limit(p0, p[i + 1], k_bar, U, decline, sigma, alpha))
+    for i in _threshold_cells(k):
+        ps = _threshold_samples(p[i], p[i + 1], k_bar, U, decline, sigma, alpha)
+        out[i] = max(out[i], int(psi_exact(ps, k_bar, U, decline, sigma, alpha).max()))
     return out
 
 
-def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
-    """The p in (lo, hi] where the target radius turns positive (bisection to an ulp)."""
-    def positive(x):
-        r = expected_radius(k_bar, x, sigma, alpha)
-        return _target(np.asarray(r), U, decline) > 0
+def _threshold_cells(k) -> np.ndarray:
+    """Cells whose left end has psi = 0 and right end psi > 0 (the target turns positive)."""
+    return np.flatnonzero((k[:-1] == 0) & (k[1:] > 0))
 
+
+def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
+    """The smallest float p in (lo, hi] where the target radius is > 0 (bisection to an ulp)."""
     while True:
         mid = 0.5 * (lo + hi)
         if mid <= lo or mid >= hi:
             return hi
-        if positive(mid):
+        r_bar = np.asarray(expected_radius(k_bar, mid, sigma, alpha))
+        if _target(r_bar, U, decline) > 0:
             hi = mid
         else:
             lo = mid
 
 
-def _psi_right_limit(p0, p1, k_bar, U, decline, sigma, alpha) -> int:
-    """Max of psi over ``[p0, p1]``, sampled densely near the sign change p0."""
-    t = np.concatenate([np.geomspace(1e-12, 1.0, 200), np.linspace(0.0, 1.0, 65)[1:]])
-    ps = np.minimum(p0 + t * (p1 - p0), p1)
-    return int(psi_exact(ps, k_bar, U, decline, sigma, alpha).max())
+def _threshold_samples(lo, hi, k_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Points of the cell ``(lo, hi]`` from the sign change p0 on.
+
+    p0 itself, points packed geometrically towards p0 (down to 1e-12 of the cell), and
+    evenly spaced points up to ``hi``.
+    """
+    p0 = _threshold(lo, hi, k_bar, U, decline, sigma, alpha)
+    t = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 200), np.linspace(0.0, 1.0, 65)[1:]])
+    return np.unique(np.minimum(p0 + t * (hi - p0), hi))
 
 
 @functools.lru_cache(maxsize=256)
