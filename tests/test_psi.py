@@ -234,3 +234,14 @@ def test_bad_parameters_raise_value_error_naming_the_value(kwargs, message):
 def test_psi_exact_rejects_p_outside_unit_interval():
     with pytest.raises(ValueError, match=r"p \(1.2\)"):
         psi_exact([0.5, 1.2], 100, 0.1, "ad", 0.5, 0.001)
+
+
+def test_fallback_when_the_secant_guess_is_wrong(monkeypatch):
+    # Force every candidate to be wrong: the betainc bisection and the exact re-check
+    # must still return the brute-force minimum.
+    monkeypatch.setattr(psi_mod, "_secant_guess", lambda p, *a, **k: np.ones(p.shape, np.int64))
+    got = psi_exact(GRID, 2000, 0.1, "rd", 0.5, 0.01)
+    np.testing.assert_array_equal(got, psi_bruteforce(GRID, 2000, 0.1, "rd", 0.5, 0.01))
+    monkeypatch.setattr(psi_mod, "_bisect_betainc", lambda p, *a, **k: np.ones(p.shape, np.int64))
+    got = psi_exact(GRID, 2000, 0.1, "ad", 0.25, 0.01)
+    np.testing.assert_array_equal(got, psi_bruteforce(GRID, 2000, 0.1, "ad", 0.25, 0.01))

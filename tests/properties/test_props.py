@@ -55,10 +55,15 @@ def test_psi_is_minimal_by_full_scan(params):
     sigma=sigmas(),
 )
 def test_radius_non_decreasing_in_k(p, alpha, start, sigma):
-    # What the bisection over k relies on (alpha < 1/2: the bound lies below the median).
+    # What the search over k relies on (alpha < 1/2: the bound lies below the median).
+    # Found by Hypothesis: with p k tiny the Beta quantile (about alpha**(1/(p k))) falls
+    # below the smallest normal double and Boost returns 2.2e-308, then 0, so R drops to
+    # -inf (p = 1e-6, alpha = 0.05, k = 4279). That is R < -37 sigma, far from any target
+    # radius > 0, so psi is unaffected; the property is asserted where R is representable.
     ks = np.arange(start, start + 400)
     r = expected_radius(ks, p, sigma, alpha)
-    assert np.all(np.diff(r) >= 0)
+    floor = sigma * sst.norm.ppf(np.finfo(float).tiny)  # about -37.5 sigma
+    assert np.all((r[1:] >= r[:-1]) | (r[1:] <= floor))
 
 
 @given(mapping_params(decline="ad"), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=50))
