@@ -346,6 +346,11 @@ def _read_columns(f: h5py.File, path: Path) -> dict:
     return out
 
 
+def _default_threads() -> int:
+    cores = os.cpu_count() or 1
+    return 4 if cores >= 4 else 1
+
+
 def _inflate_into(raw: bytes, dest: np.ndarray) -> None:
     """Inflate one deflate-compressed chunk into ``dest`` (only as many bytes as it needs)."""
     need = 2 * dest.size
@@ -797,7 +802,8 @@ class StreamStore:
             Restrict to a contiguous range of rows (default all).
         threads : int, optional
             Threads that decompress chunks in parallel (zlib releases the GIL); default
-            ``min(4, os.cpu_count())``. 0 or 1 reads through HDF5 alone. Stores whose
+            4 on machines with at least 4 cores, else 1 (on 2 cores the threads only
+            competed with HDF5 for them). 0 or 1 reads through HDF5 alone. Stores whose
             filters are not this module's (gzip, no shuffle, one row per chunk) are always
             read through HDF5.
 
@@ -817,7 +823,7 @@ class StreamStore:
         if step != 1:
             raise StoreError(f"rows ({rows!r}) must be a contiguous slice")
         if threads is None:
-            threads = min(4, os.cpu_count() or 1)
+            threads = _default_threads()
         threads = check_positive_int(threads, "threads", minimum=0)
         block = self.rows_per_chunk(max_bytes, k)
         pool = None
