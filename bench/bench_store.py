@@ -136,8 +136,10 @@ def main() -> None:
             t_thr = _best(lambda: chunks(4), args.repeat)
             t_def = _best(lambda: chunks(None), args.repeat)
             t_one = _best(lambda: chunks(1), args.repeat)
+            t_h5 = _best(lambda: chunks(0), args.repeat)
             k = N // 10
             t_pre = _best(lambda: chunks(None, k), args.repeat)
+            t_pre_h5 = _best(lambda: chunks(0, k), args.repeat)
 
         def read_plain():
             with h5py.File(plain, "r") as f:
@@ -154,15 +156,15 @@ def main() -> None:
         rows = [
             (f"iter_chunks, default ({_default_threads()} thread(s))", t_def),
             ("iter_chunks, 4 inflate threads", t_thr),
-            ("iter_chunks, HDF5 only (threads=1)", t_one),
+            ("iter_chunks, inflate in caller (threads=1)", t_one),
+            ("iter_chunks, HDF5 only (threads=0)", t_h5),
             ("baseline: uncompressed HDF5 dataset", t_plain),
             ("baseline: np.fromfile raw uint16", t_raw),
         ]
         for name, tt in rows:
-            print(
-                f"  {name:<40}{size / tt / 1e6:>8.0f} M/s   default / this {tt / t_def:.2f}"
-            )
+            print(f"  {name:<40}{size / tt / 1e6:>8.0f} M/s   default / this {tt / t_def:.2f}")
         print(f"  {'iter_chunks, prefix of N/10 samples':<40}{n * k / t_pre / 1e6:>8.0f} M/s")
+        print(f"  {'  same prefix, HDF5 only (threads=0)':<40}{n * k / t_pre_h5 / 1e6:>8.0f} M/s")
         print(
             f"  (this machine: {os.cpu_count()} cores, load average"
             f" {os.getloadavg()[0]:.1f} at the end)"

@@ -347,8 +347,9 @@ def _read_columns(f: h5py.File, path: Path) -> dict:
 
 
 def _default_threads() -> int:
-    cores = os.cpu_count() or 1
-    return 4 if cores >= 4 else 1
+    # Capped at 4: HDF5 hands over the compressed chunks in one thread, so more inflaters
+    # would mostly wait for it.
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _inflate_into(raw: bytes, dest: np.ndarray) -> None:
@@ -801,11 +802,11 @@ class StreamStore:
         rows : slice, optional
             Restrict to a contiguous range of rows (default all).
         threads : int, optional
-            Threads that decompress chunks in parallel (zlib releases the GIL); default
-            4 on machines with at least 4 cores, else 1 (on 2 cores the threads only
-            competed with HDF5 for them). 0 or 1 reads through HDF5 alone. Stores whose
-            filters are not this module's (gzip, no shuffle, one row per chunk) are always
-            read through HDF5.
+            Threads that inflate chunks (zlib releases the GIL): default the number of
+            cores, at most 4. With 1, chunks are inflated in the calling thread, and only as far as
+            the prefix of ``samples`` needs; 0 leaves all decompression to HDF5 (which
+            inflates whole chunks). Stores whose filters are not this module's (gzip, no
+            shuffle, one row per chunk) are always read through HDF5.
 
         Yields
         ------
@@ -826,15 +827,16 @@ class StreamStore:
             threads = _default_threads()
         threads = check_positive_int(threads, "threads", minimum=0)
         block = self.rows_per_chunk(max_bytes, k)
+        raw = threads >= 1 and k > 0 and hi > lo and self._raw_chunks_readable()
         pool = None
-        if threads > 1 and k and hi > lo and self._raw_chunks_readable():
+        if raw and threads > 1:
             pool = ThreadPoolExecutor(threads, thread_name_prefix="isskit-inflate")
         try:
             for start in range(lo, hi, block):
                 stop = min(start + block, hi)
                 out = np.empty((stop - start, k), dtype=np.uint16)
                 try:
-                    if pool is not None:
+                    if raw:
                         self._read_raw(pool, start, stop, out)
                     elif k:
                         # read_direct decompresses straight into the block (no temporary).
@@ -858,11 +860,11 @@ class StreamStore:
         plist = ds.id.get_create_plist()
         return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == h5py.h5z.FILTER_DEFLATE
 
-    def _read_raw(self, pool: ThreadPoolExecutor, start: int, stop: int, out: np.ndarray):
-        """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool``.
+    def _read_raw(self, pool, start: int, stop: int, out: np.ndarray) -> None:
+        """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool`` (or here).
 
         HDF5 hands over the compressed chunks in this thread (h5py serialises its calls
-        anyway); the pool inflates them in parallel.
+        anyway); the pool, if any, inflates them in parallel.
         """
         ds = self._labels
         dsid = ds.id
@@ -882,7 +884,10 @@ class StreamStore:
                 if mask:  # the filter was skipped for this chunk: let HDF5 read it
                     dest[:] = ds[r, c0 : c0 + dest.size]
                     continue
-                jobs.append(pool.submit(_inflate_into, raw, dest))
+                if pool is None:
+                    _inflate_into(raw, dest)
+                else:
+                    jobs.append(pool.submit(_inflate_into, raw, dest))
         for job in jobs:
             job.result()
 
