@@ -57,14 +57,19 @@ def main() -> None:
     ap.add_argument("--N", type=int, default=100_000)
     ap.add_argument("--source", default=DEFAULT_SOURCE)
     ap.add_argument("--other", default="uniform", choices=["uniform", "runner_up"])
+    ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     n, N = args.images, args.N
     rng = np.random.default_rng(args.seed)
     p_A = realistic_p_A(n, rng, args.source)
-    pred = rng.integers(0, 10, n)
-    print(f"{n} images x {N:,} samples, p_A from {args.source} (other classes: {args.other})")
+    K = args.classes
+    pred = rng.integers(0, K, n)
+    print(
+        f"{n} images x {N:,} samples, p_A from {args.source}"
+        f" ({K} classes, other classes: {args.other})"
+    )
     print(
         "p_A deciles: "
         + " ".join(f"{q:.3f}" for q in np.quantile(p_A, [0.1, 0.3, 0.5, 0.7, 0.9]))
@@ -72,7 +77,7 @@ def main() -> None:
     )
 
     t = time.perf_counter()
-    labels = synthetic_labels(p_A, N, predicted=pred, num_classes=10, rng=rng, other=args.other)
+    labels = synthetic_labels(p_A, N, predicted=pred, num_classes=K, rng=rng, other=args.other)
     gen = time.perf_counter() - t
     print(f"synthetic_labels: {labels.size / gen / 1e6:.0f} M samples/s")
     size = labels.size
@@ -113,7 +118,7 @@ def main() -> None:
             predicted=pred,
             true_label=pred,
             N=N,
-            num_classes=10,
+            num_classes=K,
             sigma=0.25,
             seed=args.seed,
             other=args.other,
