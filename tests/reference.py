@@ -6,6 +6,8 @@ numerical engine, and never shares code with ``isskit`` beyond argument values.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from scipy import stats as st
 
@@ -80,3 +82,41 @@ def prop1_bruteforce(table, points, intervals=None):
         if d[j] - table.U > best[0]:
             best = (d[j] - table.U, float(a), float(b), float(pts[j]), int(k))
     return best
+
+# --- sampling (isskit.sampling) ---------------------------------------------
+
+def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
+    """One stream row, one forward pass per noisy copy (isskit.sampling's documented noise).
+
+    The noise follows the derivation written in ``isskit/sampling.py``'s docstring, coded
+    here from that text: a CPU ``torch.Generator`` seeded with the first 8 bytes
+    (little-endian, top bit cleared) of ``blake2b(b"isskit-noise-v1:<seed>:<index>")``,
+    ``normal_`` on float32 blocks of ``batch`` copies (the last one shorter), input
+    ``torch.add(x, z, alpha=sigma)``. Then every copy is classified alone and the first
+    maximal logit wins.
+
+    Returns
+    -------
+    labels : ndarray of int64, shape (N,)
+    margins : ndarray of float64, shape (N,)
+        Top logit minus the runner-up, per copy: a batched forward pass may round
+        differently from a single one, so labels are comparable where this is not tiny.
+    """
+    import torch
+
+    digest = hashlib.blake2b(f"isskit-noise-v1:{seed}:{image_index}".encode(),
+                             digest_size=8).digest()
+    gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+    labels, margins = [], []
+    with torch.no_grad():
+        for start in range(0, N, batch):
+            b = min(batch, N - start)
+            z = torch.empty((b, *x.shape), dtype=torch.float32)
+            z.normal_(generator=gen)
+            noisy = torch.add(x, z, alpha=sigma)
+            for j in range(b):
+                logits = model(noisy[j : j + 1])[0].double()
+                top2 = torch.topk(logits, 2).values
+                labels.append(int(torch.argmax(logits)))
+                margins.append(float(top2[0] - top2[1]))
+    return np.asarray(labels, dtype=np.int64), np.asarray(margins)
