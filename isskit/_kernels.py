@@ -167,25 +167,78 @@ def _rank(bits, cum, s, b):
 
 @_pjit
 def count_ranges(slot, start, stop, bits, cum, out):
-    """Count of each image's slot class in ``[start, stop)``.
+    """Count of each cell's slot class in ``[start, stop)``, for a batch of policies.
 
     Parameters
     ----------
-    slot : ndarray of int64, shape (n,)
-        Global slot of each image's chosen class (row of ``bits``); < 0 gives 0.
-    start, stop : ndarray of int64, shape (n,)
+    slot : ndarray of int64, shape (B, n)
+        Global slot of the chosen class (row of ``bits``) per policy and image; < 0 gives 0.
+    start, stop : ndarray of int64, shape (B, n)
         The count range; ``stop <= start`` gives 0. Callers check ``stop <= N``.
     bits, cum : ndarray
         The slots' bit vectors and rank directories (see :func:`pack_slots`).
-    out : ndarray of int64, shape (n,)
+    out : ndarray of int64, shape (B, n)
         Out: the counts.
     """
-    for i in prange(slot.shape[0]):
-        s = slot[i]
-        if s < 0 or stop[i] <= start[i]:
-            out[i] = 0
-        else:
-            out[i] = _rank(bits, cum, s, stop[i]) - _rank(bits, cum, s, start[i])
+    # Image-major: all policies of one image in a row, while its bit vectors are in cache.
+    B = slot.shape[0]
+    for i in prange(slot.shape[1]):
+        for b in range(B):
+            s = slot[b, i]
+            if s < 0 or stop[b, i] <= start[b, i]:
+                out[b, i] = 0
+            else:
+                out[b, i] = _rank(bits, cum, s, stop[b, i]) - _rank(bits, cum, s, start[b, i])
+
+
+#: Odd multiplier spreading the sample sizes k over the hash table (k_A varies fastest).
+_K_SPREAD = 1_000_003
+
+
+@_jit
+def unique_pairs(k_A, k, inverse):
+    """Distinct ``(k_A, k)`` pairs, by open addressing (a sort would cost 10x more).
+
+    Parameters
+    ----------
+    k_A, k : ndarray of int64, shape (n,)
+        Counts and sample sizes, each below 2**31.
+    inverse : ndarray of int64, shape (n,)
+        Out: index of each pair among the distinct ones.
+
+    Returns
+    -------
+    ndarray of int64, shape (m, 2)
+        The distinct pairs ``(k_A, k)``, in order of first appearance.
+    """
+    n = k_A.shape[0]
+    cap = 16
+    while cap < 2 * n:
+        cap *= 2
+    mask = cap - 1
+    table = np.full(cap, -1, np.int64)
+    pairs = np.empty((n, 2), np.int64)
+    m = 0
+    for i in range(n):
+        a = k_A[i]
+        kk = k[i]
+        # Pairs of one k fall in one contiguous run of the table (cache friendly); runs of
+        # different k start at scattered places. k * _K_SPREAD < 2**63 for k < 2**31.
+        h = (kk * _K_SPREAD + a) & mask
+        while True:
+            t = table[h]
+            if t < 0:
+                table[h] = m
+                pairs[m, 0] = a
+                pairs[m, 1] = kk
+                inverse[i] = m
+                m += 1
+                break
+            if pairs[t, 0] == a and pairs[t, 1] == kk:
+                inverse[i] = t
+                break
+            h = (h + 1) & mask
+    return pairs[:m].copy()
 
 
 @_pjit

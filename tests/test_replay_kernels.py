@@ -125,7 +125,9 @@ def test_rank_counts_match_loops(n):
     start, stop = np.minimum(a, b), np.maximum(a, b)
     slot = idx.slot[img, col]
     out = np.empty(m, np.int64)
-    _kernels.count_ranges(slot, start, stop, idx.bits, idx.cum, out)
+    shape = (4, m // 4)  # a batch of 4 "policies"
+    _kernels.count_ranges(slot.reshape(shape), start.reshape(shape), stop.reshape(shape),
+                          idx.bits, idx.cum, out.reshape(shape))
     for t in range(m):
         want = ref.ref_count(labels[img[t]], int(idx.modes[img[t], col[t]]), start[t], stop[t])
         assert out[t] == (want if slot[t] >= 0 else 0), t
@@ -140,18 +142,32 @@ def test_index_is_the_same_in_any_blocking():
     assert one.bits.shape[0] >= LABELS.shape[0]
 
 
-def test_cp_lower_many_is_bitwise_stats():
+def test_cp_lower_rows_is_bitwise_stats():
     rng = np.random.default_rng(3)
-    k = rng.integers(1, 200_000, 300)
+    k = rng.integers(1, 200_000, (2, 150))
     k_A = rng.integers(0, k + 1)
-    k_A[:10] = k[:10]
-    k_A[10:20] = 0
-    got = _cp_lower(k_A, k, 0.001)
-    np.testing.assert_array_equal(got, cp_lower(k_A, k, 0.001))
-    assert np.isnan(_cp_lower(np.array([0]), np.array([0]), 0.001)[0])
+    k_A[:, :10] = k[:, :10]
+    k_A[:, 10:20] = 0
+    got = _cp_lower(k_A, k, [0.001, 0.05])
+    np.testing.assert_array_equal(got[0], cp_lower(k_A[0], k[0], 0.001))
+    np.testing.assert_array_equal(got[1], cp_lower(k_A[1], k[1], 0.05))
+    assert np.isnan(_cp_lower(np.array([[0]]), np.array([[0]]), [0.001])[0, 0])
     assert _cbeta.AVAILABLE, _cbeta.REASON
-    want = [ref.ref_cp_lower(a, n, 0.001) for a, n in zip(k_A[:50], k[:50], strict=True)]
-    np.testing.assert_array_equal(got[:50], want)
+    want = [ref.ref_cp_lower(a, n, 0.05) for a, n in zip(k_A[1, :50], k[1, :50], strict=True)]
+    np.testing.assert_array_equal(got[1, :50], want)
+
+
+def test_unique_pairs_against_a_set():
+    rng = np.random.default_rng(11)
+    k = rng.choice([0, 1, 7, 1000, 99_999, 2**31 - 1], 3000)
+    k_A = np.minimum(rng.integers(0, 20, 3000) + (k > 5) * (k - 20), k)
+    inv = np.empty(k.size, np.int64)
+    pairs = _kernels.unique_pairs(k_A, k, inv)
+    want = list(dict.fromkeys(zip(k_A.tolist(), k.tolist(), strict=True)))
+    assert [tuple(p) for p in pairs.tolist()] == want  # first-appearance order, no repeats
+    np.testing.assert_array_equal(pairs[inv, 0], k_A)
+    np.testing.assert_array_equal(pairs[inv, 1], k)
+    assert _kernels.unique_pairs(k[:0], k[:0], inv[:0]).shape == (0, 2)
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)
