@@ -1,0 +1,556 @@
+"""The ISS mapping psi: the sample size that keeps the radius decline within U.
+
+Names follow DESIGN.md's maths and Chen et al. (AAAI 2022):
+
+===================  ==========================================================
+name                 symbol
+===================  ==========================================================
+``k_bar``            desired sample size (the reference budget), bar k
+``U``                maximum decline, absolute (AD) or relative (RD)
+``decline``          ``"ad"`` or ``"rd"``
+``sigma``            noise level
+``alpha``            one-sided failure probability of the certificate
+``delta``            grid step of the tabulated mapping (paper Alg. 1)
+``psi``              psi(p) = min {k : decline(k; k_bar, p) <= U}, 0 where the
+                     target radius is <= 0
+``psi_iss``          psi on the grid, off the grid the max of the two
+                     neighbouring grid values (paper Eq. 6)
+``k_hat``            max(psi_iss(p_low), psi_iss(p_up)) (paper Alg. 2)
+===================  ==========================================================
+
+The decline is the one :mod:`isskit.stats` computes (``absolute_decline`` /
+``relative_decline``, expected radius with the non-integer count ``p k``), and
+"k meets the bound" means exactly ``decline(k; k_bar, p) <= U`` evaluated with those
+floating-point operations, so :func:`psi_exact` agrees with a brute-force scan that
+uses the same formula.
+
+This module computes and looks up tables; it never prints, never plots and never
+imports torch or click.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.special import betainc, ndtr
+
+from isskit._validate import (
+    check_alpha,
+    check_decline,
+    check_delta,
+    check_positive_int,
+    check_sigma,
+    check_U,
+)
+from isskit.stats import expected_radius
+
+__all__ = ["MAPPINGS", "PsiTable", "psi_exact", "psi_table"]
+
+#: Mapping names: how ``k_hat`` is looked up from the grid (see :class:`PsiTable`).
+MAPPINGS = ("paper", "sup")
+
+
+def _check_params(k_bar, U, decline, sigma, alpha):
+    k_bar = check_positive_int(k_bar, "k_bar")
+    decline = check_decline(decline)
+    U = check_U(U, decline)
+    sigma = check_sigma(sigma)
+    alpha = check_alpha(alpha)
+    return k_bar, U, decline, sigma, alpha
+
+
+def _check_p(p, name: str = "p") -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    bad = ~((p >= 0.0) & (p <= 1.0))
+    if np.any(bad):
+        raise ValueError(f"{name} ({p[bad].flat[0]}) must be in [0, 1]")
+    return p
+
+
+def _target(r_bar: np.ndarray, U: float, decline: str) -> np.ndarray:
+    """The radius R(k, p) must reach: ``R_bar - U`` (AD) or ``(1 - U) R_bar`` (RD)."""
+    return r_bar - U if decline == "ad" else (1.0 - U) * r_bar
+
+
+def _meets(k, p, r_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Whether ``decline(k; k_bar, p) <= U``, with exactly the operations of isskit.stats.
+
+    ``k = 0`` (no samples: abstain) never meets here; callers only ask where the target
+    radius is > 0, and there abstaining loses the whole radius R_bar > U (or > U R_bar).
+    """
+    k = np.asarray(k)
+    out = np.zeros(k.shape, dtype=bool)
+    pos = k >= 1
+    if np.any(pos):
+        # Same operations as stats.absolute_decline / relative_decline.
+        drop = r_bar[pos] - expected_radius(k[pos], p[pos], sigma, alpha)
+        if decline == "rd":
+            drop = drop / r_bar[pos]
+        out[pos] = drop <= U
+    return out
+
+
+def _bisect_betainc(p, q_star, k_bar, alpha) -> np.ndarray:
+    """Smallest k in [1, k_bar] with ``I_{q*}(p k, k - p k + 1) <= alpha``, all p at once.
+
+    The forward regularised incomplete beta is about 15x cheaper than its inverse, and
+    ``Beta(alpha; a, b) >= q*`` iff ``I_{q*}(a, b) <= alpha`` (the CDF is increasing), so
+    the search runs on ``betainc``; the caller re-checks the answer with the exact
+    inverse. Assumes the predicate is monotone in k (see :func:`psi_exact`).
+    """
+    lo = np.zeros(p.shape, dtype=np.int64)  # fails (k = 0: no samples)
+    hi = np.full(p.shape, k_bar, dtype=np.int64)  # meets: decline(k_bar) = 0 <= U
+    while True:
+        todo = hi - lo > 1
+        if not np.any(todo):
+            return hi
+        mid = (lo + hi) // 2
+        kf = mid.astype(np.float64)
+        a = p * kf
+        ok = betainc(a, kf - a + 1.0, q_star) <= alpha
+        hi = np.where(todo & ok, mid, hi)
+        lo = np.where(todo & ~ok, mid, lo)
+
+
+def _bisect_exact(p, r_bar, k_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Bisection on the exact predicate (:func:`_meets`); the fallback of the fast search."""
+    lo = np.zeros(p.shape, dtype=np.int64)
+    hi = np.full(p.shape, k_bar, dtype=np.int64)
+    while np.any(hi - lo > 1):
+        todo = hi - lo > 1
+        mid = (lo + hi) // 2
+        ok = _meets(mid, p, r_bar, U, decline, sigma, alpha)
+        hi = np.where(todo & ok, mid, hi)
+        lo = np.where(todo & ~ok, mid, lo)
+    return hi
+
+
+def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """The exact mapping ``psi(p) = min {k >= 1 : decline(k; k_bar, p) <= U}``, vectorised.
+
+    0 where the target radius ``R(k_bar, p) - U`` (AD) or ``(1 - U) R(k_bar, p)`` (RD)
+    is <= 0: there the certificate is worth at most U (AD) or nothing (RD), so ISS
+    abstains after the pilot. Elsewhere ``1 <= psi(p) <= k_bar`` (k_bar itself has
+    decline 0).
+
+    Algorithm. ``R(k, p) >= target`` iff the Clopper-Pearson bound
+    ``Beta(alpha; p k, k - p k + 1)`` reaches ``q* = Phi(target / sigma)``, iff
+    ``I_{q*}(p k, k - p k + 1) <= alpha``. A vectorised bisection over k on that forward
+    incomplete beta (all p at once, ``ceil(log2 k_bar)`` rounds) finds the candidate;
+    then the exact predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at
+    the candidate and at candidate - 1 (two Beta quantiles per p). Where floating-point
+    rounding of the two formulations disagrees (a tie within an ulp), that p is redone by
+    bisection on the exact predicate.
+
+    The answer is the exact minimum when ``R(k, p)`` is non-decreasing in k, which the
+    bisection relies on. That is checked, not assumed: a Hypothesis property in the
+    tests, an exhaustive scan recorded in ``docs/mapping.md``, and
+    :func:`isskit.verify.verify` with ``check_minimal=True`` scans every k below psi for
+    the user's parameters. For ``alpha >= 1/2`` the bound is not monotone in k (above the
+    median, more samples pull the quantile down towards p), and this function scans k
+    upward instead, which finds the exact minimum without that assumption.
+
+    Parameters
+    ----------
+    p : float or array_like
+        True top-class probabilities p_A in [0, 1].
+    k_bar : int
+        Desired sample size, >= 1.
+    U : float
+        Maximum decline, > 0 (and < 1 for RD).
+    decline : {"ad", "rd"}
+        Absolute or relative radius decline.
+    sigma : float
+        Noise level, > 0.
+    alpha : float
+        One-sided failure probability in (0, 1).
+
+    Returns
+    -------
+    ndarray of int64
+        psi(p), the shape of ``p``.
+    """
+    k_bar, U, decline, sigma, alpha = _check_params(k_bar, U, decline, sigma, alpha)
+    p = _check_p(p)
+    shape = p.shape
+    p = p.ravel()
+    out = np.zeros(p.shape, dtype=np.int64)
+    # p <= 1/2: the lower bound Beta(alpha; ...) is < p <= 1/2, so R(k_bar, p) < 0 and
+    # the target is negative. Skipping those halves the work on a grid from 0.
+    idx = np.flatnonzero(p > 0.5) if alpha < 0.5 else np.flatnonzero(p > 0.0)
+    if idx.size == 0:
+        return out.reshape(shape)
+    pa = p[idx]
+    r_bar = expected_radius(k_bar, pa, sigma, alpha)
+    target = _target(r_bar, U, decline)
+    act = target > 0
+    idx, pa, r_bar, target = idx[act], pa[act], r_bar[act], target[act]
+    if idx.size == 0:
+        return out.reshape(shape)
+    if alpha >= 0.5:
+        out[idx] = _scan_exact(pa, r_bar, k_bar, U, decline, sigma, alpha)
+        return out.reshape(shape)
+    q_star = ndtr(target / sigma)
+    k = _bisect_betainc(pa, q_star, k_bar, alpha)
+    good = _meets(k, pa, r_bar, U, decline, sigma, alpha) & ~_meets(
+        k - 1, pa, r_bar, U, decline, sigma, alpha
+    )
+    if not np.all(good):
+        bad = ~good
+        k[bad] = _bisect_exact(pa[bad], r_bar[bad], k_bar, U, decline, sigma, alpha)
+    out[idx] = k
+    return out.reshape(shape)
+
+
+def _scan_exact(p, r_bar, k_bar, U, decline, sigma, alpha, chunk: int = 4096) -> np.ndarray:
+    """Smallest k meeting the bound by scanning k = 1, 2, ... (no monotonicity assumed)."""
+    out = np.zeros(p.shape, dtype=np.int64)
+    for i in range(p.size):
+        for start in range(1, k_bar + 1, chunk):
+            ks = np.arange(start, min(start + chunk, k_bar + 1), dtype=np.int64)
+            ok = _meets(ks, np.full(ks.shape, p[i]), np.full(ks.shape, r_bar[i]), U, decline,
+                        sigma, alpha)
+            if np.any(ok):
+                out[i] = ks[np.argmax(ok)]
+                break
+    return out
+
+
+def _grid(delta: float) -> tuple[int, np.ndarray]:
+    """``steps = 1/delta`` and the grid ``i / steps`` (exact endpoints 0 and 1)."""
+    steps = round(1.0 / check_delta(delta))
+    return steps, np.arange(steps + 1, dtype=np.float64) / steps
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class PsiTable:
+    """The ISS mapping tabulated on the grid ``p = 0, delta, ..., 1``, with its parameters.
+
+    A value: arrays are read-only, so a cached table can be shared by every caller.
+
+    Attributes
+    ----------
+    k_bar, U, decline, sigma, alpha, delta :
+        The parameters (see the module docstring).
+    mapping : {"paper", "sup"}
+        How ``k_hat`` is looked up. ``"paper"``: Eq. 6 and Alg. 2 as written,
+        ``k_hat = max(psi_iss(p_low), psi_iss(p_up))``. ``"sup"``: ``k_hat`` is the
+        largest psi over the whole interval ``[p_low, p_up]`` (cells included), which
+        is what Prop. 1 needs when psi is not monotone (RD is U-shaped and jumps from 0
+        to k_bar where R(k_bar, p) crosses 0); see ``docs/mapping.md``.
+    p : ndarray of float64
+        The grid, ``i / steps`` for ``i = 0 .. steps``, ``steps = 1/delta``.
+    k : ndarray of int64
+        ``psi(p)`` at each grid point, exact (:func:`psi_exact`).
+    k_cell : ndarray of int64, optional
+        For each cell ``[p_i, p_{i+1}]`` the value an off-grid p inside it looks up:
+        ``max(k_i, k_{i+1})`` for ``"paper"`` (and the default); for ``"sup"`` an upper
+        bound on psi over the closed cell, ``>= max(k_i, k_{i+1})``.
+    """
+
+    k_bar: int
+    U: float
+    decline: str
+    sigma: float
+    alpha: float
+    delta: float
+    mapping: str
+    p: np.ndarray = field(repr=False)
+    k: np.ndarray = field(repr=False)
+    k_cell: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.mapping not in MAPPINGS:
+            raise ValueError(f"mapping ({self.mapping!r}) must be one of {MAPPINGS}")
+        steps, grid = _grid(self.delta)
+        p = _frozen(np.asarray(self.p, dtype=np.float64))
+        k = _frozen(np.asarray(self.k, dtype=np.int64))
+        if p.shape != grid.shape or not np.array_equal(p, grid):
+            raise ValueError(f"p must be the grid i/{steps}, i = 0..{steps}")
+        if k.shape != p.shape or np.any(k < 0):
+            raise ValueError(f"k (shape {k.shape}) must hold one count >= 0 per grid point")
+        neighbour_max = np.maximum(k[:-1], k[1:])
+        if self.k_cell is None or self.mapping == "paper":
+            k_cell = neighbour_max
+        else:
+            k_cell = np.asarray(self.k_cell, dtype=np.int64)
+            if k_cell.shape != (steps,) or np.any(k_cell < neighbour_max):
+                raise ValueError(
+                    f"k_cell (shape {k_cell.shape}) must hold one value per cell ({steps}), "
+                    "each >= the max of the cell's two grid values"
+                )
+        k_cell = _frozen(k_cell)
+        object.__setattr__(self, "p", p)
+        object.__setattr__(self, "k", k)
+        object.__setattr__(self, "k_cell", k_cell)
+        object.__setattr__(self, "_steps", steps)
+        object.__setattr__(self, "_sparse", _sparse_max(k_cell))
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def _locate(self, p, name):
+        """Grid index and whether p lies exactly on the grid (cell index when off it)."""
+        p = _check_p(p, name)
+        r = np.rint(p * self._steps).astype(np.int64)
+        r = np.clip(r, 0, self._steps)
+        on = self.p[r] == p
+        cell = np.minimum(np.floor(p * self._steps).astype(np.int64), self._steps - 1)
+        # p * steps may round across an integer; the comparison with the grid decides.
+        cell = np.where(self.p[cell] > p, cell - 1, cell)
+        cell = np.where(self.p[np.minimum(cell + 1, self._steps)] < p, cell + 1, cell)
+        return p, r, on, np.clip(cell, 0, self._steps - 1)
+
+    def psi_iss(self, p) -> np.ndarray:
+        """psi_iss (paper Eq. 6): the grid value on the grid, the cell value off it.
+
+        Off the grid the ``"paper"`` mapping takes the max of the two neighbouring grid
+        values; ``"sup"`` takes its bound on psi over the cell.
+
+        Parameters
+        ----------
+        p : float or array_like
+            Probabilities in [0, 1].
+
+        Returns
+        -------
+        int64 or ndarray of int64
+        """
+        p, r, on, cell = self._locate(p, "p")
+        out = np.where(on, self.k[r], self.k_cell[cell])
+        return out[()] if out.ndim == 0 else out
+
+    def k_hat(self, p_low, p_up) -> np.ndarray:
+        """The ISS sample size for the pilot interval ``[p_low, p_up]`` (paper Alg. 2).
+
+        ``"paper"``: ``max(psi_iss(p_low), psi_iss(p_up))``. ``"sup"``: the largest psi
+        over the interval: the endpoints' values and every cell strictly between them.
+
+        Parameters
+        ----------
+        p_low, p_up : float or array_like
+            Interval ends in [0, 1], ``p_low <= p_up``, broadcast together.
+
+        Returns
+        -------
+        int64 or ndarray of int64
+        """
+        p_low, p_up = np.broadcast_arrays(np.asarray(p_low, np.float64),
+                                          np.asarray(p_up, np.float64))
+        out = np.maximum(self.psi_iss(p_low), self.psi_iss(p_up))
+        bad = ~(p_low <= p_up)
+        if np.any(bad):
+            raise ValueError(
+                f"p_low ({p_low[bad].flat[0]}) must be <= p_up ({p_up[bad].flat[0]})"
+            )
+        if self.mapping == "sup":
+            _, rl, onl, cl = self._locate(p_low, "p_low")
+            _, ru, onu, cu = self._locate(p_up, "p_up")
+            first = np.where(onl, rl, cl)  # first cell that meets the interval's inside
+            last = np.where(onu, ru - 1, cu)  # last such cell
+            inner = _range_max(self._sparse, first, last)
+            out = np.maximum(out, inner)
+        return out[()] if np.ndim(out) == 0 else out
+
+    # -- values, files ---------------------------------------------------------------
+
+    def params(self) -> dict:
+        """The parameters as a dict (what the table is a value of)."""
+        return {
+            "k_bar": self.k_bar,
+            "U": self.U,
+            "decline": self.decline,
+            "sigma": self.sigma,
+            "alpha": self.alpha,
+            "delta": self.delta,
+            "mapping": self.mapping,
+        }
+
+    def to_dict(self) -> dict:
+        """Parameters and arrays as plain Python values (JSON-ready)."""
+        return {**self.params(), "p": self.p.tolist(), "k": self.k.tolist(),
+                "k_cell": self.k_cell.tolist()}
+
+    def save(self, path) -> Path:
+        """Write the table as ``.csv`` (columns ``p,k``, as ``isskit psi --out``) or ``.npz``.
+
+        The CSV has one row per grid point after ``#`` header lines: one per parameter and,
+        for the ``"sup"`` mapping, one listing the cells whose value exceeds the max of
+        their two grid values (``index=value``).
+        """
+        path = Path(path)
+        if path.suffix == ".npz":
+            np.savez(path, p=self.p, k=self.k, k_cell=self.k_cell,
+                     **{k: np.asarray(v) for k, v in self.params().items()})
+            return path
+        lines = [f"# isskit psi table: {k}={v}" for k, v in self.params().items()]
+        raised = np.flatnonzero(self.k_cell > np.maximum(self.k[:-1], self.k[1:]))
+        if raised.size:
+            lines.append(
+                "# isskit psi table: k_cell=" + ";".join(f"{i}={self.k_cell[i]}" for i in raised)
+            )
+        lines.append("p,k")
+        lines += [f"{p!r},{k}" for p, k in zip(self.p.tolist(), self.k.tolist(), strict=True)]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> PsiTable:
+        """Read a table written by :meth:`save` (``.csv`` or ``.npz``)."""
+        path = Path(path)
+        names = ("k_bar", "U", "decline", "sigma", "alpha", "delta", "mapping")
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                params = {k: z[k].item() for k in names}
+                return cls(**params, p=z["p"], k=z["k"], k_cell=z["k_cell"])
+        params, rows = {}, []
+        prefix = "# isskit psi table: "
+        for line in path.read_text().splitlines():
+            if line.startswith(prefix):
+                key, _, value = line[len(prefix):].partition("=")
+                params[key] = value
+            elif line and not line.startswith("#") and line != "p,k":
+                p, k = line.split(",")
+                rows.append((float(p), int(k)))
+        missing = set(names) - set(params)
+        if missing:
+            raise ValueError(f"{path} is not an isskit psi table (missing {sorted(missing)})")
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        k = arr[:, 1].astype(np.int64)
+        k_cell = np.maximum(k[:-1], k[1:])
+        for item in filter(None, params.get("k_cell", "").split(";")):
+            i, v = item.split("=")
+            k_cell[int(i)] = int(v)
+        return cls(
+            k_bar=int(params["k_bar"]), U=float(params["U"]), decline=params["decline"],
+            sigma=float(params["sigma"]), alpha=float(params["alpha"]),
+            delta=float(params["delta"]), mapping=params["mapping"],
+            p=arr[:, 0], k=k, k_cell=k_cell,
+        )
+
+
+def _sparse_max(values: np.ndarray) -> list[np.ndarray]:
+    """Sparse table for O(1) range-max queries: level j holds max over 2**j cells."""
+    levels = [np.asarray(values, dtype=np.int64)]
+    span = 1
+    while 2 * span <= values.size:
+        prev = levels[-1]
+        levels.append(np.maximum(prev[:-span], prev[span:]))
+        span *= 2
+    return levels
+
+
+def _range_max(levels, first, last) -> np.ndarray:
+    """Max over cells ``first..last`` (inclusive), 0 where the range is empty."""
+    first = np.asarray(first, dtype=np.int64)
+    last = np.asarray(last, dtype=np.int64)
+    length = last - first + 1
+    empty = length <= 0
+    length = np.where(empty, 1, length)
+    j = np.floor(np.log2(length)).astype(np.int64)
+    out = np.zeros(first.shape, dtype=np.int64)
+    for lev in np.unique(j):
+        sel = (j == lev) & ~empty
+        if np.any(sel):
+            arr = levels[lev]
+            out[sel] = np.maximum(arr[first[sel]], arr[last[sel] - (1 << lev) + 1])
+    return out
+
+
+def _cell_values(p, k, mapping, k_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Per-cell lookup values (see :class:`PsiTable`)."""
+    neighbour_max = np.maximum(k[:-1], k[1:])
+    if mapping == "paper":
+        return neighbour_max
+    return _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha)
+
+
+def _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Upper bound on psi over each closed cell; see docs/mapping.md for why it is enough.
+
+    Where psi is monotone across a cell its sup is at an end;
+    the cells where the target radius changes sign hold a jump of psi from 0, whose
+    size is the limit of psi at the sign change from above.
+    """
+    out = neighbour_max.copy()
+    for i in np.flatnonzero((k[:-1] == 0) & (k[1:] > 0)):
+        p0 = _threshold(p[i], p[i + 1], k_bar, U, decline, sigma, alpha)
+        out[i] = max(out[i], _psi_right_limit(p0, p[i + 1], k_bar, U, decline, sigma, alpha))
+    return out
+
+
+def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
+    """The p in (lo, hi] where the target radius turns positive (bisection to an ulp)."""
+    def positive(x):
+        r = expected_radius(k_bar, x, sigma, alpha)
+        return _target(np.asarray(r), U, decline) > 0
+
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            return hi
+        if positive(mid):
+            hi = mid
+        else:
+            lo = mid
+
+
+def _psi_right_limit(p0, p1, k_bar, U, decline, sigma, alpha) -> int:
+    """Max of psi over ``[p0, p1]``, sampled densely near the sign change p0."""
+    t = np.concatenate([np.geomspace(1e-12, 1.0, 200), np.linspace(0.0, 1.0, 65)[1:]])
+    ps = np.minimum(p0 + t * (p1 - p0), p1)
+    return int(psi_exact(ps, k_bar, U, decline, sigma, alpha).max())
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_table(k_bar, U, decline, sigma, alpha, delta, mapping) -> PsiTable:
+    steps, p = _grid(delta)
+    k = psi_exact(p, k_bar, U, decline, sigma, alpha)
+    k_cell = _cell_values(p, k, mapping, k_bar, U, decline, sigma, alpha)
+    return PsiTable(k_bar=k_bar, U=U, decline=decline, sigma=sigma, alpha=alpha,
+                    delta=1.0 / steps, mapping=mapping, p=p, k=k, k_cell=k_cell)
+
+
+def psi_table(k_bar, U, decline, sigma, alpha, delta, *, mapping: str = "paper") -> PsiTable:
+    """The tabulated ISS mapping psi_iss for these parameters (paper Alg. 1), cached.
+
+    Arguments are validated and normalised (``k_bar`` to int, ``decline`` lower-case,
+    ``delta`` to ``1/round(1/delta)``) before the cache lookup, so a sweep never
+    computes the same table twice however its parameters are spelled.
+
+    Parameters
+    ----------
+    k_bar : int
+        Desired sample size, >= 1.
+    U : float
+        Maximum decline, > 0 (< 1 for RD).
+    decline : {"ad", "rd"}
+        Absolute or relative decline.
+    sigma : float
+        Noise level, > 0.
+    alpha : float
+        Failure probability in (0, 1).
+    delta : float
+        Grid step; 1/delta must be an integer.
+    mapping : {"paper", "sup"}
+        How ``k_hat`` is looked up (see :class:`PsiTable`).
+
+    Returns
+    -------
+    PsiTable
+        Read-only; ``.p``, ``.k``, ``.psi_iss(p)``, ``.k_hat(p_low, p_up)``.
+    """
+    k_bar, U, decline, sigma, alpha = _check_params(k_bar, U, decline, sigma, alpha)
+    steps = round(1.0 / check_delta(delta))
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping ({mapping!r}) must be one of {MAPPINGS}")
+    return _cached_table(k_bar, U, decline, sigma, alpha, 1.0 / steps, mapping)
+

@@ -1,0 +1,411 @@
+"""Synthetic label streams with a known top-class probability ``p_A``.
+
+A real stream comes from running a model on noisy copies; a synthetic one draws each
+label independently: class ``predicted[i]`` with probability ``p_A[i]``, another class
+otherwise. Knowing ``p_A`` exactly is what lets the replay benchmark and the validity
+audit check policies against the truth, and lets the log importer turn a published
+certification log (one count per image) into streams.
+
+The distribution of ``p_A`` over images can be taken from a real model:
+:func:`realistic_p_A` resamples the counts recovered from a published certification log
+shipped in ``data/published/recovered``.
+
+Never imports torch and never prints (progress bars go to stderr through tqdm, only when
+asked).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from isskit._validate import check_positive_int, check_sigma
+from isskit.store import open_for_writing
+
+__all__ = [
+    "DEFAULT_SOURCE",
+    "OTHER_RULES",
+    "published_dir",
+    "read_recovered",
+    "realistic_p_A",
+    "synthetic_labels",
+    "write_synthetic_store",
+]
+
+#: The rule names for the labels of non-top draws (see :func:`synthetic_labels`).
+OTHER_RULES = ("uniform", "runner_up")
+
+#: The recovered log :func:`realistic_p_A` draws from by default: Cohen et al.'s CIFAR-10
+#: ResNet-110 trained and certified at sigma = 0.25 (500 test images).
+DEFAULT_SOURCE = "cohen2019__cifar10_resnet110_noise_0.25_test_sigma_0.25"
+
+_ABSTAIN_RULES = ("uniform", "bound", "drop")
+_MAX_CLASSES = 1 << 16
+
+
+# ------------------------------------------------------------------ label streams
+
+
+def _check_p_A(p_A) -> np.ndarray:
+    p = np.asarray(p_A, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"p_A must be one-dimensional (one value per image), got shape {p.shape}")
+    bad = ~((p >= 0.0) & (p <= 1.0))  # also catches NaN
+    if np.any(bad):
+        raise ValueError(f"p_A ({p[bad][0]}) must be in [0, 1] (row {int(np.argmax(bad))})")
+    return p
+
+
+def _check_predicted(predicted, n: int, num_classes: int) -> np.ndarray:
+    pred = np.asarray(predicted)
+    if pred.shape != (n,) or (n and not np.issubdtype(pred.dtype, np.integer)):
+        raise ValueError(
+            f"predicted must hold {n} integer classes (one per image), got {pred.shape}"
+            f" {pred.dtype}"
+        )
+    if n and (pred.min() < 0 or pred.max() >= num_classes):
+        bad = pred[(pred < 0) | (pred >= num_classes)][0]
+        raise ValueError(f"predicted class ({bad}) must be in [0, num_classes={num_classes})")
+    return pred.astype(np.int64)
+
+
+def _check_other(other: str, num_classes: int, p: np.ndarray) -> str:
+    if other not in OTHER_RULES:
+        raise ValueError(f"other ({other!r}) must be one of {', '.join(OTHER_RULES)}")
+    if num_classes < 2 and np.any(p < 1.0):
+        raise ValueError(f"num_classes ({num_classes}) must be >= 2 when some p_A < 1")
+    return other
+
+
+def _fill_row(out: np.ndarray, p: float, pred: int, num_classes: int, rng, other: str) -> None:
+    """One row: i.i.d. draws, ``pred`` with probability ``p``, else by the ``other`` rule."""
+    N = out.size
+    out.fill(pred)
+    q = 1.0 - p
+    if q <= 0.0 or N == 0:
+        return
+    if q >= 1.0:
+        pos = np.arange(N)
+    else:
+        # The positions of the non-top draws in an i.i.d. Bernoulli(q) sequence: the gaps
+        # between them are i.i.d. geometric(q), so drawing the gaps costs O(number of
+        # non-top draws) rather than one uniform per sample.
+        m = int(N * q + 8.0 * math.sqrt(N * q * p) + 16.0)
+        pos = np.cumsum(rng.geometric(q, size=m)) - 1
+        while pos[-1] < N:  # more than 8 standard deviations: extend
+            more = np.cumsum(rng.geometric(q, size=m)) + pos[-1]
+            pos = np.concatenate([pos, more])
+        pos = pos[: np.searchsorted(pos, N)]
+    if other == "uniform":
+        lab = rng.integers(0, num_classes - 1, size=pos.size, dtype=np.uint16)
+        lab += lab >= pred  # skip the top class: uniform over the other num_classes - 1
+        out[pos] = lab
+    else:
+        out[pos] = (pred + 1) % num_classes
+
+
+def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "uniform") -> np.ndarray:
+    """Draw label streams in which row ``i`` is class ``predicted[i]`` with probability ``p_A[i]``.
+
+    Every label is an independent draw. With probability ``p_A[i]`` it is
+    ``predicted[i]``; otherwise it follows the ``other`` rule:
+
+    - ``"uniform"``: uniform over the ``num_classes - 1`` other classes (the most spread
+      out, hence least compressible, residual);
+    - ``"runner_up"``: always the class ``(predicted[i] + 1) % num_classes`` (a two-class
+      stream, as when all the residual mass sits on one confusable class).
+
+    Parameters
+    ----------
+    p_A : array of float, shape (n_images,)
+        Probability of the top class of each row, in [0, 1].
+    N : int
+        Samples per row.
+    predicted : array of int, shape (n_images,)
+        The class drawn with probability ``p_A``.
+    num_classes : int
+        Number of classes (labels lie in ``[0, num_classes)``).
+    rng : numpy.random.Generator
+        Source of randomness; rows are drawn one after the other from it.
+    other : {"uniform", "runner_up"}, default "uniform"
+        Rule for the labels of the non-top draws.
+
+    Returns
+    -------
+    ndarray of uint16, shape (n_images, N)
+    """
+    p = _check_p_A(p_A)
+    N = check_positive_int(N, "N")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    if num_classes > _MAX_CLASSES:
+        raise ValueError(f"num_classes ({num_classes}) must be <= {_MAX_CLASSES} (uint16 labels)")
+    pred = _check_predicted(predicted, p.size, num_classes)
+    other = _check_other(other, num_classes, p)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng ({rng!r}) must be a numpy.random.Generator")
+    out = np.empty((p.size, N), dtype=np.uint16)
+    for i in range(p.size):
+        _fill_row(out[i], float(p[i]), int(pred[i]), num_classes, rng, other)
+    return out
+
+
+def _row_rng(seed: int, image_index: int) -> np.random.Generator:
+    # Seeded by (seed, image_index) alone, so a row is the same whichever rows are drawn
+    # with it, in whatever order, and a resumed store gets the same bytes.
+    return np.random.default_rng([seed, image_index])
+
+
+def write_synthetic_store(
+    path,
+    p_A,
+    *,
+    predicted,
+    true_label,
+    N,
+    num_classes,
+    sigma,
+    seed,
+    other: str = "uniform",
+    image_index=None,
+    seconds_per_sample=None,
+    progress: bool = False,
+    attrs: dict | None = None,
+    max_bytes: int = 32 << 20,
+) -> Path:
+    """Write a stream store of synthetic labels (see :func:`synthetic_labels`).
+
+    Row ``i`` is drawn from ``numpy.random.default_rng([seed, image_index[i]])``, so it is
+    reproducible on its own; an interrupted call resumes where it stopped (the store's
+    writer refuses a store made with other parameters). The true ``p_A`` and the
+    ``predicted`` class are stored as the per-image columns ``/extra/p_A`` and
+    ``/extra/predicted``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store to write (created, or resumed).
+    p_A : array of float, shape (n_images,)
+        True top-class probability of each row.
+    predicted : array of int, shape (n_images,)
+        The class drawn with probability ``p_A``.
+    true_label : array of int, shape (n_images,)
+        Ground truth of each row (``predicted == true_label`` makes a correct prediction).
+    N : int
+        Samples per row.
+    num_classes : int
+        Number of classes.
+    sigma : float
+        The noise level the streams stand for (stored as the run's sigma).
+    seed : int
+        Base seed (>= 0).
+    other : {"uniform", "runner_up"}, default "uniform"
+        Rule for the non-top labels.
+    image_index : array of int, optional
+        Dataset index of each row (default ``0 .. n_images-1``).
+    seconds_per_sample : float or array of float, optional
+        Sampling time to record per sample (one value, or one per row), e.g. the time
+        column of an imported log divided by its sample count. Unknown (NaN) by default.
+    progress : bool, default False
+        Show a tqdm progress bar on stderr.
+    attrs : dict, optional
+        Further root attrs (provenance of ``p_A``, say); ``dataset``, ``model`` and
+        ``noise`` default to descriptions of the synthetic draw.
+    max_bytes : int, default 32 MiB
+        Memory bound of one block of rows written at once.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    p = _check_p_A(p_A)
+    n = p.size
+    N = check_positive_int(N, "N")
+    num_classes = check_positive_int(num_classes, "num_classes")
+    sigma = check_sigma(sigma)
+    seed = check_positive_int(seed, "seed", minimum=0)
+    pred = _check_predicted(predicted, n, num_classes)
+    other = _check_other(other, num_classes, p)
+    index = np.arange(n, dtype=np.int64) if image_index is None else np.asarray(image_index)
+    if index.shape != (n,) or (n and not np.issubdtype(index.dtype, np.integer)):
+        raise ValueError(f"image_index must hold {n} integers, got {index.shape} {index.dtype}")
+    if n and index.min() < 0:
+        raise ValueError(f"image_index ({int(index.min())}) must be >= 0 (it seeds the row)")
+    if seconds_per_sample is None:
+        secs = np.full(n, np.nan)
+    else:
+        sps = np.broadcast_to(np.asarray(seconds_per_sample, dtype=np.float64), (n,))
+        bad = ~(sps >= 0) | np.isinf(sps)
+        if np.any(bad):
+            raise ValueError(f"seconds_per_sample ({sps[bad][0]}) must be a finite number >= 0")
+        secs = sps * N
+    run_attrs = {
+        "dataset": "synthetic",
+        "model": f"synthetic i.i.d. labels: p_A per image, other classes {other}",
+        "noise": "synthetic",
+        "device": "none",
+        "synthetic_other": other,
+    }
+    run_attrs.update(attrs or {})
+    run_attrs.update(sigma=sigma, num_classes=num_classes, seed=seed)
+    writer = open_for_writing(
+        path,
+        image_index=index,
+        true_label=true_label,
+        samples_per_image=N,
+        attrs=run_attrs,
+        columns={"p_A": p, "predicted": pred},
+    )
+    with writer:
+        todo = writer.pending()
+        block = max(1, int(max_bytes) // (2 * N))
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, initial=n - todo.size, unit="image", desc="synthetic streams")
+        try:
+            buf = np.empty((min(block, max(todo.size, 1)), N), dtype=np.uint16)
+            for start in range(0, todo.size, block):
+                rows = todo[start : start + block]
+                out = buf[: rows.size]
+                for j, r in enumerate(rows):
+                    rng = _row_rng(seed, int(index[r]))
+                    _fill_row(out[j], float(p[r]), int(pred[r]), num_classes, rng, other)
+                writer.write_rows_at(rows, out, secs[rows])
+                if bar is not None:
+                    bar.update(rows.size)
+        finally:
+            if bar is not None:
+                bar.close()
+    return Path(path)
+
+
+# ------------------------------------------------------------------ realistic p_A
+
+
+def published_dir() -> Path:
+    """The folder of published logs: ``$ISSKIT_DATA/published``, else ``<repo>/data/published``.
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither exists (an installed wheel carries no data: set ``ISSKIT_DATA``).
+    """
+    tried = []
+    env = os.environ.get("ISSKIT_DATA")
+    if env:
+        tried.append(Path(env) / "published")
+    tried.append(Path(__file__).resolve().parents[1] / "data" / "published")
+    for cand in tried:
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError(
+        "published logs not found (looked in " + ", ".join(map(str, tried)) + "); set"
+        " ISSKIT_DATA to the folder holding published/"
+    )
+
+
+def _recovered_path(source) -> Path:
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and os.sep in source):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"recovered log {path} does not exist")
+        return path
+    if not isinstance(source, str):
+        raise ValueError(f"source ({source!r}) must be a recovered log's name or path")
+    folder = published_dir() / "recovered"
+    path = folder / (source if source.endswith(".tsv") else source + ".tsv")
+    if not path.is_file():
+        names = sorted(p.stem for p in folder.glob("*.tsv"))
+        raise ValueError(f"no recovered log named {source!r}; available: {', '.join(names)}")
+    return path
+
+
+def read_recovered(source=DEFAULT_SOURCE) -> dict:
+    """Read a recovered-counts TSV (``data/published/recovered``) into arrays.
+
+    Parameters
+    ----------
+    source : str or Path
+        A file name stem from ``data/published/recovered`` or a path to such a TSV.
+
+    Returns
+    -------
+    dict
+        ``idx``, ``label``, ``predict`` (-1 = abstained), ``kA_min``, ``kA_max``, ``kA_mid``
+        (-1 where abstained) and ``n`` as int64 arrays, and ``header``: the ``#`` line's
+        ``key=value`` pairs (alpha_one_sided, n, sigma, source) as strings.
+    """
+    path = _recovered_path(source)
+    cols = ("idx", "label", "predict", "kA_min", "kA_max", "kA_mid", "n")
+    out = {c: [] for c in cols}
+    header: dict = {}
+    with path.open(newline="") as fh:
+        first = fh.readline()
+        if not first.startswith("#"):
+            raise ValueError(f"{path}: first line must be a '#' comment, got {first[:60]!r}")
+        header = dict(kv.split("=", 1) for kv in first[1:].split() if "=" in kv)
+        reader = csv.DictReader(fh, delimiter="\t")
+        missing = set(cols) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+        for line, row in enumerate(reader, start=3):
+            try:
+                for c in cols:
+                    value = row[c]
+                    out[c].append(-1 if c == "kA_mid" and value == "" else int(value))
+            except (TypeError, ValueError):
+                raise ValueError(f"{path} line {line}: bad row {row}") from None
+    result = {c: np.asarray(v, dtype=np.int64) for c, v in out.items()}
+    result["header"] = header
+    return result
+
+
+def realistic_p_A(n, rng, source=DEFAULT_SOURCE, *, abstain: str = "uniform") -> np.ndarray:
+    """Draw ``n`` values of p_A from the empirical distribution of a published model.
+
+    Each draw picks a row of the recovered log uniformly at random (with replacement) and
+    takes its ``p_A = kA_mid / n``, the midpoint of the counts consistent with the logged
+    radius (at most 0.0024 wide in p). Abstained rows carry no count, only the bound
+    ``kA <= kA_max`` (a lower confidence bound under 1/2); ``abstain`` says what they give:
+
+    - ``"uniform"`` (default): uniform on ``[0, kA_max / n]``, all that the log tells;
+    - ``"bound"``: ``kA_max / n`` itself, the largest value consistent with abstaining;
+    - ``"drop"``: abstained rows are never picked.
+
+    Parameters
+    ----------
+    n : int
+        Number of values.
+    rng : numpy.random.Generator
+    source : str or Path, default :data:`DEFAULT_SOURCE`
+        A recovered log's name (see ``data/published/README.md``) or path.
+    abstain : {"uniform", "bound", "drop"}, default "uniform"
+
+    Returns
+    -------
+    ndarray of float, shape (n,)
+    """
+    n = check_positive_int(n, "n", minimum=0)
+    if abstain not in _ABSTAIN_RULES:
+        raise ValueError(f"abstain ({abstain!r}) must be one of {', '.join(_ABSTAIN_RULES)}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng ({rng!r}) must be a numpy.random.Generator")
+    rec = read_recovered(source)
+    certified = rec["kA_mid"] >= 0
+    mid = rec["kA_mid"] / rec["n"]
+    top = rec["kA_max"] / rec["n"]
+    rows = np.flatnonzero(certified) if abstain == "drop" else np.arange(mid.size)
+    if rows.size == 0:
+        raise ValueError(f"recovered log {source!r} has no rows to draw from")
+    pick = rows[rng.integers(0, rows.size, size=n)]
+    p = np.where(certified[pick], mid[pick], top[pick])
+    if abstain == "uniform":
+        ab = ~certified[pick]
+        p[ab] = rng.uniform(0.0, top[pick][ab])
+    return p
