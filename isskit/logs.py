@@ -26,15 +26,19 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._provenance import file_sha256
 from isskit._validate import check_alpha, check_positive_int, check_sigma
 from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
+    "ABSTAIN_RULES",
     "DEFAULT_ALPHAS",
     "AlphaFit",
     "CohenLog",
     "CountRanges",
+    "ImportResult",
     "detect_alpha",
+    "import_log",
     "num_classes_from_name",
     "read_cohen_log",
     "recover_counts",
@@ -53,6 +57,14 @@ DEFAULT_ALPHAS = (0.001, 0.01, 0.05, 0.1)
 # Salman et al.'s ImageNet logs ``{:.4f}``; the rest cover other forks. ``"r"`` is
 # Python's shortest round-trip repr (``str(float)``), i.e. an unrounded radius.
 _FORMATS = (".3", ".4f", ".2", ".4", ".5", ".6", ".3f", ".5f", ".6f", ".2f", ".1f", "r")
+
+#: What p_A an abstained row's stream gets (:func:`import_log`). An abstention only says
+#: ``k_A <= kA_max`` (``p_lower < 1/2``).
+ABSTAIN_RULES = ("auto", "mid", "uniform", "bound")
+
+#: Selection samples of Cohen et al.'s CERTIFY (``n0``): an imported stream holds
+#: ``n0 + n`` samples by default, so the log's own certification can be replayed on it.
+_COHEN_N0 = 100
 
 _TIME = re.compile(r"^(?:(\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
@@ -531,3 +543,248 @@ def detect_alpha(
             if ranges.fits.all():
                 fits.append(pair)
     return AlphaFit(tuple(fits), tuple(tried), failures, log)
+
+
+# --------------------------------------------------------------------------- import
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What :func:`import_log` wrote, and what it recovered on the way.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The stream store written.
+    log : CohenLog
+        The log read.
+    fit : AlphaFit
+        The (n, alpha) pairs tried and those that fit.
+    ranges : CountRanges
+        The recovered count ranges at the chosen (n, alpha).
+    alpha : float
+        The alpha the counts were recovered with (the first that fits, in the order tried).
+    sigma : float
+        The certification noise level.
+    num_classes : int
+        Classes of the streams' labels.
+    N : int
+        Samples per stream.
+    p_A : ndarray of float64
+        Each stream's top-class probability.
+    predicted : ndarray of int64
+        Each stream's top class.
+    abstain : str
+        The rule that gave abstained rows their p_A (after resolving ``"auto"``).
+    """
+
+    path: Path
+    log: CohenLog = field(repr=False)
+    fit: AlphaFit = field(repr=False)
+    ranges: CountRanges = field(repr=False)
+    alpha: float
+    sigma: float
+    num_classes: int
+    N: int
+    p_A: np.ndarray = field(repr=False)
+    predicted: np.ndarray = field(repr=False)
+    abstain: str
+
+    def summary(self) -> dict:
+        """A JSON-ready description: source, fit, counts of rows, p_A deciles."""
+        log = self.log
+        cert = ~log.abstained
+        deciles = (
+            np.quantile(self.p_A[cert], [0.1, 0.3, 0.5, 0.7, 0.9]).tolist() if cert.any() else []
+        )
+        width = self.ranges.kA_max[cert] - self.ranges.kA_min[cert]
+        return {
+            "store": str(self.path),
+            "log": str(log.path),
+            "rows": len(log),
+            "abstained": int(log.abstained.sum()),
+            "wrong": int((cert & ~log.correct).sum()),
+            "radius_format": log.radius_format,
+            "n": self.ranges.n,
+            "alpha": self.alpha,
+            "fits": [{"n": n_, "alpha": a} for n_, a in self.fit.fits],
+            "tried": [{"n": n_, "alpha": a} for n_, a in self.fit.tried],
+            "sigma": self.sigma,
+            "num_classes": self.num_classes,
+            "samples_per_image": self.N,
+            "abstain_rule": self.abstain,
+            "max_range_width": int(width.max()) if width.size else 0,
+            "p_A_deciles": dict(zip(["10%", "30%", "50%", "70%", "90%"], deciles, strict=False)),
+        }
+
+
+def import_log(
+    path,
+    out,
+    *,
+    n=100_000,
+    alpha: float | None = None,
+    sigma: float | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    other: str = "uniform",
+    num_classes: int | None = None,
+    abstain: str = "auto",
+    progress: bool = False,
+) -> ImportResult:
+    """Turn a Cohen-format certification log into a synthetic stream store.
+
+    Each row becomes an i.i.d. label stream (:func:`isskit.synthetic.write_synthetic_store`,
+    seeded per row by ``(seed, idx)``) whose top class is drawn with the p_A the log
+    implies:
+
+    * certified rows (right or wrong): the top class is the logged prediction and
+      ``p_A = kA_mid / n``, the midpoint of the recovered count range (at most about
+      0.0024 wide in p for 3-digit logs, 15 counts for 4-decimal ones; the midpoint is
+      unbiased for a count uniform on the range, and matches ``kA_mid`` of
+      ``data/published/recovered``). A wrong prediction keeps its true label in
+      ``/true_label``, so the replay counts it as wrong.
+    * abstained rows (``predict = -1``): the log only says ``k_A <= kA_max`` (the bound
+      stayed below 1/2). The top class is the true label (which class the model favoured
+      is not logged; this choice can only credit a later certificate of the row as
+      correct, for every policy alike) and p_A follows ``abstain``: ``"mid"``
+      ``(kA_max // 2) / n``, the range's midpoint like every other row (about 0.25);
+      ``"uniform"`` a seeded draw uniform on ``[0, kA_max / n]``; ``"bound"``
+      ``kA_max / n`` (about 0.505, the hardest case for every policy: it costs ISS its
+      largest sample sizes). ``"auto"`` is ``"mid"`` with ``other="uniform"`` and
+      ``"bound"`` with ``other="runner_up"``, where a p_A below 1/2 would make the
+      runner-up the stream's top class and turn a logged abstention into a confident
+      wrong prediction.
+    * the remaining ``1 - p_A`` goes to the other classes by ``other``: ``"uniform"`` over
+      all ``num_classes - 1`` of them, ``"runner_up"`` all to one class (two-class
+      streams, the hardest case for class selection).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The log.
+    out : str or path-like
+        The stream store to write.
+    n : int or sequence of int
+        Estimation sample size of the logged certification (Cohen et al.: 100,000); a
+        sequence is tried in order.
+    alpha : float, optional
+        One-sided failure probability of the logged certification; checked against the
+        rows. By default detected from :data:`DEFAULT_ALPHAS` (the first that fits).
+    sigma : float, optional
+        Certification noise level; by default from the file name (``sigma_X``).
+    samples : int, optional
+        Samples per stream. Default ``n0 + n`` = ``100 + n``: enough to replay the log's
+        own CERTIFY. ISS with ``k_bar`` needs ``k_bar + k0`` for its fresh variant.
+    seed : int
+        Base seed of the streams (and of the ``"uniform"`` abstention draws).
+    other : {"uniform", "runner_up"}
+        Where the non-top labels go.
+    num_classes : int, optional
+        Classes; by default from the file name (10 for CIFAR-10, 1000 for ImageNet).
+    abstain : {"auto", "mid", "uniform", "bound"}
+        p_A of abstained rows (see above).
+    progress : bool
+        Show a progress bar on stderr while writing.
+
+    Returns
+    -------
+    ImportResult
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line for a malformed log; for rows no integer count
+        reproduces, the lines and every (n, alpha) pair tried; for a missing sigma or
+        class count, what to pass.
+    """
+    from isskit.synthetic import OTHER_RULES, write_synthetic_store
+
+    path = Path(path)
+    log = read_cohen_log(path)
+    sigma = _resolve_sigma(log, sigma)
+    if other not in OTHER_RULES:
+        raise ValueError(f"other ({other!r}) must be one of {', '.join(OTHER_RULES)}")
+    if abstain not in ABSTAIN_RULES:
+        raise ValueError(f"abstain ({abstain!r}) must be one of {', '.join(ABSTAIN_RULES)}")
+    if abstain == "auto":
+        abstain = "bound" if other == "runner_up" else "mid"
+    if num_classes is None:
+        num_classes = num_classes_from_name(path)
+        if num_classes is None:
+            raise ValueError(
+                f"{path}: the file name names no dataset (cifar10, imagenet); give num_classes"
+            )
+    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    top = int(max(log.label.max(), log.predict.max()))
+    if top >= num_classes:
+        line = int(log.line[np.argmax(np.maximum(log.label, log.predict) >= num_classes)])
+        raise ValueError(
+            f"{path}, line {line}: class {top} is out of range for num_classes ({num_classes})"
+        )
+    seed = check_positive_int(seed, "seed", minimum=0)
+
+    fit = detect_alpha(log, n=n, sigma=sigma, alpha=alpha)
+    if not fit.fits:
+        raise ValueError(
+            "no (n, alpha) reproduces every logged radius with an integer count. "
+            + fit.describe()
+        )
+    n_fit, alpha_fit = fit.fits[0]
+    ranges = recover_counts(log, n=n_fit, alpha=alpha_fit, sigma=sigma)
+    N = n_fit + _COHEN_N0 if samples is None else check_positive_int(samples, "samples")
+
+    cert = ~log.abstained
+    p_A = ranges.kA_mid / n_fit
+    predicted = np.where(cert, log.predict, log.label)
+    if abstain == "bound":
+        p_A = np.where(cert, p_A, ranges.kA_max / n_fit)
+    elif abstain == "uniform":
+        rng = np.random.default_rng([seed, 0x1ABE1])  # its own stream, apart from the rows'
+        p_A = np.where(cert, p_A, rng.uniform(0.0, 1.0, len(log)) * ranges.kA_max / n_fit)
+    # The log's time column is the wall time of n0 + n samples (Cohen's CERTIFY).
+    seconds_per_sample = log.time / (n_fit + _COHEN_N0)
+    write_synthetic_store(
+        out,
+        p_A,
+        predicted=predicted,
+        true_label=log.label,
+        N=N,
+        num_classes=num_classes,
+        sigma=sigma,
+        seed=seed,
+        other=other,
+        image_index=log.idx,
+        seconds_per_sample=seconds_per_sample,
+        progress=progress,
+        attrs={
+            "dataset": _dataset_name(num_classes),
+            "model": f"imported from the certification log {path.name} (i.i.d. streams)",
+            "noise": "gaussian",
+            "source_log": path.name,
+            "source_sha256": file_sha256(path),
+            "source_n": n_fit,
+            "source_alpha": alpha_fit,
+            "source_alphas_fitting": ",".join(f"{a:g}" for _, a in fit.fits),
+            "source_radius_format": log.radius_format,
+            "p_A_rule": "certified rows: kA_mid / n, the recovered range's midpoint",
+            "abstain_rule": abstain,
+        },
+    )
+    return ImportResult(
+        path=Path(out),
+        log=log,
+        fit=fit,
+        ranges=ranges,
+        alpha=alpha_fit,
+        sigma=sigma,
+        num_classes=num_classes,
+        N=N,
+        p_A=p_A,
+        predicted=predicted,
+        abstain=abstain,
+    )
+
+
+def _dataset_name(num_classes: int) -> str:
+    return {10: "cifar10", 100: "cifar100", 1000: "imagenet"}.get(num_classes, "unknown")
