@@ -1,0 +1,238 @@
+"""``isskit sample``: run a model on N noisy copies of each image and store every label.
+
+Thin layer over :func:`isskit.sampling.sample_to_store`: parses and checks options, loads
+the model and the images, reports. torch is imported only when the command runs, so
+``isskit --help`` and the other commands never pay for it.
+
+Exit status: 0 done; 2 bad input (bad option values, a missing or mismatched
+checkpoint, a missing dataset folder, an unwritable output folder, an existing store
+made with other parameters); 1 a failure while running (another process writing the
+store, a full disk, an error inside torch).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from isskit_cli._common import echo_json
+
+__all__ = ["sample"]
+
+#: Defaults that apply to the embedded default model only (it was trained at sigma 0.25).
+DEFAULT_SIGMA = 0.25
+DEFAULT_N = 10_000
+
+
+def _parse_indices(text: str | None) -> list[int] | None:
+    """``"0,5,7"`` and ``"10:20"`` / ``"0:100:5"`` (Python ranges) and mixes of them."""
+    if text is None:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if ":" in part:
+                bounds = [int(v) for v in part.split(":")]
+                if len(bounds) not in (2, 3):
+                    raise ValueError
+                out.extend(range(*bounds))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise click.BadParameter(
+                f"{part!r} is not an index or a start:stop[:step] range", param_hint="--indices"
+            ) from None
+    if not out:
+        raise click.BadParameter(f"{text!r} selects no image", param_hint="--indices")
+    return out
+
+
+def _check_out(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise click.BadParameter(f"folder {parent} does not exist", param_hint="--out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {parent} is not writable", param_hint="--out")
+    if out.exists() and out.is_dir():
+        raise click.BadParameter(f"{out} is a folder, not a store file", param_hint="--out")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model_spec", metavar="PKG.MOD:FACTORY",
+              help="Any model: a factory called with no arguments that returns an "
+                   "nn.Module, or a (module, num_classes) tuple. The module maps images in "
+                   "[0, 1] pixel units to logits (normalisation included).")
+@click.option("--arch", type=click.Choice(["digits_cnn", "cifar_resnet20", "cifar_resnet110",
+                                           "resnet50"]),
+              help="Architecture of --checkpoint (default: the checkpoint's own 'arch').")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Weights: a checkpoint of Cohen et al.'s training code ({'arch', "
+                   "'state_dict'}) or a plain state_dict.")
+@click.option("--dataset", type=click.Choice(["digits", "cifar10", "imagenet"]),
+              help="Test images: digits (embedded), cifar10 (torchvision's layout under "
+                   "--data-root), imagenet (--data-root/val as an image folder). Default: "
+                   "the architecture's dataset, digits otherwise.")
+@click.option("--data-root", type=click.Path(path_type=Path),
+              help="Folder of cifar10 or imagenet.")
+@click.option("--sigma", type=float,
+              help=f"Noise level in pixel units (> 0). Required except for the embedded "
+                   f"default model ({DEFAULT_SIGMA}).")
+@click.option("--N", "N", type=int,
+              help=f"Noisy copies per image (the stream length). Required except for the "
+                   f"embedded default model ({DEFAULT_N}).")
+@click.option("--batch", type=int, default=400, show_default=True,
+              help="Copies per forward pass (part of the noise derivation: keep it when "
+                   "resuming).")
+@click.option("--skip", type=int, default=1, show_default=True,
+              help="Take every K-th image of the dataset (as Cohen et al.'s certify.py).")
+@click.option("--max", "max_index", type=int,
+              help="Stop before dataset index M (certify.py's --max).")
+@click.option("--indices", metavar="LIST",
+              help="Explicit dataset indices instead of --skip/--max: '3,8,20:30'.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Base seed; image i's noise is seeded by a hash of (seed, i).")
+@click.option("--device", help="cpu, cuda, cuda:1, ... (default: CUDA when present).")
+@click.option("--bf16", "--amp", "amp", is_flag=True,
+              help="Run the model under bf16 autocast (GPUs; changes the labels, so it is "
+                   "part of the store's model attribute).")
+@click.option("--channels-last", is_flag=True, help="Channels-last memory format (GPUs).")
+@click.option("--num-classes", type=int,
+              help="Number of classes, checked against the model's logits.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The stream store (HDF5). An existing one with the same parameters is "
+                   "resumed; under torchrun each rank writes OUT.rank<r>.h5.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip,
+           max_index, indices, seed, device, amp, channels_last, num_classes, out, progress,
+           as_json):
+    """Run a model on N noisy copies of each image; store every predicted label.
+
+    With no model or dataset options it samples the embedded default: a small CNN
+    trained with Gaussian noise (sigma 0.25) on the UCI handwritten digits, over the 359
+    digits test images, at sigma 0.25 and N 10000.
+
+    Noise is x + sigma * N(0, I) in pixel units, before the model's normalisation, drawn
+    from a generator seeded by (seed, dataset index): a row is reproducible bit for bit
+    on the same device type with the same --batch. Killed and rerun with the same
+    options, it resumes where it stopped. Under torchrun each rank samples every
+    world_size-th image into OUT.rank<r>.h5; join them with isskit merge.
+
+    \b
+    Examples:
+      isskit sample --out streams.h5
+      isskit sample --arch cifar_resnet110 --checkpoint ckpt.pth.tar
+          --data-root ~/data/cifar10 --sigma 0.25 --N 100000 --skip 20 --out c.h5
+      torchrun --nproc_per_node 4 -m isskit_cli.main sample ... --out streams.h5
+    """  # noqa: D301 (click's \b paragraph marker is a real backspace, not raw text)
+    indices = _parse_indices(indices)
+    if model_spec and (arch or checkpoint):
+        raise click.UsageError("give either --model or --arch/--checkpoint, not both")
+    if arch and not checkpoint:
+        raise click.UsageError("--arch needs --checkpoint (the weights to load)")
+    if indices is not None and (skip != 1 or max_index is not None):
+        raise click.UsageError("--indices excludes --skip and --max")
+    is_default = not (model_spec or checkpoint)
+    if sigma is None:
+        if not is_default:
+            raise click.UsageError("--sigma is required with --model or --checkpoint")
+        sigma = DEFAULT_SIGMA
+    if N is None:
+        if not is_default:
+            raise click.UsageError("--N is required with --model or --checkpoint")
+        N = DEFAULT_N
+    _check_out(out)
+
+    from isskit._validate import check_positive_int, check_sigma
+    from isskit.store import StoreError, StoreLockedError, StoreMismatchError
+
+    try:
+        check_sigma(sigma)
+        check_positive_int(N, "N")
+        check_positive_int(batch, "batch")
+        check_positive_int(seed, "seed", minimum=0)
+        check_positive_int(skip, "skip")
+        if max_index is not None:
+            check_positive_int(max_index, "max", minimum=1)
+        result = _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip,
+                      max_index, indices, seed, device, amp, channels_last, num_classes, out,
+                      progress)
+    except StoreLockedError as exc:
+        raise click.ClickException(str(exc)) from None
+    except StoreMismatchError as exc:
+        raise click.UsageError(str(exc)) from None
+    except StoreError as exc:  # a damaged existing file, a failed write: runtime
+        raise click.ClickException(str(exc)) from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise click.UsageError(str(exc)) from None
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    if result is None:  # not rank 0
+        return
+    if as_json:
+        echo_json(result)
+        return
+    for r in result["ranks"]:
+        click.echo(
+            f"{r['path']}: {r['rows_sampled']} images sampled, {r['rows_skipped']} already "
+            f"complete, of {r['n_images']}; N = {N}, sigma = {sigma}; "
+            f"{r['samples_per_second']:,.0f} samples/s on {r['device']}"
+        )
+    if len(result["ranks"]) > 1:
+        click.echo("join the rank stores with:  " + result["merge_command"])
+
+
+def _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip, max_index,
+         indices, seed, device, amp, channels_last, num_classes, out, progress):
+    import dataclasses
+
+    from isskit import datasets, models, sampling
+
+    if model_spec:
+        loaded = models.load_factory(model_spec)
+    elif checkpoint:
+        loaded = models.load_checkpoint(checkpoint, arch, num_classes=num_classes)
+    else:
+        loaded = models.default_model()
+    if dataset is None:
+        dataset = loaded.dataset or "digits"
+    data = datasets.load_dataset(dataset, data_root)
+    selected = sampling.select_indices(len(data.dataset), skip=skip, max_index=max_index,
+                                       indices=indices)
+
+    rank, world, dev = sampling.init_distributed(device)
+    try:
+        run = sampling.sample_to_store(
+            loaded.model, data.dataset, out, sigma=sigma, N=N, batch=batch, seed=seed,
+            indices=selected, device=dev, amp=amp, channels_last=channels_last,
+            progress=progress, model_description=loaded.description, dataset_name=data.name,
+            num_classes=num_classes if num_classes is not None else loaded.num_classes,
+            rank=rank, world_size=world,
+        )
+        summary = {k: (str(v) if isinstance(v, Path) else v)
+                   for k, v in dataclasses.asdict(run).items()}
+        ranks = [summary]
+        if world > 1:
+            import torch.distributed as dist
+
+            ranks = [None] * world
+            dist.all_gather_object(ranks, summary)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank != 0:
+        return None
+    result = {"out": str(out), "sigma": sigma, "N": N, "seed": seed, "batch": batch,
+              "model": loaded.description, "dataset": data.name, "ranks": ranks}
+    if world > 1:
+        paths = " ".join(str(sampling.rank_path(out, r)) for r in range(world))
+        result["merge_command"] = f"isskit merge {out} {paths}"
+    return result

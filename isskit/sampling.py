@@ -1,0 +1,500 @@
+"""The sampling stage: run a base classifier on N noisy copies of each image, store the labels.
+
+For image ``x`` (pixels in [0, 1]) and noise level ``sigma``, row ``i`` of the store holds
+``argmax_c f(x + sigma * z_j)_c`` for ``j = 0 .. N-1`` in draw order, ``z_j ~ N(0, I)``
+drawn in the model's input space before normalisation (Cohen et al. 2019: the
+normalisation is the model's first layer, :mod:`isskit.models`). Every policy that
+:mod:`isskit.replay` evaluates reads prefixes and ranges of these rows.
+
+Noise, exactly (so a row can be redone bit-for-bit on the same device type):
+
+* one ``torch.Generator`` on the sampling device, seeded per image with
+  :func:`noise_seed` ``(seed, image_index)``: the first 8 bytes (little-endian) of
+  ``blake2b(b"isskit-noise-v1:<seed>:<image_index>", digest_size=8)`` with the top bit
+  cleared, so rows are independent of one another and of the order they are run in;
+* the N draws are made ``batch`` at a time (the last batch holds the remainder):
+  ``buf[:b].normal_(generator=g)`` on a float32 ``(b, C, H, W)`` buffer, then
+  ``torch.add(x, buf[:b], alpha=sigma)`` is the model input.
+
+The noise therefore depends on (seed, image_index, batch, device type); all four are in
+the store's ``noise`` attribute and a resume with any other value is refused by the
+store. bf16 autocast changes the classifier, so the precision is part of the ``model``
+attribute.
+
+Work is never lost: a row is written, flushed and only then marked complete
+(:mod:`isskit.store`); a rerun of the same command skips complete rows. Under ``torchrun``
+each rank samples every ``world_size``-th selected image into its own store,
+``OUT.rank<r>.h5``; ``isskit merge`` joins them.
+
+Never prints (the progress bar goes to stderr through tqdm and can be switched off);
+never downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from isskit._validate import check_positive_int, check_sigma
+from isskit.store import open_for_writing
+
+__all__ = [
+    "NOISE_SCHEME",
+    "SampleRun",
+    "distributed_env",
+    "init_distributed",
+    "noise_description",
+    "noise_seed",
+    "rank_path",
+    "resolve_device",
+    "sample_row",
+    "sample_to_store",
+    "select_indices",
+]
+
+#: Version tag hashed into every noise seed; bumping it changes every stream.
+NOISE_SCHEME = "isskit-noise-v1"
+
+
+def noise_seed(seed: int, image_index: int) -> int:
+    """Seed of the noise generator for one image: a hash of ``(seed, image_index)``.
+
+    ``blake2b(f"isskit-noise-v1:{seed}:{image_index}", digest_size=8)`` read little-endian,
+    top bit cleared (a valid seed for every torch generator). Hashing, rather than, say,
+    ``seed + image_index``, keeps the streams of different images and seeds unrelated.
+    """
+    seed = check_positive_int(seed, "seed", minimum=0)
+    image_index = check_positive_int(image_index, "image_index", minimum=0)
+    digest = hashlib.blake2b(
+        f"{NOISE_SCHEME}:{seed}:{image_index}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def noise_description(batch: int, device_type: str) -> str:
+    """The store's ``noise`` attribute: everything the noise of a row depends on."""
+    return (
+        f"{NOISE_SCHEME}: x + sigma * z in input (pixel) space, z float32 standard normal "
+        f"from Tensor.normal_ on a torch.Generator(device={device_type!r}) seeded with "
+        f"isskit.sampling.noise_seed(seed, image_index), drawn {batch} samples at a time "
+        "in draw order"
+    )
+
+
+def resolve_device(device=None, local_rank: int = 0) -> torch.device:
+    """The sampling device: ``device`` if given, else CUDA when present, else the CPU.
+
+    Under torchrun a bare ``"cuda"`` (or no device) means ``cuda:<local_rank>``.
+
+    Raises
+    ------
+    ValueError
+        An unknown device string, or CUDA asked for where there is none.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device ({device!r}) is not a torch device: {exc}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device ({device!r}) asks for CUDA, but torch sees no CUDA GPU")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device ({dev}) does not exist: torch sees "
+                             f"{torch.cuda.device_count()} CUDA GPU(s)")
+    return dev
+
+
+def _sync(dev: torch.device) -> None:
+    # Kernels are queued asynchronously: a clock read without this would time the queue.
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def select_indices(n_images: int, *, skip: int = 1, max_index: int | None = None,
+                   indices: Sequence[int] | None = None) -> np.ndarray:
+    """Dataset indices to sample, chosen like Cohen et al.'s ``certify.py`` or given.
+
+    Parameters
+    ----------
+    n_images : int
+        ``len(dataset)``.
+    skip : int
+        Take every ``skip``-th image: indices ``0, skip, 2 skip, ...``.
+    max_index : int, optional
+        Stop before dataset index ``max_index`` (``certify.py``'s ``--max``: its loop
+        breaks at ``i == max``, so this bounds the index, not the count of images).
+    indices : sequence of int, optional
+        Explicit dataset indices, sampled in the order given; excludes ``skip`` and
+        ``max_index``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 indices, unique, each in ``[0, n_images)``.
+    """
+    skip = check_positive_int(skip, "skip")
+    if indices is not None:
+        if skip != 1 or max_index is not None:
+            raise ValueError("indices exclude skip and max: give one way of choosing images")
+        out = np.asarray(list(indices), dtype=np.int64)
+        if out.ndim != 1 or out.size == 0:
+            raise ValueError(f"indices ({list(indices)!r}) must be a non-empty list")
+        bad = out[(out < 0) | (out >= n_images)]
+        if bad.size:
+            raise ValueError(f"indices ({bad[:5].tolist()}) out of range: the dataset has "
+                             f"{n_images} images (0 .. {n_images - 1})")
+        if np.unique(out).size != out.size:
+            raise ValueError("indices must not repeat an image")
+        return out
+    stop = n_images
+    if max_index is not None:
+        stop = min(n_images, check_positive_int(max_index, "max", minimum=1))
+    out = np.arange(0, stop, skip, dtype=np.int64)
+    if out.size == 0:
+        raise ValueError(f"no image selected (dataset of {n_images}, skip {skip}, "
+                         f"max {max_index})")
+    return out
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment; ``(0, 1, 0)`` outside it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK ({rank}) and WORLD_SIZE ({world}) from the environment "
+                         "are inconsistent")
+    return rank, world, local
+
+
+def init_distributed(device=None) -> tuple[int, int, torch.device]:
+    """Join torchrun's process group if there is one; return ``(rank, world_size, device)``.
+
+    NCCL on CUDA, gloo on the CPU; each rank uses ``cuda:<LOCAL_RANK>`` unless ``device``
+    names a GPU. Outside torchrun (``WORLD_SIZE`` unset or 1) no group is created.
+    The caller destroys the group (``torch.distributed.destroy_process_group``).
+    """
+    _, world, local = distributed_env()
+    dev = resolve_device(device, local_rank=local)
+    if world == 1:
+        return 0, 1, dev
+    import torch.distributed as dist
+
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), dev
+
+
+def rank_path(out, rank: int) -> Path:
+    """The store a rank writes: ``streams.h5`` -> ``streams.rank3.h5``."""
+    out = Path(out)
+    suffix = out.suffix or ".h5"
+    return out.with_name(f"{out.stem if out.suffix else out.name}.rank{rank}{suffix}")
+
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+class _RowSampler:
+    """Preallocated buffers and a generator: samples rows with no allocation per batch."""
+
+    def __init__(self, model, shape, *, sigma, N, batch, dev, amp, channels_last):
+        self.model, self.sigma, self.N, self.batch, self.dev = model, sigma, N, batch, dev
+        self.amp = amp
+        size = min(batch, N)
+        # Noise is always drawn into a contiguous NCHW buffer, so that the values and
+        # their positions do not depend on the memory format the model runs in.
+        self.noise = torch.empty((size, *shape), dtype=torch.float32, device=dev)
+        self.inp = None
+        if channels_last and len(shape) == 3:
+            self.inp = torch.empty_like(self.noise, memory_format=torch.channels_last)
+        # argmax lands here on the device; the host sees the row once, at its end.
+        self.labels = torch.empty(N, dtype=torch.int64, device=dev)
+        self.gen = torch.Generator(device=dev)
+
+    def row(self, x: torch.Tensor, gen_seed: int, bar=None) -> np.ndarray:
+        x = x.to(self.dev, dtype=torch.float32, non_blocking=True)
+        self.gen.manual_seed(gen_seed)
+        # autocast is entered once per row, not per batch: entering it costs microseconds
+        # that a small model's batch would notice.
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16) if self.amp else _NO_CONTEXT:
+            for start in range(0, self.N, self.batch):
+                b = min(self.batch, self.N - start)
+                z = self.noise[:b]
+                z.normal_(generator=self.gen)
+                inp = torch.add(x, z, alpha=self.sigma,
+                                out=z if self.inp is None else self.inp[:b])
+                torch.argmax(self.model(inp), dim=1, out=self.labels[start:start + b])
+                if bar is not None:
+                    bar.update(b)
+        return self.labels.cpu().numpy().astype(np.uint16)
+
+
+def _prepare(model, dev, channels_last):
+    model = model.to(dev).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _probe(model, x, dev, amp) -> int:
+    """Run one clean image; return the number of logits (and fail early and clearly)."""
+    try:
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                    enabled=amp):
+            out = model(x.unsqueeze(0).to(dev, dtype=torch.float32))
+    except RuntimeError as exc:
+        raise ValueError(f"the model fails on an image of shape {tuple(x.shape)} from the "
+                         f"dataset (does the model fit the dataset?): {exc}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"the model must return logits of shape (batch, classes); it "
+                         f"returned {shape}")
+    return int(out.shape[1])
+
+
+def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 0,
+               image_index: int, device=None, amp: bool = False,
+               channels_last: bool = False) -> np.ndarray:
+    """One row: the labels of N noisy copies of image ``x``, as :func:`sample_to_store` stores.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps images in pixel units to logits (normalisation included).
+    x : torch.Tensor
+        One image ``(C, H, W)`` in [0, 1].
+    sigma, N, batch, seed, image_index, device, amp, channels_last
+        As in :func:`sample_to_store`; ``image_index`` is the dataset index the noise is
+        keyed to.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N,)`` uint16 labels in draw order.
+    """
+    sigma = check_sigma(sigma)
+    N = check_positive_int(N, "N")
+    batch = check_positive_int(batch, "batch")
+    dev = resolve_device(device)
+    model = _prepare(model, dev, channels_last)
+    with torch.inference_mode():
+        sampler = _RowSampler(model, tuple(x.shape), sigma=sigma, N=N, batch=batch, dev=dev,
+                              amp=amp, channels_last=channels_last)
+        labels = sampler.row(x, noise_seed(seed, image_index))
+    return labels
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRun:
+    """What one call of :func:`sample_to_store` did.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The store written (``OUT.rank<r>.h5`` under torchrun).
+    n_images : int
+        Rows in that store.
+    rows_sampled : int
+        Rows sampled by this call.
+    rows_skipped : int
+        Rows already complete when the call began (a resumed run).
+    seconds : float
+        Wall seconds spent sampling, summed over the rows of this call.
+    samples_per_second : float
+        ``rows_sampled * N / seconds`` (0 when nothing was sampled).
+    device : str
+        The device sampled on.
+    rank, world_size : int
+        This process's place under torchrun; 0 and 1 otherwise.
+    """
+
+    path: Path
+    n_images: int
+    rows_sampled: int
+    rows_skipped: int
+    seconds: float
+    samples_per_second: float
+    device: str
+    rank: int = 0
+    world_size: int = 1
+
+
+def _true_labels(dataset, indices: np.ndarray) -> np.ndarray:
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return np.asarray([int(targets[i]) for i in indices], dtype=np.int64)
+    return np.asarray([int(dataset[int(i)][1]) for i in indices], dtype=np.int64)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
+def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 400,
+                    seed: int = 0, indices: Sequence[int] | None = None, device=None,
+                    amp: bool = False, channels_last: bool = False, progress: bool = True,
+                    model_description: str | None = None, dataset_name: str | None = None,
+                    num_classes: int | None = None, rank: int = 0,
+                    world_size: int = 1) -> SampleRun:
+    """Sample every selected image N times and write the labels to a stream store.
+
+    Creates ``out`` or resumes it: rows already complete are skipped, the others are
+    (re)done from their first sample. Parameters that define the streams (sigma, N,
+    seed, model, dataset, classes, noise, images) must match an existing store, which
+    refuses otherwise (:class:`isskit.store.StoreMismatchError`).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps a batch of images in [0, 1] pixel units to logits; normalisation included
+        (:mod:`isskit.models`).
+    dataset : torch.utils.data.Dataset
+        ``dataset[i] == (image, label)``, image a float tensor ``(C, H, W)`` in [0, 1].
+    out : str or Path
+        The store (HDF5).
+    sigma : float
+        Noise level, > 0, in pixel units.
+    N : int
+        Samples per image (the stream length).
+    batch : int
+        Noisy copies per forward pass. Part of the noise derivation (see the module
+        docstring): keep it when resuming.
+    seed : int
+        Base seed (>= 0); image ``i``'s noise is seeded by ``noise_seed(seed, i)``.
+    indices : sequence of int, optional
+        Dataset indices to sample (:func:`select_indices`); all images by default.
+    device : str or torch.device, optional
+        Defaults to CUDA when present, else the CPU.
+    amp : bool
+        Run the model under bf16 autocast (fast on recent GPUs; changes the labels).
+    channels_last : bool
+        Run the model in channels-last memory format (faster convolutions on GPUs).
+    progress : bool
+        Show a tqdm bar on stderr: samples done, samples/s, ETA, images done.
+    model_description : str, optional
+        The store's ``model`` attribute (include the checkpoint hash); the precision is
+        appended. Defaults to the model's class name.
+    dataset_name : str, optional
+        The store's ``dataset`` attribute; defaults to the dataset's class name.
+    num_classes : int, optional
+        Number of logits; found by one forward pass when not given (and checked when given).
+    rank, world_size : int
+        Under torchrun: this rank samples ``indices[rank::world_size]`` into
+        :func:`rank_path` ``(out, rank)``.
+
+    Returns
+    -------
+    SampleRun
+
+    Raises
+    ------
+    ValueError
+        Bad sigma, N, batch, seed or indices; a model that does not fit the dataset;
+        labels outside the model's classes.
+    isskit.store.StoreError
+        The store exists with other parameters, or another process is writing it.
+    """
+    sigma = check_sigma(sigma)
+    N = check_positive_int(N, "N")
+    batch = check_positive_int(batch, "batch")
+    seed = check_positive_int(seed, "seed", minimum=0)
+    world_size = check_positive_int(world_size, "world_size")
+    rank = check_positive_int(rank, "rank", minimum=0)
+    if rank >= world_size:
+        raise ValueError(f"rank ({rank}) must be < world_size ({world_size})")
+    dev = resolve_device(device)
+    selected = select_indices(len(dataset), indices=indices)
+    if world_size > 1:
+        selected = selected[rank::world_size]
+        out = rank_path(out, rank)
+        if selected.size == 0:
+            raise ValueError(f"rank {rank} of {world_size} has no image: select at least "
+                             f"{world_size} images")
+    out = Path(out)
+    labels_true = _true_labels(dataset, selected)
+
+    model = _prepare(model, dev, channels_last)
+    x0 = dataset[int(selected[0])][0]
+    k = _probe(model, x0, dev, amp)
+    if num_classes is not None and int(num_classes) != k:
+        raise ValueError(f"num_classes ({num_classes}) differs from the model's {k} logits")
+    if k > np.iinfo(np.uint16).max + 1:
+        raise ValueError(f"the model has {k} classes; labels are stored as uint16 (<= 65536)")
+    if labels_true.min() < 0 or labels_true.max() >= k:
+        raise ValueError(f"true labels ({labels_true.min()} .. {labels_true.max()}) do not "
+                         f"fit the model's {k} classes: does the model fit the dataset?")
+
+    precision = "bf16 autocast" if amp else "float32"
+    description = model_description or type(model).__name__
+    # The store stamps provenance (isskit version, creation time) and N itself.
+    attrs = dict(
+        sigma=sigma,
+        num_classes=k,
+        seed=seed,
+        dataset=dataset_name or type(dataset).__name__,
+        model=f"{description}; precision {precision}",
+        device=_device_name(dev),
+        torch_version=str(torch.__version__),  # TorchVersion, a str subclass h5py rejects
+        batch_size=batch,
+        noise=noise_description(batch, dev.type),
+    )
+    if world_size > 1:  # lets isskit merge check that every rank is there exactly once
+        attrs.update(rank=rank, world_size=world_size)
+
+    seconds = 0.0
+    with open_for_writing(out, image_index=selected, true_label=labels_true,
+                          samples_per_image=N, attrs=attrs) as writer:
+        pending = [int(r) for r in writer.pending()]
+        skipped = len(selected) - len(pending)
+        bar = tqdm(
+            total=len(pending) * N, unit="sample", unit_scale=True, file=sys.stderr,
+            disable=not progress or rank != 0, dynamic_ncols=True, smoothing=0.1,
+            desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1
+                                           else ""),
+        )
+        with bar, torch.inference_mode():
+            sampler = _RowSampler(model, tuple(x0.shape), sigma=sigma, N=N, batch=batch,
+                                  dev=dev, amp=amp, channels_last=channels_last)
+            for done, row in enumerate(pending, start=1):
+                image_index = int(selected[row])
+                x = dataset[image_index][0]
+                _sync(dev)
+                t0 = time.perf_counter()
+                labels = sampler.row(x, noise_seed(seed, image_index), bar)
+                _sync(dev)
+                dt = time.perf_counter() - t0
+                writer.write_row(row, labels, dt)
+                seconds += dt
+                bar.set_postfix_str(f"images {skipped + done}/{len(selected)}", refresh=False)
+    return SampleRun(
+        path=out,
+        n_images=len(selected),
+        rows_sampled=len(pending),
+        rows_skipped=skipped,
+        seconds=seconds,
+        samples_per_second=(len(pending) * N / seconds) if seconds > 0 else 0.0,
+        device=str(dev),
+        rank=rank,
+        world_size=world_size,
+    )
