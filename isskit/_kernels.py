@@ -285,6 +285,8 @@ def unique_pairs(k_A, k, inverse):
     """
     n = k_A.shape[0]
     cap = 1024
+    while cap < 2 * n and cap < 1 << 23:  # few re-placements for large n, little memory
+        cap *= 2
     mask = cap - 1
     table = np.full(cap, -1, np.int64)
     keys = np.empty(cap // 2, np.int64)  # k * 2**31 + k_A, distinct
@@ -352,3 +354,10 @@ def cp_lower_many(k_A, k, alpha, out):
     if not _cbeta.AVAILABLE:  # pragma: no cover - checked by the caller
         raise RuntimeError(f"compiled betaincinv unavailable: {_cbeta.REASON}")
     _cp_lower_kernel(k_A, k, float(alpha), out)
+
+
+@_pjit
+def gather(values, index, out):
+    """``out[i] = values[index[i]]``, in parallel (a sweep gathers ~10^7 bounds)."""
+    for i in prange(index.shape[0]):
+        out[i] = values[index[i]]

@@ -438,11 +438,12 @@ def _cp_lower(k_A, k, alpha):
             ok = pk > 0
             vals[~ok] = np.nan
             vals[ok] = cp_lower(pk_A[ok], pk[ok], a)
-        got = vals[inv].reshape(rows.size, -1)
         if whole:
-            out[...] = got
+            _kernels.gather(vals, inv, out.reshape(-1))
         else:
-            out[rows] = got
+            got = np.empty(inv.size, np.float64)
+            _kernels.gather(vals, inv, got)
+            out[rows] = got.reshape(rows.size, -1)
     return out
 
 
@@ -498,26 +499,28 @@ class _Planner:
         return j, start, k_hat, samples, k_hat
 
 
-def _count_batch(index, planner, policies):
+def _count_batch(index, planner, policies, out=None):
     """Plan a batch of policies and count their classes: one kernel call for all of them.
 
-    Returns ``chosen`` (the class each policy chose per image), ``k_A`` (its count over the
-    count range of ``k`` samples), ``k``, ``samples`` and ``k_hat``, each of shape (B, n).
+    Fills (or returns) ``chosen`` (the class each policy chose per image), ``k_A`` (its
+    count over the count range of ``k`` samples), ``k``, ``samples`` and ``k_hat``, each of
+    shape (B, n); ``out`` may hold views to write them into.
     """
     B, n_img = len(policies), index.rows.size
+    if out is None:
+        out = {f: np.empty((B, n_img), np.int64) for f in _COUNT_FIELDS}
     slot = np.empty((B, n_img), np.int64)
-    chosen = np.empty((B, n_img), np.int64)
     start = np.empty((B, n_img), np.int64)
-    k = np.empty((B, n_img), np.int64)
-    samples = np.empty((B, n_img), np.int64)
-    k_hat = np.empty((B, n_img), np.int64)
+    chosen, k, samples, k_hat = out["chosen"], out["k"], out["samples"], out["k_hat"]
     for b, p in enumerate(policies):
         j, start[b], k[b], samples[b], k_hat[b] = planner.plan(p)
         slot[b] = planner.slot_T[j]
         chosen[b] = planner.modes_T[j]
-    k_A = np.empty((B, n_img), np.int64)
-    _kernels.count_ranges(slot, start, start + k, index.bits, index.cum, k_A)
-    return {"chosen": chosen, "k_A": k_A, "k": k, "samples": samples, "k_hat": k_hat}
+    _kernels.count_ranges(slot, start, start + k, index.bits, index.cum, out["k_A"])
+    return out
+
+
+_COUNT_FIELDS = ("chosen", "k_A", "k", "samples", "k_hat")
 
 
 def _certify(chosen, k_A, k, alpha, sigma):
@@ -715,7 +718,7 @@ def replay(
 
     n_img = rows.size
     shape = (len(every), n_img)
-    res = {f: np.empty(shape, np.int64) for f in ("chosen", "k_A", "k", "samples", "k_hat")}
+    res = {f: np.empty(shape, np.int64) for f in _COUNT_FIELDS}
     planner = _Planner(index, sigma, ids)
     per = max(1, _BATCH_CELLS // max(1, n_img))
     starts = range(0, len(every), per)
@@ -724,10 +727,8 @@ def replay(
 
         starts = tqdm(starts, desc="replaying policies", unit="batch", leave=False)
     for b0 in starts:
-        out = _count_batch(index, planner, every[b0 : b0 + per])
-        for f, value in out.items():
-            res[f][b0 : b0 + per] = value
-        del out
+        _count_batch(index, planner, every[b0 : b0 + per],
+                     out={f: res[f][b0 : b0 + per] for f in _COUNT_FIELDS})
     prediction, radius, p_lower = _certify(res.pop("chosen"), res.pop("k_A"), res.pop("k"),
                                            [p.alpha for p in every], sigma)
     res.update(prediction=prediction, radius=radius, p_lower=p_lower)
