@@ -133,7 +133,8 @@ def main() -> None:
     total = n_img * N
     print(f"store: {n_img} images x {N} samples = {total:.3g} labels "
           f"({2 * total / 1e9:.2f} GB as uint16, {size_gb:.2f} GB on disk); "
-          f"{n_pol} policies; {os.cpu_count()} cores")
+          f"{n_pol} policies; {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.1f} (other processes share them)")
 
     # ---- (i) read + index
     t = time.perf_counter()
@@ -223,6 +224,7 @@ def main() -> None:
     print(f"  {t_cli:.1f} s wall (target 60 s: {t_cli / 60:.2f} of it); peak RSS "
           f"{_child_rss_gb():.2f} GB; netCDF {out.stat().st_size / 1e9:.2f} GB; "
           f"table {sum(1 for _ in table.open())} lines in {table}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
