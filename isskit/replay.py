@@ -587,7 +587,7 @@ def _policy_coords(policies, references):
     return out
 
 
-def _default_grid(radius, sigma):
+def _default_grid(radius):
     top = float(np.max(radius)) if radius.size else 0.0
     step = 0.25
     n = max(1, math.ceil(top / step + 1e-12) + 1)
@@ -741,7 +741,7 @@ def replay(
     ref_samples = res["samples"][ref_rows]
     true_label = np.asarray(store.true_label, dtype=np.int64)[rows]
     if radius_grid is None:
-        grid = _default_grid(stacked["radius"], sigma)
+        grid = _default_grid(stacked["radius"])
     else:
         grid = np.asarray(radius_grid, dtype=np.float64).reshape(-1)
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
