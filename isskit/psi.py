@@ -139,16 +139,19 @@ def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
 
     Algorithm. ``R(k, p) >= target`` iff the Clopper-Pearson bound
     ``Beta(alpha; p k, k - p k + 1)`` reaches ``q* = Phi(target / sigma)``, iff
-    ``I_{q*}(p k, k - p k + 1) <= alpha``. A vectorised bisection over k on that forward
-    incomplete beta (all p at once, ``ceil(log2 k_bar)`` rounds) finds the candidate;
-    then the exact predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at
-    the candidate and at candidate - 1 (two Beta quantiles per p). Where floating-point
-    rounding of the two formulations disagrees (a tie within an ulp), that p is redone by
+    ``I_{q*}(p k, k - p k + 1) <= alpha``. The search runs on that forward incomplete
+    beta (several times cheaper than the Beta quantile), for all p at once: a secant
+    iteration in ``sqrt(k)`` (:func:`_secant_guess`) gives the candidate; then the exact
+    predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at the candidate and
+    at candidate - 1 (two Beta quantiles per p). Where that check fails (a secant not
+    converged, or a tie within an ulp where the two formulations round differently), the
+    point is redone by bisection on the forward function and, if still needed, by
     bisection on the exact predicate.
 
     The answer is the exact minimum when ``R(k, p)`` is non-decreasing in k, which the
-    bisection relies on. That is checked, not assumed: a Hypothesis property in the
-    tests, an exhaustive scan recorded in ``docs/mapping.md``, and
+    search relies on ("k meets, k - 1 fails" is then the global minimum). That is
+    checked, not assumed: a Hypothesis property in the tests, exhaustive scans recorded
+    in ``docs/mapping.md``, and
     :func:`isskit.verify.verify` with ``check_minimal=True`` scans every k below psi for
     the user's parameters. For ``alpha >= 1/2`` the bound is not monotone in k (above the
     median, more samples pull the quantile down towards p), and this function scans k
