@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from isskit import _cbeta, _kernels
+from isskit._progress import progress_bar
 from isskit._provenance import make_attrs
 from isskit.metrics import (
     acr,
@@ -336,9 +337,8 @@ def _store_blocks(store, rows, max_bytes, progress):
     )
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=int(rows.size), desc="indexing streams", unit="image", leave=False)
+        bar = progress_bar(total=int(rows.size), desc="indexing streams", unit="image",
+                           leave=False)
     try:
         for row_start, block in store.iter_chunks(max_bytes=max_bytes):
             stop = row_start + block.shape[0]
@@ -723,9 +723,7 @@ def replay(
     per = max(1, _BATCH_CELLS // max(1, n_img))
     starts = range(0, len(every), per)
     if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="replaying policies", unit="batch", leave=False)
+        starts = progress_bar(starts, desc="replaying policies", unit="batch", leave=False)
     for b0 in starts:
         _count_batch(index, planner, every[b0 : b0 + per],
                      out={f: res[f][b0 : b0 + per] for f in _COUNT_FIELDS})

@@ -38,6 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from isskit._progress import progress_bar
 from isskit._provenance import file_sha256, make_attrs
 from isskit._validate import check_positive_int, check_sigma
 
@@ -919,10 +920,9 @@ class StreamStore:
         K, N = self.num_classes, self.samples_per_image
         blocks = self.iter_chunks(max_bytes)
         if progress:
-            from tqdm import tqdm
-
             per = self.rows_per_chunk(max_bytes)
-            blocks = tqdm(blocks, total=-(-self.n_images // per), unit="block", desc="reading")
+            blocks = progress_bar(blocks, total=-(-self.n_images // per), unit="block",
+                                  desc="reading")
         for start, block in blocks:
             b = block.shape[0]
             # One bincount over the whole block: label + K * row makes each row's counts
@@ -1090,9 +1090,7 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
             ) as writer:
                 bar = None
                 if progress:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=order.size, unit="image", desc="merging")
+                    bar = progress_bar(total=order.size, unit="image", desc="merging")
                 try:
                     offset = 0
                     for s in stores:

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import betainc, ndtr
 
 from isskit import psi as _psi
+from isskit._progress import progress_bar
 from isskit._validate import check_positive_int
 from isskit.stats import cp_interval, expected_radius
 
@@ -367,8 +368,6 @@ def _check_minimal(table, progress: bool, chunk: int = 2048) -> bool:
     Uses the forward incomplete beta (``k`` fails iff ``I_{q*}(p k, k - p k + 1) >
     alpha``); values within a relative 1e-9 of alpha are decided by the exact predicate.
     """
-    from tqdm import tqdm
-
     U, decline, sigma, alpha = table.U, table.decline, table.sigma, table.alpha
     sel = table.k > 1
     p, k = table.p[sel], table.k[sel]
@@ -377,8 +376,8 @@ def _check_minimal(table, progress: bool, chunk: int = 2048) -> bool:
     r_bar = expected_radius(table.k_bar, p, sigma, alpha)
     q_star = ndtr(_psi._target(r_bar, U, decline) / sigma)
     kmax = int(k.max())
-    for start in tqdm(range(1, kmax, chunk), disable=not progress, desc="minimality",
-                      unit="chunk", leave=False):
+    for start in progress_bar(range(1, kmax, chunk), enabled=progress, desc="minimality",
+                              unit="chunk", leave=False):
         ks = np.arange(start, min(start + chunk, kmax), dtype=np.float64)
         rows = np.flatnonzero(k > start)
         a = p[rows, None] * ks[None, :]
