@@ -117,7 +117,8 @@ def est_minutes(samples, seconds_per_sample):
         raise ValueError(
             f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0 (or NaN)"
         )
-    return total_samples(samples) * s / 60.0
+    with np.errstate(over="ignore"):  # an absurd rate gives inf minutes, not a warning
+        return total_samples(samples) * s / 60.0
 
 
 def speedup(samples, reference_samples):

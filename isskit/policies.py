@@ -42,7 +42,7 @@ from isskit._validate import (
     check_alpha,
     check_decline,
     check_delta,
-    check_positive_int,
+    check_sample_size,
     check_U,
 )
 
@@ -106,8 +106,8 @@ class Cohen:
     kind: ClassVar[str] = "cohen"
 
     def __post_init__(self):
-        object.__setattr__(self, "n0", check_positive_int(self.n0, "n0"))
-        object.__setattr__(self, "n", check_positive_int(self.n, "n"))
+        object.__setattr__(self, "n0", check_sample_size(self.n0, "n0"))
+        object.__setattr__(self, "n", check_sample_size(self.n, "n"))
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
 
     @property
@@ -163,7 +163,7 @@ class IAS:
     kind: ClassVar[str] = "ias"
 
     def __post_init__(self):
-        object.__setattr__(self, "n", check_positive_int(self.n, "n"))
+        object.__setattr__(self, "n", check_sample_size(self.n, "n"))
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
 
     @property
@@ -245,13 +245,13 @@ class ISS:
     _k0_default: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        k_bar = check_positive_int(self.k_bar, "k_bar")
+        k_bar = check_sample_size(self.k_bar, "k_bar")
         decline = check_decline(self.decline)
         object.__setattr__(self, "k_bar", k_bar)
         object.__setattr__(self, "decline", decline)
         object.__setattr__(self, "U", check_U(self.U, decline))
         default_k0 = max(1, k_bar // 100)
-        k0 = default_k0 if self.k0 is None else check_positive_int(self.k0, "k0")
+        k0 = default_k0 if self.k0 is None else check_sample_size(self.k0, "k0")
         object.__setattr__(self, "k0", k0)
         object.__setattr__(self, "_k0_default", k0 == default_k0)
         object.__setattr__(self, "delta", check_delta(self.delta))
@@ -448,6 +448,8 @@ def _parse_shorthand(head: str) -> tuple[str, dict[str, list]] | None:
     for token in filter(None, m["rest"].split("-")):
         key, _, value = token.partition("=")
         key = _canonical_key(kind, key)
+        if key in grid:
+            raise ValueError(f"policy shorthand {head!r}: {key} is given twice")
         grid[key] = [_parse_value(key, value if value else "true")]
     return kind, grid
 
@@ -494,12 +496,19 @@ def parse_policy_spec(spec: str) -> list:
         grid = {}
     for pair in pairs:
         key, eq, values = pair.partition("=")
-        if not eq or not values:
+        if not eq or not values or not key:
             raise ValueError(f"policy spec {spec!r}: {pair!r} is not key=value")
         key = _canonical_key(kind, key)
-        grid[key] = [_parse_value(key, v) for v in values.split(",") if v != ""]
-        if not grid[key]:
-            raise ValueError(f"policy spec {spec!r}: {key} has no value")
+        if key in grid:
+            # a second value would silently replace the first (or the shorthand's own)
+            raise ValueError(
+                f"policy spec {spec!r}: {key} is given twice; list several values as "
+                f"{key}=a,b"
+            )
+        items = values.split(",")
+        if any(v.strip() == "" for v in items):
+            raise ValueError(f"policy spec {spec!r}: {pair!r} has an empty value in its list")
+        grid[key] = [_parse_value(key, v) for v in items]
     return _dedupe(_expand(kind, grid))
 
 

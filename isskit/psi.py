@@ -42,7 +42,7 @@ from isskit._validate import (
     check_alpha,
     check_decline,
     check_delta,
-    check_positive_int,
+    check_sample_size,
     check_sigma,
     check_U,
 )
@@ -55,7 +55,7 @@ MAPPINGS = ("paper", "sup")
 
 
 def _check_params(k_bar, U, decline, sigma, alpha):
-    k_bar = check_positive_int(k_bar, "k_bar")
+    k_bar = check_sample_size(k_bar, "k_bar")
     decline = check_decline(decline)
     U = check_U(U, decline)
     sigma = check_sigma(sigma)

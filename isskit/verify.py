@@ -32,10 +32,14 @@ from scipy.special import betainc, ndtr
 
 from isskit import psi as _psi
 from isskit._progress import progress_bar
-from isskit._validate import check_positive_int
+from isskit._validate import check_positive_int, check_sample_size
 from isskit.stats import cp_interval, expected_radius
 
 __all__ = ["VerifyResult", "Violation", "verify", "verify_table"]
+
+#: Most points p_A inside the cells one check evaluates: a million take about 2 s and
+#: 150 MB (k_bar = 100000, RD), so this bounds one check near 20 s and 1.5 GB.
+_MAX_POINTS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,7 @@ def verify_table(table, *, fine: int = 16, k0: int | None = None, check_minimal:
     table : PsiTable
         The table to check, with its mapping.
     fine : int
-        Points p_A inside each grid cell, >= 1.
+        Points p_A inside each grid cell, >= 1 (at most 10 million points in all).
     k0 : int, optional
         Pilot size: check Prop. 1 on the pilot's Clopper-Pearson intervals only (default:
         on every interval).
@@ -279,6 +283,12 @@ def verify_table(table, *, fine: int = 16, k0: int | None = None, check_minimal:
     VerifyResult
     """
     fine = check_positive_int(fine, "fine")
+    cells = table.p.size - 1
+    if cells * fine > _MAX_POINTS:
+        raise ValueError(
+            f"fine ({fine}) x {cells:,} grid cells = {cells * fine:,} points p_A, more than "
+            f"{_MAX_POINTS:,}; use a smaller fine or a coarser delta"
+        )
     U, decline, sigma, alpha = table.U, table.decline, table.sigma, table.alpha
     p_A, cell, on_grid = _points(table, fine)
     if k0 is None:
@@ -286,7 +296,7 @@ def verify_table(table, *, fine: int = 16, k0: int | None = None, check_minimal:
         p_low_all = p_up_all = None
     else:
         lo_idx = hi_idx = None
-        k0 = check_positive_int(k0, "k0")
+        k0 = check_sample_size(k0, "k0")
         if k0 > table.k_bar:
             raise ValueError(f"k0 ({k0}) must be <= k_bar ({table.k_bar})")
         p_low_all, p_up_all, k_hat = _worst_cp_intervals(table, p_A, k0)

@@ -50,20 +50,28 @@ def _fmt(value, spec: str = "") -> str:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("store", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def info(store: str, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object on stdout instead of text, and nothing else there.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bar on stderr while the labels are read.")
+def info(store: str, as_json: bool, progress: bool) -> None:
     """Describe the stream store STORE (made by isskit sample, import-log or merge).
 
     Prints the number of images (complete and incomplete), samples per image, sigma,
     classes, model, dataset, device, sampling seconds per sample, creation time, file
     size and bytes per stored sample, and a histogram of each complete image's
     empirical top-class frequency (read in blocks, so any store fits in memory).
-    """
+    Never writes to STORE. Examples:
+
+    \b
+        isskit info streams.h5
+        isskit info streams.h5 --json > streams.json
+    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
     from isskit.store import open_store
 
     with library_errors(), open_store(store) as s:
         summary = s.summary()
-        summary["top_class_frequency"] = _histogram(s.top_class_frequency(progress=not as_json))
+        summary["top_class_frequency"] = _histogram(s.top_class_frequency(progress=progress))
     if as_json:
         echo_json(summary)
         return

@@ -7,10 +7,11 @@ matplotlib is imported only when ``--plot`` is given.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import click
 
-from isskit_cli._common import echo_json, library_errors
+from isskit_cli._common import check_output_file, echo_json, library_errors, writing
 
 __all__ = ["parse_list", "psi", "shared_options"]
 
@@ -18,17 +19,25 @@ __all__ = ["parse_list", "psi", "shared_options"]
 SHOW_P = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 
-def shared_options(f):
-    """The options ``isskit psi`` and ``isskit verify`` share (the table's parameters)."""
+def shared_options(f=None, *, several: bool = True):
+    """The options ``isskit psi`` and ``isskit verify`` share (the table's parameters).
+
+    ``several``: ``--k-bar`` and ``--U`` take comma lists (psi plots several tables;
+    verify checks one). Use as ``@shared_options`` or ``@shared_options(several=False)``.
+    """
+    if f is None:
+        return lambda g: shared_options(g, several=several)
+    lists = " A comma list draws several (with --plot)." if several else ""
     options = [
         click.option("--k-bar", "k_bar", required=True, metavar="K",
-                     help="Desired sample size k_bar (psi: a comma list plots several)."),
+                     help="Desired sample size k_bar, e.g. 100000 or 1e5." + lists),
         click.option("--U", "U", required=True, metavar="U",
-                     help="Maximum decline U: absolute radius for ad, a fraction in (0, 1) "
-                          "for rd (psi: a comma list plots several)."),
+                     help="Maximum decline U: a radius for ad (e.g. 0.05), a fraction in "
+                          "(0, 1) for rd (e.g. 0.01)." + lists),
         click.option("--decline", type=click.Choice(["ad", "rd"], case_sensitive=False),
                      required=True, help="Absolute (ad) or relative (rd) radius decline."),
-        click.option("--sigma", type=float, required=True, help="Noise level sigma."),
+        click.option("--sigma", type=float, required=True,
+                     help="Noise level sigma of the smoothed classifier, e.g. 0.5."),
         click.option("--alpha", type=float, default=0.001, show_default=True,
                      help="Failure probability alpha of the certificate."),
         click.option("--delta", type=float, default=0.001, show_default=True,
@@ -80,6 +89,10 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
     """  # noqa: D301 (\b: click's keep-this-paragraph marker)
     from isskit.psi import psi_table
 
+    check_output_file(out, "--out")
+    check_output_file(plot, "--plot")
+    if plot:
+        _check_plot_format(plot)
     with library_errors():
         k_bars = parse_list(k_bar, "k_bar")
         Us = parse_list(U, "U")
@@ -90,10 +103,12 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
             )
         tables = [psi_table(kb, u, decline, sigma, alpha, delta, mapping=mapping)
                   for kb, u in combos]
-        if out:
+    if out:
+        with writing("--out", out):
             tables[0].save(out)
     if plot:
-        _plot(tables, plot)
+        with writing("--plot", plot):
+            _plot(tables, plot)
 
     rows = [{"p": p, "k": [int(t.psi_iss(p)) for t in tables]} for p in SHOW_P]
     if as_json:
@@ -117,6 +132,20 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
         click.echo(f"table ({t0.p.size} grid points) written to {out}")
     if plot:
         click.echo(f"plot written to {plot}")
+
+
+def _check_plot_format(path) -> None:
+    """Refuse a --plot file whose suffix matplotlib cannot write, before any work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        raise click.BadParameter(
+            f"{path}: name a file ending in a format matplotlib writes "
+            f"({', '.join('.' + f for f in sorted(formats))})",
+            param_hint="--plot",
+        )
 
 
 def _plot(tables, path) -> None:

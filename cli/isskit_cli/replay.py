@@ -8,11 +8,12 @@ Table 1 layout (or one JSON object), and writes the optional outputs. The heavy 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import click
 
-from isskit_cli._common import echo_json, library_errors
+from isskit_cli._common import check_output_file, echo_json, library_errors
 
 __all__ = ["replay"]
 
@@ -38,19 +39,19 @@ def _radii(text):
     try:
         out = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma list of numbers") from None
+        raise click.BadParameter(f"{text!r} is not a comma list of numbers",
+                                 param_hint="--radii") from None
     if not out:
-        raise click.BadParameter(f"{text!r} names no radius")
+        raise click.BadParameter(f"{text!r} names no radius", param_hint="--radii")
     return out
 
 
-def _check_out_dir(path, option):
-    if path is not None and not Path(path).resolve().parent.is_dir():
-        raise click.UsageError(f"{option} {path}: directory {Path(path).parent} does not exist")
-
-
 def _fmt(x, spec):
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+    """``format(x, spec)``; NaN (unknown) as "-" and inf as "inf", padded to the width."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        text = "inf" if x is not None and x == math.inf else "-"
+        return text.rjust(int(re.match(r"\d*", spec).group() or 0))
+    return format(x, spec)
 
 
 def _table_radii(grid, limit=10):
@@ -171,10 +172,11 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     if seconds_per_sample is not None and not (
         math.isfinite(seconds_per_sample) and seconds_per_sample >= 0
     ):
-        raise click.BadParameter(f"{seconds_per_sample} must be a finite number >= 0",
+        raise click.BadParameter(f"{seconds_per_sample} must be a finite number >= 0, "
+                                 "e.g. 0.002",
                                  param_hint="--seconds-per-sample")
     grid = _radii(radii)
-    _check_out_dir(out, "--out")
+    check_output_file(out, "--out")
     for d, opt in ((export_cohen, "--export-cohen"), (plot_dir, "--plot")):
         if d is not None and d.exists() and not d.is_dir():
             raise click.UsageError(f"{opt} {d} exists and is not a directory")

@@ -15,7 +15,7 @@ __all__ = ["verify"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@shared_options
+@shared_options(several=False)
 @click.option("--fine", type=int, default=16, show_default=True,
               help="Points p_A checked inside every grid cell (besides the grid points).")
 @click.option("--k0", type=int, default=None,
