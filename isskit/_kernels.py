@@ -64,6 +64,84 @@ def n_words(n_samples: int) -> int:
     return (int(n_samples) + WORD_BITS - 1) // WORD_BITS
 
 
+@_jit
+def _count_one(block, r, q, counts, lane, bad):
+    lab = np.int64(block[r, q])
+    if lab >= counts.shape[1]:
+        if bad[r] < 0:
+            bad[r] = q
+    else:
+        counts[lane, lab] += 1
+
+
+@_jit
+def _scan_row(block, r, checkpoints, counts, modes, mode_counts, bad):
+    """Modes of the prefixes of row r (see :func:`scan_modes`).
+
+    ``counts`` (4, num_classes) is scratch: four histograms filled in turn, because in a
+    stream that is mostly one label each increment would otherwise wait for the previous
+    one to the same counter (a 4x slower dependency chain).
+    """
+    counts[:, :] = 0
+    bad[r] = -1
+    num_classes = counts.shape[1]
+    q = 0
+    for j in range(checkpoints.shape[0]):
+        stop = checkpoints[j]
+        while q + 4 <= stop:
+            l0 = np.int64(block[r, q])
+            l1 = np.int64(block[r, q + 1])
+            l2 = np.int64(block[r, q + 2])
+            l3 = np.int64(block[r, q + 3])
+            if max(max(l0, l1), max(l2, l3)) < num_classes:
+                counts[0, l0] += 1
+                counts[1, l1] += 1
+                counts[2, l2] += 1
+                counts[3, l3] += 1
+            else:
+                for t in range(4):
+                    _count_one(block, r, q + t, counts, t, bad)
+            q += 4
+        while q < stop:
+            _count_one(block, r, q, counts, 0, bad)
+            q += 1
+        best = 0
+        best_count = counts[0, 0] + counts[1, 0] + counts[2, 0] + counts[3, 0]
+        for c in range(1, num_classes):
+            total = counts[0, c] + counts[1, c] + counts[2, c] + counts[3, c]
+            if total > best_count:
+                best = c
+                best_count = total
+        modes[r, j] = best
+        mode_counts[r, j] = best_count
+
+
+@_jit
+def _pack_row(block, r, c, bits, cum, s):
+    """Bit vector of ``block[r] == c`` and its rank directory into row s of bits, cum."""
+    n = block.shape[1]
+    nw = cum.shape[1] - 1
+    full_words = n // 64
+    total = 0
+    for w in range(nw):
+        cum[s, w] = total
+        base = w * 64
+        for y in range(8):
+            v = 0
+            q0 = base + 8 * y
+            if w < full_words:
+                for b in range(8):
+                    if block[r, q0 + b] == c:
+                        v |= 1 << b
+            else:
+                for b in range(8):
+                    if q0 + b < n and block[r, q0 + b] == c:
+                        v |= 1 << b
+            bits[s, 8 * w + y] = v
+            total += _POP8[v]
+    cum[s, nw] = total
+
+
 @_pjit
 def scan_modes(block, checkpoints, num_classes, modes, mode_counts, bad):
     """Mode and its count of every prefix ``block[r, 0:m]`` for ``m`` in ``checkpoints``.
@@ -81,30 +159,33 @@ def scan_modes(block, checkpoints, num_classes, modes, mode_counts, bad):
     bad : ndarray of int64, shape (rows,)
         Out: position of the first label >= num_classes in the scanned prefix, or -1.
     """
-    rows = block.shape[0]
-    n_cp = checkpoints.shape[0]
-    for r in prange(rows):
-        counts = np.zeros(num_classes, np.int64)
-        bad[r] = -1
-        q = 0
-        for j in range(n_cp):
-            stop = checkpoints[j]
-            while q < stop:
-                lab = np.int64(block[r, q])
-                if lab >= num_classes:
-                    if bad[r] < 0:
-                        bad[r] = q
-                else:
-                    counts[lab] += 1
-                q += 1
-            best = 0
-            best_count = counts[0]
-            for c in range(1, num_classes):
-                if counts[c] > best_count:
-                    best = c
-                    best_count = counts[c]
-            modes[r, j] = best
-            mode_counts[r, j] = best_count
+    for r in prange(block.shape[0]):
+        counts = np.zeros((4, num_classes), np.int64)
+        _scan_row(block, r, checkpoints, counts, modes, mode_counts, bad)
+
+
+@_pjit
+def scan_and_pack(block, checkpoints, num_classes, primary_col, modes, mode_counts, bad,
+                  bits, cum):
+    """:func:`scan_modes`, then each row's bit vector for its mode at ``primary_col``.
+
+    The row is packed right after it is scanned, while it is still in cache; the classes
+    other checkpoints choose (rare) are packed afterwards by :func:`pack_slots`.
+
+    Parameters
+    ----------
+    block, checkpoints, num_classes, modes, mode_counts, bad :
+        As in :func:`scan_modes`.
+    primary_col : int
+        Checkpoint whose mode gets row r's bit vector in row r of ``bits`` and ``cum``.
+    bits : ndarray of uint8, shape (rows, 8 * n_words(N))
+    cum : ndarray of int32, shape (rows, n_words(N) + 1)
+        Out: as in :func:`pack_slots`.
+    """
+    for r in prange(block.shape[0]):
+        counts = np.zeros((4, num_classes), np.int64)
+        _scan_row(block, r, checkpoints, counts, modes, mode_counts, bad)
+        _pack_row(block, r, modes[r, primary_col], bits, cum, r)
 
 
 @_pjit
@@ -125,30 +206,9 @@ def pack_slots(block, row_slot_start, slot_class, bits, cum):
     cum : ndarray of int32, shape (n_slots, n_words(N) + 1)
         Out: ``cum[s, w]`` = set bits before bit ``64 w``.
     """
-    rows, n = block.shape
-    nw = cum.shape[1] - 1
-    full_words = n // 64
-    for r in prange(rows):
+    for r in prange(block.shape[0]):
         for s in range(row_slot_start[r], row_slot_start[r + 1]):
-            c = slot_class[s]
-            total = 0
-            for w in range(nw):
-                cum[s, w] = total
-                base = w * 64
-                for y in range(8):
-                    v = 0
-                    q0 = base + 8 * y
-                    if w < full_words:
-                        for b in range(8):
-                            if block[r, q0 + b] == c:
-                                v |= 1 << b
-                    else:
-                        for b in range(8):
-                            if q0 + b < n and block[r, q0 + b] == c:
-                                v |= 1 << b
-                    bits[s, 8 * w + y] = v
-                    total += _POP8[v]
-            cum[s, nw] = total
+            _pack_row(block, r, slot_class[s], bits, cum, s)
 
 
 @_jit
@@ -167,25 +227,101 @@ def _rank(bits, cum, s, b):
 
 @_pjit
 def count_ranges(slot, start, stop, bits, cum, out):
-    """Count of each image's slot class in ``[start, stop)``.
+    """Count of each cell's slot class in ``[start, stop)``, for a batch of policies.
 
     Parameters
     ----------
-    slot : ndarray of int64, shape (n,)
-        Global slot of each image's chosen class (row of ``bits``); < 0 gives 0.
-    start, stop : ndarray of int64, shape (n,)
+    slot : ndarray of int64, shape (B, n)
+        Global slot of the chosen class (row of ``bits``) per policy and image; < 0 gives 0.
+    start, stop : ndarray of int64, shape (B, n)
         The count range; ``stop <= start`` gives 0. Callers check ``stop <= N``.
     bits, cum : ndarray
         The slots' bit vectors and rank directories (see :func:`pack_slots`).
-    out : ndarray of int64, shape (n,)
+    out : ndarray of int64, shape (B, n)
         Out: the counts.
     """
-    for i in prange(slot.shape[0]):
-        s = slot[i]
-        if s < 0 or stop[i] <= start[i]:
-            out[i] = 0
-        else:
-            out[i] = _rank(bits, cum, s, stop[i]) - _rank(bits, cum, s, start[i])
+    # Image-major: all policies of one image in a row, while its bit vectors are in cache.
+    B = slot.shape[0]
+    for i in prange(slot.shape[1]):
+        for b in range(B):
+            s = slot[b, i]
+            if s < 0 or stop[b, i] <= start[b, i]:
+                out[b, i] = 0
+            else:
+                out[b, i] = _rank(bits, cum, s, stop[b, i]) - _rank(bits, cum, s, start[b, i])
+
+
+#: Odd multiplier spreading the sample sizes k over the hash table (k_A varies fastest).
+_K_SPREAD = 1_000_003
+
+
+@_jit
+def _insert(table, keys, key, h, mask):
+    """Index of ``key`` in ``keys`` found from slot h of ``table``, or -1 with its free slot."""
+    while True:
+        t = table[h]
+        if t < 0:
+            return -1, h
+        if keys[t] == key:
+            return t, h
+        h = (h + 1) & mask
+
+
+@_jit
+def unique_pairs(k_A, k, inverse):
+    """Distinct ``(k_A, k)`` pairs, by open addressing (a sort would cost 10x more).
+
+    Parameters
+    ----------
+    k_A, k : ndarray of int64, shape (n,)
+        Counts and sample sizes, ``0 <= k_A, k < 2**31``.
+    inverse : ndarray of int64, shape (n,)
+        Out: index of each pair among the distinct ones.
+
+    Returns
+    -------
+    ndarray of int64, shape (m, 2)
+        The distinct pairs ``(k_A, k)``, in order of first appearance.
+    """
+    n = k_A.shape[0]
+    cap = 1024
+    while cap < 2 * n and cap < 1 << 23:  # few re-placements for large n, little memory
+        cap *= 2
+    mask = cap - 1
+    table = np.full(cap, -1, np.int64)
+    keys = np.empty(cap // 2, np.int64)  # k * 2**31 + k_A, distinct
+    m = 0
+    for i in range(n):
+        key = k[i] * 2147483648 + k_A[i]
+        # Pairs of one k fall in one contiguous run of the table (cache friendly); runs of
+        # different k start at scattered places. k * _K_SPREAD < 2**63 for k < 2**31.
+        h = (k[i] * _K_SPREAD + k_A[i]) & mask
+        t, h = _insert(table, keys, key, h, mask)
+        if t >= 0:
+            inverse[i] = t
+            continue
+        if m == keys.shape[0]:  # half full: double, and re-place every key
+            cap *= 2
+            mask = cap - 1
+            table = np.full(cap, -1, np.int64)
+            grown = np.empty(cap // 2, np.int64)
+            grown[:m] = keys[:m]
+            keys = grown
+            for u in range(m):
+                kk = keys[u] // 2147483648
+                _, g = _insert(table, keys, keys[u], (kk * _K_SPREAD + keys[u] - kk *
+                                                      2147483648) & mask, mask)
+                table[g] = u
+            _, h = _insert(table, keys, key, (k[i] * _K_SPREAD + k_A[i]) & mask, mask)
+        table[h] = m
+        keys[m] = key
+        inverse[i] = m
+        m += 1
+    out = np.empty((m, 2), np.int64)
+    for u in range(m):
+        out[u, 1] = keys[u] // 2147483648
+        out[u, 0] = keys[u] - out[u, 1] * 2147483648
+    return out
 
 
 @_pjit
@@ -218,3 +354,10 @@ def cp_lower_many(k_A, k, alpha, out):
     if not _cbeta.AVAILABLE:  # pragma: no cover - checked by the caller
         raise RuntimeError(f"compiled betaincinv unavailable: {_cbeta.REASON}")
     _cp_lower_kernel(k_A, k, float(alpha), out)
+
+
+@_pjit
+def gather(values, index, out):
+    """``out[i] = values[index[i]]``, in parallel (a sweep gathers ~10^7 bounds)."""
+    for i in prange(index.shape[0]):
+        out[i] = values[index[i]]

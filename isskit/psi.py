@@ -139,16 +139,19 @@ def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
 
     Algorithm. ``R(k, p) >= target`` iff the Clopper-Pearson bound
     ``Beta(alpha; p k, k - p k + 1)`` reaches ``q* = Phi(target / sigma)``, iff
-    ``I_{q*}(p k, k - p k + 1) <= alpha``. A vectorised bisection over k on that forward
-    incomplete beta (all p at once, ``ceil(log2 k_bar)`` rounds) finds the candidate;
-    then the exact predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at
-    the candidate and at candidate - 1 (two Beta quantiles per p). Where floating-point
-    rounding of the two formulations disagrees (a tie within an ulp), that p is redone by
+    ``I_{q*}(p k, k - p k + 1) <= alpha``. The search runs on that forward incomplete
+    beta (several times cheaper than the Beta quantile), for all p at once: a secant
+    iteration in ``sqrt(k)`` (:func:`_secant_guess`) gives the candidate; then the exact
+    predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at the candidate and
+    at candidate - 1 (two Beta quantiles per p). Where that check fails (a secant not
+    converged, or a tie within an ulp where the two formulations round differently), the
+    point is redone by bisection on the forward function and, if still needed, by
     bisection on the exact predicate.
 
     The answer is the exact minimum when ``R(k, p)`` is non-decreasing in k, which the
-    bisection relies on. That is checked, not assumed: a Hypothesis property in the
-    tests, an exhaustive scan recorded in ``docs/mapping.md``, and
+    search relies on ("k meets, k - 1 fails" is then the global minimum). That is
+    checked, not assumed: a Hypothesis property in the tests, exhaustive scans recorded
+    in ``docs/mapping.md``, and
     :func:`isskit.verify.verify` with ``check_minimal=True`` scans every k below psi for
     the user's parameters. For ``alpha >= 1/2`` the bound is not monotone in k (above the
     median, more samples pull the quantile down towards p), and this function scans k
@@ -262,17 +265,24 @@ def _secant_guess(p, q_star, z_bar, k_bar, alpha, max_iter: int = 8) -> np.ndarr
     return np.clip(k, 1, k_bar).astype(np.int64)
 
 
-def _scan_exact(p, r_bar, k_bar, U, decline, sigma, alpha, chunk: int = 4096) -> np.ndarray:
-    """Smallest k meeting the bound by scanning k = 1, 2, ... (no monotonicity assumed)."""
+def _scan_exact(p, r_bar, k_bar, U, decline, sigma, alpha, chunk: int = 1024) -> np.ndarray:
+    """Smallest k meeting the bound by scanning k = 1, 2, ... (no monotonicity assumed).
+
+    All points advance together, a chunk of k at a time; a point leaves the scan at its
+    first k that meets the bound (k_bar always does).
+    """
     out = np.zeros(p.shape, dtype=np.int64)
-    for i in range(p.size):
-        for start in range(1, k_bar + 1, chunk):
-            ks = np.arange(start, min(start + chunk, k_bar + 1), dtype=np.int64)
-            ok = _meets(ks, np.full(ks.shape, p[i]), np.full(ks.shape, r_bar[i]), U, decline,
-                        sigma, alpha)
-            if np.any(ok):
-                out[i] = ks[np.argmax(ok)]
-                break
+    todo = np.arange(p.size)
+    for start in range(1, k_bar + 1, chunk):
+        if todo.size == 0:
+            break
+        ks = np.arange(start, min(start + chunk, k_bar + 1), dtype=np.int64)
+        kk = np.broadcast_to(ks, (todo.size, ks.size))
+        ok = _meets(kk, np.broadcast_to(p[todo, None], kk.shape),
+                    np.broadcast_to(r_bar[todo, None], kk.shape), U, decline, sigma, alpha)
+        hit = ok.any(axis=1)
+        out[todo[hit]] = ks[np.argmax(ok[hit], axis=1)]
+        todo = todo[~hit]
     return out
 
 
@@ -544,6 +554,10 @@ def _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha) -> np.ndarra
     for i in _threshold_cells(k):
         ps = _threshold_samples(p[i], p[i + 1], k_bar, U, decline, sigma, alpha)
         out[i] = max(out[i], int(psi_exact(ps, k_bar, U, decline, sigma, alpha).max()))
+        if decline == "rd":
+            # the limit at p0 from above is k_bar itself: R(k_bar, p0) = 0 > R(k, p0) for
+            # k < k_bar, so no smaller k reaches a target (1 - U) R(k_bar, p) -> 0+
+            out[i] = k_bar
     return out
 
 
@@ -572,7 +586,7 @@ def _threshold_samples(lo, hi, k_bar, U, decline, sigma, alpha) -> np.ndarray:
     evenly spaced points up to ``hi``.
     """
     p0 = _threshold(lo, hi, k_bar, U, decline, sigma, alpha)
-    t = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 200), np.linspace(0.0, 1.0, 65)[1:]])
+    t = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 49), np.linspace(0.0, 1.0, 17)[1:]])
     return np.unique(np.minimum(p0 + t * (hi - p0), hi))
 
 

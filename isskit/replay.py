@@ -55,9 +55,8 @@ __all__ = [
     "save_results",
 ]
 
-#: Default bound on the labels held in memory at once while indexing (one block being read,
-#: one being indexed).
-DEFAULT_MAX_BYTES = 128 * 2**20
+#: Default size of one block of labels read while indexing (a few are held at once).
+DEFAULT_MAX_BYTES = 64 * 2**20
 
 #: Policy coordinates of the results, with the value a policy without that parameter gets.
 _COORDS = {
@@ -93,6 +92,8 @@ class StreamIndex:
         Most frequent label of ``labels[0:m]`` (ties to the smallest) and its count.
     slot : ndarray of int64, shape (n, n_cp)
         Row of ``bits``/``cum`` marking that label, -1 where the checkpoint is N only.
+        (Numbering depends on how the store was read in blocks; what a slot holds does not:
+        compare indexes with :meth:`same_as`.)
     bits, cum : ndarray
         Bit vectors and rank directories of the slots.
     """
@@ -116,6 +117,19 @@ class StreamIndex:
                 f"{self.checkpoints.tolist()}); rebuild it with the policy"
             )
         return j
+
+    def same_as(self, other: StreamIndex) -> bool:
+        """Whether two indexes hold the same information (slot numbering aside)."""
+        if not all(
+            np.array_equal(getattr(self, a), getattr(other, a))
+            for a in ("rows", "checkpoints", "modes", "mode_counts")
+        ) or not np.array_equal(self.slot < 0, other.slot < 0):
+            return False
+        has = self.slot >= 0
+        return bool(
+            np.array_equal(self.bits[self.slot[has]], other.bits[other.slot[has]])
+            and np.array_equal(self.cum[self.slot[has]], other.cum[other.slot[has]])
+        )
 
     @property
     def top_class(self) -> np.ndarray:
@@ -141,26 +155,36 @@ def _selection_sizes(policies) -> list[int]:
     return sorted({p.selection_size for p in policies})
 
 
-def _slots_of_block(modes, need_slot):
-    """Distinct chosen classes per row: (row_slot_start, slot_class, local slot per column)."""
+def _slots_of_block(modes, need_slot, primary):
+    """Slots of a block of rows.
+
+    Row r's first slot is r (its class at checkpoint ``primary``); the other classes chosen
+    at checkpoints that need a slot come after the block's rows,
+    ``row_extra[r]:row_extra[r + 1]``.
+
+    Returns ``local`` (slot of each row and checkpoint, -1 where none is needed),
+    ``row_extra`` and ``extra_class`` (the class of each extra slot).
+    """
     rows, n_cp = modes.shape
     local = np.full((rows, n_cp), -1, dtype=np.int64)
     cols = np.flatnonzero(need_slot)
-    if cols.size == 0 or rows == 0:
-        return np.zeros(rows + 1, np.int64), np.zeros(0, np.int64), local
+    if primary < 0 or rows == 0:
+        return local, np.zeros(rows + 1, np.int64), np.zeros(0, np.int64)
     m = modes[:, cols]
-    order = np.argsort(m, axis=1, kind="stable")
-    ms = np.take_along_axis(m, order, axis=1)
-    new = np.ones_like(ms, dtype=bool)
-    new[:, 1:] = ms[:, 1:] != ms[:, :-1]
-    uid = np.cumsum(new, axis=1) - 1
-    per_row = new.sum(axis=1)
-    row_slot_start = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
-    slot_class = ms[new].astype(np.int64)
-    sub = np.empty_like(uid)
-    np.put_along_axis(sub, order, uid, axis=1)
-    local[:, cols] = sub + row_slot_start[:-1, None]
-    return row_slot_start, slot_class, local
+    same = m == modes[:, primary][:, None]
+    sub = np.where(same, np.arange(rows)[:, None], -1)
+    counts = np.zeros(rows, np.int64)
+    extra_class: list[int] = []
+    for r in np.flatnonzero(~same.all(axis=1)):  # rare: the pilot's class is unstable
+        classes = np.unique(m[r][~same[r]])
+        first = rows + len(extra_class)
+        extra_class.extend(classes.tolist())
+        counts[r] = classes.size
+        for c_i, c in enumerate(classes):
+            sub[r][m[r] == c] = first + c_i
+    local[:, cols] = sub
+    row_extra = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return local, row_extra, np.array(extra_class, dtype=np.int64)
 
 
 def index_blocks(
@@ -200,6 +224,8 @@ def index_blocks(
             raise ValueError(f"selection size ({m}) must be in [1, {n_samples}] (N)")
     cps = np.array(sorted(set(sizes) | {n_samples}), dtype=np.int64)
     need_slot = np.isin(cps, np.array(sizes, dtype=np.int64))
+    # the class chosen at the largest selection size gets every row's first slot
+    primary = int(np.flatnonzero(need_slot)[-1]) if need_slot.any() else -1
     nw = _kernels.n_words(n_samples)
     modes_l, counts_l, slot_l, bits_l, cum_l = [], [], [], [], []
     n_done = 0
@@ -212,7 +238,13 @@ def index_blocks(
         modes = np.empty((r, cps.size), np.int64)
         counts = np.empty((r, cps.size), np.int64)
         bad = np.empty(r, np.int64)
-        _kernels.scan_modes(block, cps, num_classes, modes, counts, bad)
+        bits = np.empty((r if primary >= 0 else 0, 8 * nw), np.uint8)
+        cum = np.empty((bits.shape[0], nw + 1), np.int32)
+        if primary >= 0:
+            _kernels.scan_and_pack(block, cps, num_classes, primary, modes, counts, bad,
+                                   bits, cum)
+        else:
+            _kernels.scan_modes(block, cps, num_classes, modes, counts, bad)
         if np.any(bad >= 0):
             i = int(np.flatnonzero(bad >= 0)[0])
             q = int(bad[i])
@@ -222,18 +254,20 @@ def index_blocks(
                 f"label ({int(block[i, q])}) at sample {q} of store row {row}{img} "
                 f"is not below num_classes ({num_classes})"
             )
-        row_slot_start, slot_class, local = _slots_of_block(modes, need_slot)
-        k = slot_class.size
-        bits = np.empty((k, 8 * nw), np.uint8)
-        cum = np.empty((k, nw + 1), np.int32)
-        _kernels.pack_slots(block, row_slot_start, slot_class, bits, cum)
+        local, row_extra, extra_class = _slots_of_block(modes, need_slot, primary)
+        if extra_class.size:
+            xbits = np.empty((extra_class.size, 8 * nw), np.uint8)
+            xcum = np.empty((extra_class.size, nw + 1), np.int32)
+            _kernels.pack_slots(block, row_extra, extra_class, xbits, xcum)
+            bits = np.concatenate([bits, xbits])
+            cum = np.concatenate([cum, xcum])
         modes_l.append(modes)
         counts_l.append(counts)
         slot_l.append(np.where(local >= 0, local + n_slots, -1))
         bits_l.append(bits)
         cum_l.append(cum)
         n_done += r
-        n_slots += k
+        n_slots += bits.shape[0]
 
     def cat(parts, shape, dtype):
         return np.concatenate(parts) if parts else np.zeros(shape, dtype)
@@ -335,7 +369,8 @@ def build_index(store, policies, *, rows=None, max_bytes=DEFAULT_MAX_BYTES, prog
     rows : array_like of int, optional
         Store rows to index, increasing (default: all).
     max_bytes : int
-        Bound on the labels read into memory at once.
+        Bound on the labels of one block read into memory (at most three blocks are held
+        at once: one being read by a thread, one waiting, one being indexed).
     progress : bool
         Show a progress bar on stderr.
 
@@ -376,24 +411,130 @@ def _check_static_needs(policies, n, first_image):
 
 
 def _cp_lower(k_A, k, alpha):
-    """One-sided CP lower bounds; NaN where k = 0 (no estimate). Exact as isskit.stats."""
+    """One-sided CP lower bounds, row b at ``alpha[b]``; NaN where k = 0 (no estimate).
+
+    ``k_A`` and ``k`` of shape (B, n), ``alpha`` of shape (B,). Bit for bit
+    :func:`isskit.stats.cp_lower`. Each distinct ``(k_A, k, alpha)`` is computed once: a
+    Beta quantile costs 1 to 5 us, and a sweep repeats pairs often (images whose counts
+    agree, policies that land on the same sample size).
+    """
     k_A = np.ascontiguousarray(k_A, dtype=np.int64)
     k = np.ascontiguousarray(k, dtype=np.int64)
+    alpha = np.ascontiguousarray(alpha, dtype=np.float64).reshape(-1)
     out = np.empty(k_A.shape, np.float64)
-    if _cbeta.AVAILABLE:
-        _kernels.cp_lower_many(k_A, k, alpha, out)
-    else:  # pragma: no cover - only where SciPy's symbol could not be resolved
-        ok = k > 0
-        out[~ok] = np.nan
-        out[ok] = cp_lower(k_A[ok], k[ok], alpha)
+    for a in np.unique(alpha):
+        rows = np.flatnonzero(alpha == a)
+        whole = rows.size == alpha.size
+        ka = k_A.reshape(-1) if whole else k_A[rows].reshape(-1)
+        kk = k.reshape(-1) if whole else k[rows].reshape(-1)
+        inv = np.empty(ka.size, np.int64)
+        pairs = _kernels.unique_pairs(ka, kk, inv)
+        pk_A = np.ascontiguousarray(pairs[:, 0])
+        pk = np.ascontiguousarray(pairs[:, 1])
+        vals = np.empty(pk.size, np.float64)
+        if _cbeta.AVAILABLE:
+            _kernels.cp_lower_many(pk_A, pk, a, vals)
+        else:  # pragma: no cover - only where SciPy's symbol could not be resolved
+            ok = pk > 0
+            vals[~ok] = np.nan
+            vals[ok] = cp_lower(pk_A[ok], pk[ok], a)
+        if whole:
+            _kernels.gather(vals, inv, out.reshape(-1))
+        else:
+            got = np.empty(inv.size, np.float64)
+            _kernels.gather(vals, inv, got)
+            out[rows] = got.reshape(rows.size, -1)
     return out
 
 
-def _pilot_interval(pilot_count, k0, alpha):
-    """Two-sided CP interval of each pilot count, computed once per distinct count."""
-    uniq, inv = np.unique(pilot_count, return_inverse=True)
-    low, up = cp_interval(uniq, np.full(uniq.shape, k0), alpha)
-    return np.asarray(low)[inv], np.asarray(up)[inv]
+class _Planner:
+    """Per policy, the count range of every image: where it starts, how long, what it costs.
+
+    Everything that depends only on the pilot (its count's two-sided interval and the
+    k_hat psi gives it) is computed once per distinct pilot count and spread back, since a
+    pilot of k0 samples has at most k0 + 1 distinct counts.
+    """
+
+    def __init__(self, index: StreamIndex, sigma: float, image_ids):
+        self.index = index
+        self.sigma = float(sigma)
+        self.ids = index.rows if image_ids is None else np.asarray(image_ids)
+        self._pilots: dict = {}
+        # per checkpoint, contiguous over images
+        self.slot_T = np.ascontiguousarray(index.slot.T)
+        self.modes_T = np.ascontiguousarray(index.modes.T)
+
+    def _pilot(self, j, k0, alpha):
+        key = (j, k0, alpha)
+        if key not in self._pilots:
+            uniq, inv = np.unique(self.index.mode_counts[:, j], return_inverse=True)
+            low, up = cp_interval(uniq, np.full(uniq.shape, k0), alpha)
+            self._pilots[key] = (np.atleast_1d(low), np.atleast_1d(up), inv.reshape(-1))
+        return self._pilots[key]
+
+    def plan(self, policy):
+        """(column j, start, k, samples, k_hat), arrays of shape (n,) or scalars."""
+        n = self.index.n_samples
+        _check_static_needs([policy], n, self.ids[:1])
+        j = self.index.column(policy.selection_size)
+        if isinstance(policy, IAS):
+            return j, 0, policy.n, policy.n, -1
+        if isinstance(policy, Cohen):
+            return j, policy.n0, policy.n, policy.n0 + policy.n, -1
+        if not isinstance(policy, ISS):
+            raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS")
+        low, up, inv = self._pilot(j, policy.k0, policy.alpha)
+        table = psi_table(policy.k_bar, policy.U, policy.decline, self.sigma, policy.alpha,
+                          policy.delta, mapping=policy.mapping)
+        k_hat = np.asarray(table.k_hat(low, up), dtype=np.int64).reshape(-1)[inv]
+        if policy.fresh:
+            start, samples = policy.k0, policy.k0 + k_hat
+        else:
+            start, samples = 0, np.maximum(policy.k0, k_hat)
+        over = start + k_hat > n
+        if np.any(over):
+            i = int(np.flatnonzero(over)[0])
+            raise _too_many(policy, int(self.ids[i]), int(start + k_hat[i]), n,
+                            int(over.sum()))
+        return j, start, k_hat, samples, k_hat
+
+
+def _count_batch(index, planner, policies, out=None):
+    """Plan a batch of policies and count their classes: one kernel call for all of them.
+
+    Fills (or returns) ``chosen`` (the class each policy chose per image), ``k_A`` (its
+    count over the count range of ``k`` samples), ``k``, ``samples`` and ``k_hat``, each of
+    shape (B, n); ``out`` may hold views to write them into.
+    """
+    B, n_img = len(policies), index.rows.size
+    if out is None:
+        out = {f: np.empty((B, n_img), np.int64) for f in _COUNT_FIELDS}
+    slot = np.empty((B, n_img), np.int64)
+    start = np.empty((B, n_img), np.int64)
+    chosen, k, samples, k_hat = out["chosen"], out["k"], out["samples"], out["k_hat"]
+    for b, p in enumerate(policies):
+        j, start[b], k[b], samples[b], k_hat[b] = planner.plan(p)
+        slot[b] = planner.slot_T[j]
+        chosen[b] = planner.modes_T[j]
+    _kernels.count_ranges(slot, start, start + k, index.bits, index.cum, out["k_A"])
+    return out
+
+
+_COUNT_FIELDS = ("chosen", "k_A", "k", "samples", "k_hat")
+
+
+def _certify(chosen, k_A, k, alpha, sigma):
+    """p_lower, prediction (-1 abstains; in place of ``chosen``) and radius of each cell."""
+    p_lower = _cp_lower(k_A, k, alpha)
+    certified = p_lower >= 0.5  # NaN (no estimate) compares False: abstain
+    chosen[~certified] = -1
+    radius = np.zeros(p_lower.shape, np.float64)
+    radius[certified] = certified_radius(p_lower[certified], sigma)
+    return chosen, radius, p_lower
+
+
+#: Policy-images per kernel call in :func:`replay` (bounds the temporary arrays to ~250 MB).
+_BATCH_CELLS = 2_000_000
 
 
 def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
@@ -421,59 +562,10 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
     ValueError
         If the policy needs more samples than a stream holds for some image.
     """
-    n_img = index.rows.size
-    n = index.n_samples
-    ids = index.rows if image_ids is None else np.asarray(image_ids)
-    _check_static_needs([policy], n, ids[:1])
-    j = index.column(policy.selection_size)
-    chosen = index.modes[:, j]
-    k_hat = np.full(n_img, -1, np.int64)
-    if isinstance(policy, IAS):
-        k_A = index.mode_counts[:, j].copy()
-        k = np.full(n_img, policy.n, np.int64)
-        samples = k.copy()
-    else:
-        if isinstance(policy, Cohen):
-            start = np.full(n_img, policy.n0, np.int64)
-            k = np.full(n_img, policy.n, np.int64)
-            samples = start + k
-        elif isinstance(policy, ISS):
-            pilot = index.mode_counts[:, j]
-            p_low, p_up = _pilot_interval(pilot, policy.k0, policy.alpha)
-            table = psi_table(
-                policy.k_bar, policy.U, policy.decline, sigma, policy.alpha, policy.delta,
-                mapping=policy.mapping,
-            )
-            k_hat = np.asarray(table.k_hat(p_low, p_up), dtype=np.int64).reshape(n_img)
-            k = k_hat.copy()
-            if policy.fresh:
-                start = np.full(n_img, policy.k0, np.int64)
-                samples = policy.k0 + k_hat
-            else:
-                start = np.zeros(n_img, np.int64)
-                samples = np.maximum(policy.k0, k_hat)
-        else:
-            raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS")
-        stop = start + k
-        over = stop > n
-        if np.any(over):
-            i = int(np.flatnonzero(over)[0])
-            raise _too_many(policy, int(ids[i]), int(stop[i]), n, int(over.sum()))
-        k_A = np.empty(n_img, np.int64)
-        _kernels.count_ranges(
-            np.ascontiguousarray(index.slot[:, j]), start, stop, index.bits, index.cum, k_A
-        )
-    p_lower = _cp_lower(k_A, k, policy.alpha)
-    certified = p_lower >= 0.5  # NaN (no estimate) compares False: abstain
-    prediction = np.where(certified, chosen, -1).astype(np.int64)
-    radius = np.where(certified, certified_radius(np.where(certified, p_lower, 0.5), sigma), 0.0)
-    return {
-        "prediction": prediction,
-        "radius": np.asarray(radius, dtype=np.float64),
-        "p_lower": p_lower,
-        "samples": np.asarray(samples, dtype=np.int64),
-        "k_hat": k_hat,
-    }
+    c = _count_batch(index, _Planner(index, sigma, image_ids), [policy])
+    prediction, radius, p_lower = _certify(c["chosen"], c["k_A"], c["k"], [policy.alpha], sigma)
+    return {"prediction": prediction[0], "radius": radius[0], "p_lower": p_lower[0],
+            "samples": c["samples"][0], "k_hat": c["k_hat"][0]}
 
 
 def _policy_coords(policies, references):
@@ -495,7 +587,7 @@ def _policy_coords(policies, references):
     return out
 
 
-def _default_grid(radius, sigma):
+def _default_grid(radius):
     top = float(np.max(radius)) if radius.size else 0.0
     step = 0.25
     n = max(1, math.ceil(top / step + 1e-12) + 1)
@@ -611,28 +703,45 @@ def replay(
                 f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0"
             )
     ids = image_index[rows]
-    _check_static_needs(every, n, ids[:1])
+    _check_static_needs(policies, n, ids[:1])
+    for p, r in zip(policies, references, strict=True):
+        try:
+            _check_static_needs([r], n, ids[:1])
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc} (it is the reference of {p.name}; choose one that fits with reference=)"
+            ) from None
     if index is None:
         index = build_index(store, every, rows=rows, progress=progress)
     elif not np.array_equal(index.rows, rows):
         raise ValueError("index was built over other rows than the store's complete rows")
 
-    results = {}
-    iterator = every
+    n_img = rows.size
+    shape = (len(every), n_img)
+    res = {f: np.empty(shape, np.int64) for f in _COUNT_FIELDS}
+    planner = _Planner(index, sigma, ids)
+    per = max(1, _BATCH_CELLS // max(1, n_img))
+    starts = range(0, len(every), per)
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(every, desc="replaying policies", unit="policy", leave=False)
-    for p in iterator:
-        results[p] = evaluate(index, p, sigma, image_ids=ids)
-
+        starts = tqdm(starts, desc="replaying policies", unit="batch", leave=False)
+    for b0 in starts:
+        _count_batch(index, planner, every[b0 : b0 + per],
+                     out={f: res[f][b0 : b0 + per] for f in _COUNT_FIELDS})
+    prediction, radius, p_lower = _certify(res.pop("chosen"), res.pop("k_A"), res.pop("k"),
+                                           [p.alpha for p in every], sigma)
+    res.update(prediction=prediction, radius=radius, p_lower=p_lower)
     fields = ("prediction", "radius", "p_lower", "samples", "k_hat")
-    stacked = {f: np.stack([results[p][f] for p in policies]) for f in fields}
-    ref_radius = np.stack([results[r]["radius"] for r in references])
-    ref_samples = np.stack([results[r]["samples"] for r in references])
+    # every = policies, then the references that are not policies: views, no copies
+    stacked = {f: res[f][: len(policies)] for f in fields}
+    row_of = {p: i for i, p in enumerate(every)}
+    ref_rows = np.array([row_of[r] for r in references])
+    ref_radius = res["radius"][ref_rows]
+    ref_samples = res["samples"][ref_rows]
     true_label = np.asarray(store.true_label, dtype=np.int64)[rows]
     if radius_grid is None:
-        grid = _default_grid(stacked["radius"], sigma)
+        grid = _default_grid(stacked["radius"])
     else:
         grid = np.asarray(radius_grid, dtype=np.float64).reshape(-1)
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):

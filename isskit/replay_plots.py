@@ -17,6 +17,9 @@ __all__ = ["plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_ha
 
 #: Most policies drawn one by one in a figure; beyond, the figure says how many were left out.
 MAX_CURVES = 12
+#: Most ISS families (all parameters but U) drawn as curves of their own in the ACR-time
+#: figure; beyond, ISS is drawn as points, one series per decline and sampling scheme.
+MAX_FAMILIES = 8
 
 
 def _plt():
@@ -43,9 +46,19 @@ def _groups(ds):
     IAS: one curve per alpha, n varying. Cohen: one curve per (n0, alpha), n varying.
     """
     out: dict[str, list[int]] = {}
+    n_families = len({
+        (str(ds.decline.values[i]), int(ds.k_bar.values[i]), int(ds.k0.values[i]),
+         bool(ds.fresh.values[i]), str(ds.mapping.values[i]), float(ds.delta.values[i]),
+         float(ds.alpha.values[i]))
+        for i in range(ds.sizes["policy"]) if ds.kind.values[i] == "iss"
+    })
     for i in range(ds.sizes["policy"]):
         kind = str(ds.kind.values[i])
-        if kind == "iss":
+        if kind == "iss" and n_families > MAX_FAMILIES:
+            # too many curves to tell apart: one series per decline and sampling scheme
+            label = f"ISS-{str(ds.decline.values[i]).upper()}" + (
+                " fresh" if bool(ds.fresh.values[i]) else "") + " (all k_bar, k0, U)"
+        elif kind == "iss":
             label = (
                 f"ISS-{str(ds.decline.values[i]).upper()} k_bar={int(ds.k_bar.values[i])}"
                 f" k0={int(ds.k0.values[i])}"
@@ -83,6 +96,9 @@ def plot_acr_vs_time(ds, path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, idx in _groups(ds).items():
         idx = np.array(idx)[np.argsort(x[idx], kind="stable")]
+        if label.endswith("(all k_bar, k0, U)"):
+            ax.plot(x[idx], y[idx], "o", label=label, markersize=2.5, alpha=0.5)
+            continue
         style = "o-" if label.startswith("ISS") else ("s--" if label.startswith("IAS") else "^:")
         ax.plot(x[idx], y[idx], style, label=label, markersize=4)
     ax.set_xlabel(xlabel)

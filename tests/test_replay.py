@@ -239,3 +239,45 @@ def test_iss_and_ias_at_equal_budget_on_a_realistic_mix(store_path):
     ds = replay(store_path, [ISS(3000, 0.05, "ad", k0=30, delta=0.01)])
     assert float(ds.speedup[0]) > 1.5
     assert ds.reference.values[0] == IAS(3000).name
+
+
+def _restored_with(tmp_path, src, **create):
+    """A copy of the store whose /labels is rewritten with other HDF5 filters/chunks."""
+    dst = tmp_path / "other_layout.h5"
+    dst.write_bytes(src.read_bytes())
+    with h5py.File(dst, "r+") as f:
+        data = f["labels"][...]
+        del f["labels"]
+        f.create_dataset("labels", data=data, **create)
+    return dst
+
+
+@pytest.mark.parametrize(
+    "create",
+    [
+        {"chunks": (1, 700), "compression": "gzip", "shuffle": True},
+        {"chunks": (4, 1000), "compression": "lzf"},
+        {},  # contiguous, uncompressed
+    ],
+)
+def test_index_does_not_depend_on_layout_or_blocks(store_path, tmp_path, create):
+    pols = parse_policies(SPECS)
+    other = _restored_with(tmp_path, store_path, **create)
+    with open_store(store_path) as a, open_store(other) as b:
+        want = build_index(a, pols, max_bytes=2 * N * 7)
+        for store, max_bytes in ((a, 1), (b, 2 * N * 5), (b, 2**30)):
+            got = build_index(store, pols, max_bytes=max_bytes)
+            assert got.same_as(want)
+        rows = np.array([1, 2, 7, 30])
+        sub = build_index(b, pols, rows=rows, max_bytes=2 * N)
+        np.testing.assert_array_equal(sub.modes, want.modes[rows])
+        np.testing.assert_array_equal(sub.mode_counts, want.mode_counts[rows])
+
+
+def test_reference_too_long_for_the_streams_is_named(store_path):
+    # ISS with k_bar = 5000 on streams of 3000 might fit, its reference IAS(5000) cannot
+    with pytest.raises(ValueError, match=r"policy IAS-0.5 needs 5000 samples.*it is the "
+                       r"reference of ISS-AD-0.5-0.5-k0=10"):
+        replay(store_path, [ISS(5000, 0.5, "ad", k0=10)])
+    ds = replay(store_path, [ISS(5000, 0.5, "ad", k0=10, delta=0.01)], reference="IAS-0.3")
+    assert ds.reference.values.tolist() == ["IAS-0.3"]

@@ -101,10 +101,12 @@ def test_scan_modes_flags_labels_out_of_range():
     block = np.zeros((3, 50), np.uint16)
     block[1, 17] = C
     block[1, 30] = C + 5
+    block[2, 49] = 65535  # in the tail after the last group of four
     modes = np.empty((3, 1), np.int64)
     bad = np.empty(3, np.int64)
     _kernels.scan_modes(block, np.array([50]), C, modes, np.empty_like(modes), bad)
-    assert bad.tolist() == [-1, 17, -1]
+    assert bad.tolist() == [-1, 17, 49]
+    assert modes[:, 0].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match=r"label \(10\) at sample 17 of store row 1"):
         index_blocks([block], n_samples=50, num_classes=C, selection_sizes=[50])
 
@@ -125,7 +127,9 @@ def test_rank_counts_match_loops(n):
     start, stop = np.minimum(a, b), np.maximum(a, b)
     slot = idx.slot[img, col]
     out = np.empty(m, np.int64)
-    _kernels.count_ranges(slot, start, stop, idx.bits, idx.cum, out)
+    shape = (4, m // 4)  # a batch of 4 "policies"
+    _kernels.count_ranges(slot.reshape(shape), start.reshape(shape), stop.reshape(shape),
+                          idx.bits, idx.cum, out.reshape(shape))
     for t in range(m):
         want = ref.ref_count(labels[img[t]], int(idx.modes[img[t], col[t]]), start[t], stop[t])
         assert out[t] == (want if slot[t] >= 0 else 0), t
@@ -134,24 +138,55 @@ def test_rank_counts_match_loops(n):
 def test_index_is_the_same_in_any_blocking():
     one = _index(LABELS, POLICIES, blocks=())
     many = _index(LABELS, POLICIES, blocks=(1, 2, 3, 10))
-    for name in ("checkpoints", "modes", "mode_counts", "slot", "bits", "cum"):
-        np.testing.assert_array_equal(getattr(one, name), getattr(many, name), err_msg=name)
-    # one slot per image when every checkpoint picks the same class
-    assert one.bits.shape[0] >= LABELS.shape[0]
+    assert one.same_as(many) and many.same_as(one)
+    # one slot per image, and extra ones where a checkpoint chose another class
+    assert one.bits.shape[0] > LABELS.shape[0]
+    changed = _index(LABELS[::-1], POLICIES)
+    assert not one.same_as(changed)
+    # every slot row is the bit vector of its class, by a loop
+    for i in range(LABELS.shape[0]):
+        for j in np.flatnonzero(one.slot[i] >= 0):
+            s = one.slot[i, j]
+            marks = LABELS[i] == one.modes[i, j]
+            packed = np.packbits(marks, bitorder="little")
+            np.testing.assert_array_equal(one.bits[s, : packed.size], packed)
+            assert one.cum[s, -1] == marks.sum()
 
 
-def test_cp_lower_many_is_bitwise_stats():
+def test_cp_lower_rows_is_bitwise_stats():
     rng = np.random.default_rng(3)
-    k = rng.integers(1, 200_000, 300)
+    k = rng.integers(1, 200_000, (2, 150))
     k_A = rng.integers(0, k + 1)
-    k_A[:10] = k[:10]
-    k_A[10:20] = 0
-    got = _cp_lower(k_A, k, 0.001)
-    np.testing.assert_array_equal(got, cp_lower(k_A, k, 0.001))
-    assert np.isnan(_cp_lower(np.array([0]), np.array([0]), 0.001)[0])
+    k_A[:, :10] = k[:, :10]
+    k_A[:, 10:20] = 0
+    got = _cp_lower(k_A, k, [0.001, 0.05])
+    np.testing.assert_array_equal(got[0], cp_lower(k_A[0], k[0], 0.001))
+    np.testing.assert_array_equal(got[1], cp_lower(k_A[1], k[1], 0.05))
+    assert np.isnan(_cp_lower(np.array([[0]]), np.array([[0]]), [0.001])[0, 0])
     assert _cbeta.AVAILABLE, _cbeta.REASON
-    want = [ref.ref_cp_lower(a, n, 0.001) for a, n in zip(k_A[:50], k[:50], strict=True)]
-    np.testing.assert_array_equal(got[:50], want)
+    want = [ref.ref_cp_lower(a, n, 0.05) for a, n in zip(k_A[1, :50], k[1, :50], strict=True)]
+    np.testing.assert_array_equal(got[1, :50], want)
+
+
+def test_unique_pairs_against_a_set():
+    rng = np.random.default_rng(11)
+    k = rng.choice([0, 1, 7, 1000, 99_999, 2**31 - 1], 3000)
+    k_A = np.clip(rng.integers(0, 20, 3000) + (k > 5) * (k - 20), 0, k)
+    inv = np.empty(k.size, np.int64)
+    pairs = _kernels.unique_pairs(k_A, k, inv)
+    want = list(dict.fromkeys(zip(k_A.tolist(), k.tolist(), strict=True)))
+    assert [tuple(p) for p in pairs.tolist()] == want  # first-appearance order, no repeats
+    np.testing.assert_array_equal(pairs[inv, 0], k_A)
+    np.testing.assert_array_equal(pairs[inv, 1], k)
+    assert _kernels.unique_pairs(k[:0], k[:0], inv[:0]).shape == (0, 2)
+    # many distinct pairs: the table grows (and re-places its keys) several times
+    k = rng.integers(1, 10**6, 6000)
+    k_A = rng.integers(0, k + 1)
+    k, k_A = np.concatenate([k, k[::-1]]), np.concatenate([k_A, k_A[::-1]])
+    inv = np.empty(k.size, np.int64)
+    pairs = _kernels.unique_pairs(k_A, k, inv)
+    assert len(pairs) == len(set(zip(k_A.tolist(), k.tolist(), strict=True))) > 5900
+    np.testing.assert_array_equal(pairs[inv], np.stack([k_A, k], axis=1))
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: p.name)

@@ -75,8 +75,9 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
 
     Prints k at a few p_A. Example, the paper's ISS-AD-10-0.05 at sigma = 0.5:
 
+    \b
         isskit psi --k-bar 100000 --U 0.05 --decline ad --sigma 0.5 --out table.csv
-    """
+    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
     from isskit.psi import psi_table
 
     with library_errors():

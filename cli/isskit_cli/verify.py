@@ -40,8 +40,9 @@ def verify(ctx, k_bar, U, decline, sigma, alpha, delta, mapping, as_json, fine, 
     Exit status 0: holds; 1: violated; 2: bad input. Example (the paper's RD mapping
     breaks Prop. 1 next to p_A = 1/2; --mapping sup repairs it):
 
+    \b
         isskit verify --k-bar 100000 --U 0.01 --decline rd --sigma 0.5
-    """
+    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
     from isskit.verify import verify as run_verify
 
     with library_errors():
