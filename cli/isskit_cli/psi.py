@@ -82,10 +82,13 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
     that target radius is <= 0 (ISS abstains). The table holds psi on the grid
     p = 0, delta, ..., 1 (paper Alg. 1).
 
-    Prints k at a few p_A. Example, the paper's ISS-AD-10-0.05 at sigma = 0.5:
+    Prints k at a few p_A. --out writes "# key=value" parameter lines, then columns p,k
+    for every grid point (pandas: read_csv(path, comment="#")). Examples: the paper's
+    ISS-AD-10-0.05 at sigma = 0.5, and Fig. 6 (upper) for two budgets and two U:
 
     \b
         isskit psi --k-bar 100000 --U 0.05 --decline ad --sigma 0.5 --out table.csv
+        isskit psi --k-bar 1e5,5e5 --U 0.01,0.05 --decline rd --sigma 0.5 --plot fig6.png
     """  # noqa: D301 (\b: click's keep-this-paragraph marker)
     from isskit.psi import psi_table
 
