@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as st
 
-from isskit._validate import check_alpha, check_positive_int, check_sigma
+from isskit._validate import check_positive_int, check_sigma
 from isskit.policies import IAS, ISS, Cohen
 from isskit.psi import psi_table
 from isskit.stats import cp_interval, cp_lower
@@ -351,7 +351,9 @@ def audit(
     if not ps:
         raise ValueError("audit needs at least one p_A")
     trials = check_positive_int(trials, "trials", minimum=0)
-    confidence = 1.0 - check_alpha(1.0 - confidence, "1 - confidence")
+    if not (isinstance(confidence, float | int) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence ({confidence}) must be in (0, 1)")
+    confidence = float(confidence)
     sigma = check_sigma(sigma)
     seeds = np.random.SeedSequence(check_positive_int(seed, "seed", minimum=0)).spawn(
         len(policies) * len(ps)

@@ -39,7 +39,9 @@ def _floats(text: str, name: str) -> list[float]:
               help="Level of the Clopper-Pearson interval on each failure rate.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout and nothing else there.")
-def audit(p_A, trials, policies, sigma, seed, confidence, as_json):
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="A progress bar on stderr.")
+def audit(p_A, trials, policies, sigma, seed, confidence, as_json, progress):
     """Measure how often each policy certifies a bound above the true p_A.
 
     The stream is two-class: the top class with probability p_A, the runner-up otherwise.
@@ -54,11 +56,12 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json):
     hypergeometric draw from the pilot, which is exactly what a replay over an i.i.d.
     stream counts (docs/audit.md). Example:
 
+    \b
         isskit audit --p-A 0.5,0.9,0.99 --policy ISS-RD-10-0.05 --policy "ISS-RD-10-0.05 fresh=true"
     """
     import numpy as np
-    from tqdm import tqdm
 
+    from isskit._progress import progress_bar
     from isskit.audit import audit as run_audit
     from isskit.audit import default_policies
     from isskit.policies import parse_policies
@@ -66,8 +69,8 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json):
     with library_errors():
         ps = _floats(p_A, "p_A")
         chosen = parse_policies(list(policies)) if policies else default_policies()
-        with tqdm(total=len(ps) * len(chosen), desc="audit", unit="case", leave=False,
-                  disable=None) as bar:
+        with progress_bar(total=len(ps) * len(chosen), desc="audit", unit="case",
+                          leave=False, enabled=progress) as bar:
             rows = run_audit(chosen, ps, trials=trials, sigma=sigma, seed=seed,
                              confidence=confidence, progress=bar.update)
     if as_json:

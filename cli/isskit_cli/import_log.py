@@ -44,7 +44,7 @@ __all__ = ["import_log"]
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout and nothing else there.")
 def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abstain, as_json):
-    r"""Import a Cohen-format certification LOG as a synthetic stream store.
+    """Import a Cohen-format certification LOG as a synthetic stream store.
 
     LOG is tab-separated with the header "idx label predict radius correct time", as
     written by Cohen et al.'s certify.py. For every row the command recovers the range of
@@ -54,10 +54,10 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
     classes. Wrong predictions keep their true label; abstentions get p_A by --abstain.
     See docs/reproduce.md. Example:
 
-        isskit import-log cohen2019__imagenet_resnet50_noise_0.50_test_sigma_0.50 \
+    \b
+        isskit import-log cohen2019__imagenet_resnet50_noise_0.50_test_sigma_0.50 \\
             --out imagenet_050.h5 --samples 505000
-
-    then: isskit replay imagenet_050.h5 --policy ISS-AD-50-0.05 --policy IAS-50
+        isskit replay imagenet_050.h5 --policy ISS-AD-50-0.05 --policy IAS-50
     """
     from isskit.logs import import_log as run_import
 
