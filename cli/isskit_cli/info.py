@@ -66,7 +66,7 @@ def info(store: str, as_json: bool, progress: bool) -> None:
     \b
         isskit info streams.h5
         isskit info streams.h5 --json > streams.json
-    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
+    """
     from isskit.store import open_store
 
     with library_errors(), open_store(store) as s:

@@ -73,7 +73,7 @@ def cli() -> None:
     Run isskit COMMAND --help for a command's options and examples. Exit status:
     0 done, 1 isskit verify found a violation, 2 bad input (the message names it).
     --json prints one JSON object on stdout; progress bars go to stderr.
-    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
+    """
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ def merge(out: str, inputs: tuple[str, ...], as_json: bool, progress: bool) -> N
 
     \b
         isskit merge run.h5 run.rank0.h5 run.rank1.h5
-    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
+    """
     from isskit.store import merge_stores, open_store
 
     with library_errors():

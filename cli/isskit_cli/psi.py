@@ -89,7 +89,7 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
     \b
         isskit psi --k-bar 100000 --U 0.05 --decline ad --sigma 0.5 --out table.csv
         isskit psi --k-bar 1e5,5e5 --U 0.01,0.05 --decline rd --sigma 0.5 --plot fig6.png
-    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
+    """
     from isskit.psi import psi_table
 
     check_output_file(out, "--out")

@@ -42,7 +42,7 @@ def verify(ctx, k_bar, U, decline, sigma, alpha, delta, mapping, as_json, fine, 
 
     \b
         isskit verify --k-bar 100000 --U 0.01 --decline rd --sigma 0.5
-    """  # noqa: D301 (\b: click's keep-this-paragraph marker)
+    """
     from isskit.verify import verify as run_verify
 
     with library_errors():
