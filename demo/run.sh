@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, as the README's first command runs it.
-# Writes everything under demo/out/ (ignored by git).
+# The main job on the embedded default, as the README's first command runs it:
+# sample the embedded digits model once, then replay ISS against IAS offline.
+# Everything is written under demo/out/ (ignored by git); a rerun resumes the sampling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ISSKIT=${ISSKIT:-.venv/bin/isskit}
-OUT=demo/out
+OUT=${ISSKIT_DEMO_OUT:-demo/out}
+N=${ISSKIT_DEMO_N:-20000}
 mkdir -p "$OUT"
 
-echo "== the ISS mapping psi at the paper's setting (k_bar = 100,000, U = 0.05, AD)"
-"$ISSKIT" psi --k-bar 100000 --U 0.05 --decline ad --sigma 0.25 --alpha 0.001 --delta 0.001 \
-    --out "$OUT/psi_ad.csv"
+echo "== 1. sample: the embedded default (a noise-trained CNN on the UCI digits test split),"
+echo "      $N noisy copies of each of the 359 test images at sigma = 0.25"
+"$ISSKIT" sample --N "$N" --out "$OUT/streams.h5"
 echo
-echo "== Propositions 1 and 2 for that mapping"
-"$ISSKIT" verify --k-bar 100000 --U 0.05 --decline ad --sigma 0.25 --alpha 0.001 --delta 0.001
+"$ISSKIT" info "$OUT/streams.h5"
+echo
+echo "== 2. replay: ISS (k_bar = 10,000; AD and RD; U = 0.05, 0.1) against IAS budgets, offline"
+"$ISSKIT" replay "$OUT/streams.h5" --no-progress \
+    -p "iss decline=ad,rd k_bar=1e4 U=0.05,0.1" \
+    -p "ias n=1000,2000,3000,5000,10000" -p "cohen n0=100 n=10000" \
+    --out "$OUT/results.nc" --plot "$OUT/figures" --export-cohen "$OUT/cohen-logs"
+echo
+echo "== 3. the ISS mapping psi behind those runs, and Propositions 1 and 2 checked for it"
+"$ISSKIT" psi --k-bar 10000 --U 0.05 --decline ad --sigma 0.25 --alpha 0.001 --delta 0.001 \
+    --out "$OUT/psi_ad.csv"
+"$ISSKIT" verify --k-bar 10000 --U 0.05 --decline ad --sigma 0.25 --alpha 0.001 --delta 0.001
+echo
+echo "Results: $OUT/results.nc (netCDF), figures in $OUT/figures, Cohen-format logs in $OUT/cohen-logs"

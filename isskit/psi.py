@@ -31,17 +31,18 @@ imports torch or click.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.special import betainc, ndtr
+from scipy.special import betainc, ndtr, ndtri
 
 from isskit._validate import (
     check_alpha,
     check_decline,
     check_delta,
-    check_positive_int,
+    check_sample_size,
     check_sigma,
     check_U,
 )
@@ -54,7 +55,7 @@ MAPPINGS = ("paper", "sup")
 
 
 def _check_params(k_bar, U, decline, sigma, alpha):
-    k_bar = check_positive_int(k_bar, "k_bar")
+    k_bar = check_sample_size(k_bar, "k_bar")
     decline = check_decline(decline)
     U = check_U(U, decline)
     sigma = check_sigma(sigma)
@@ -138,16 +139,19 @@ def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
 
     Algorithm. ``R(k, p) >= target`` iff the Clopper-Pearson bound
     ``Beta(alpha; p k, k - p k + 1)`` reaches ``q* = Phi(target / sigma)``, iff
-    ``I_{q*}(p k, k - p k + 1) <= alpha``. A vectorised bisection over k on that forward
-    incomplete beta (all p at once, ``ceil(log2 k_bar)`` rounds) finds the candidate;
-    then the exact predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at
-    the candidate and at candidate - 1 (two Beta quantiles per p). Where floating-point
-    rounding of the two formulations disagrees (a tie within an ulp), that p is redone by
+    ``I_{q*}(p k, k - p k + 1) <= alpha``. The search runs on that forward incomplete
+    beta (several times cheaper than the Beta quantile), for all p at once: a secant
+    iteration in ``sqrt(k)`` (:func:`_secant_guess`) gives the candidate; then the exact
+    predicate ``decline(k) <= U`` of :mod:`isskit.stats` is evaluated at the candidate and
+    at candidate - 1 (two Beta quantiles per p). Where that check fails (a secant not
+    converged, or a tie within an ulp where the two formulations round differently), the
+    point is redone by bisection on the forward function and, if still needed, by
     bisection on the exact predicate.
 
     The answer is the exact minimum when ``R(k, p)`` is non-decreasing in k, which the
-    bisection relies on. That is checked, not assumed: a Hypothesis property in the
-    tests, an exhaustive scan recorded in ``docs/mapping.md``, and
+    search relies on ("k meets, k - 1 fails" is then the global minimum). That is
+    checked, not assumed: a Hypothesis property in the tests, exhaustive scans recorded
+    in ``docs/mapping.md``, and
     :func:`isskit.verify.verify` with ``check_minimal=True`` scans every k below psi for
     the user's parameters. For ``alpha >= 1/2`` the bound is not monotone in k (above the
     median, more samples pull the quantile down towards p), and this function scans k
@@ -194,28 +198,91 @@ def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
         out[idx] = _scan_exact(pa, r_bar, k_bar, U, decline, sigma, alpha)
         return out.reshape(shape)
     q_star = ndtr(target / sigma)
-    k = _bisect_betainc(pa, q_star, k_bar, alpha)
-    good = _meets(k, pa, r_bar, U, decline, sigma, alpha) & ~_meets(
-        k - 1, pa, r_bar, U, decline, sigma, alpha
-    )
+    k = _secant_guess(pa, q_star, r_bar / sigma, k_bar, alpha)
+    good = _is_minimum(k, pa, r_bar, U, decline, sigma, alpha)
     if not np.all(good):
-        bad = ~good
-        k[bad] = _bisect_exact(pa[bad], r_bar[bad], k_bar, U, decline, sigma, alpha)
+        # Secant not converged (rare, next to p = 1): bisection on betainc, then the same
+        # exact re-check; what still disagrees (a tie within an ulp) bisects exactly.
+        bad = np.flatnonzero(~good)
+        k[bad] = _bisect_betainc(pa[bad], q_star[bad], k_bar, alpha)
+        good = _is_minimum(k[bad], pa[bad], r_bar[bad], U, decline, sigma, alpha)
+        bad = bad[~good]
+        if bad.size:
+            k[bad] = _bisect_exact(pa[bad], r_bar[bad], k_bar, U, decline, sigma, alpha)
     out[idx] = k
     return out.reshape(shape)
 
 
-def _scan_exact(p, r_bar, k_bar, U, decline, sigma, alpha, chunk: int = 4096) -> np.ndarray:
-    """Smallest k meeting the bound by scanning k = 1, 2, ... (no monotonicity assumed)."""
+def _is_minimum(k, p, r_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Whether k meets the bound and k - 1 does not (two exact Beta quantiles per point)."""
+    return _meets(k, p, r_bar, U, decline, sigma, alpha) & ~_meets(
+        k - 1, p, r_bar, U, decline, sigma, alpha
+    )
+
+
+def _secant_guess(p, q_star, z_bar, k_bar, alpha, max_iter: int = 8) -> np.ndarray:
+    """Candidate psi: the root in k of ``I_{q*}(p k, k - p k + 1) = alpha``, rounded up.
+
+    In the normal approximation the incomplete beta at q* is ``Phi((q* - p) sqrt(k) /
+    s)``, so ``Phi^-1(I) - Phi^-1(alpha)`` is nearly linear in ``s = sqrt(k)``, and a
+    secant iteration in s (continuous k, the forward function only) converges in two or
+    three steps. It starts from the same approximation calibrated at k_bar, where the
+    bound ``Phi(z_bar)`` is already known: ``p - bound`` scales as ``1/sqrt(k)``. At p = 1
+    the bound is ``alpha**(1/k)`` and the root ``log(alpha) / log(q*)`` is exact.
+    """
+    z_alpha = ndtri(alpha)
+    s_max = math.sqrt(k_bar)
+
+    def h(s, sel):
+        k = s * s
+        a = p[sel] * k
+        with np.errstate(divide="ignore"):
+            return ndtri(betainc(a, k - a + 1.0, q_star[sel])) - z_alpha
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s1 = s_max * (p - ndtr(z_bar)) / (p - q_star)
+        one = p == 1.0
+        s1[one] = np.sqrt(np.log(alpha) / np.log(q_star[one]))
+    s1 = np.clip(np.nan_to_num(s1, nan=s_max), 1.0, s_max)
+    todo = np.flatnonzero(~one)
+    s0 = np.clip(s1[todo] * 1.02, 1.0, s_max)
+    s0 = np.where(s0 == s1[todo], s1[todo] * 0.98, s0)
+    h0 = h(s0, todo)
+    h1 = h(s1[todo], todo)
+    for _ in range(max_iter):
+        if todo.size == 0:
+            break
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2 = s1[todo] - h1 * (s1[todo] - s0) / (h1 - h0)
+        s2 = np.clip(np.where(np.isfinite(s2), s2, s1[todo]), 1.0, s_max)
+        # converged when k = s^2 moves by less than 0.01: then rounding up is decided
+        moving = np.abs(s2 * s2 - s1[todo] ** 2) >= 0.01
+        s0, h0 = s1[todo][moving], h1[moving]
+        s1[todo] = s2
+        todo = todo[moving]
+        h1 = h(s1[todo], todo) if todo.size else h1[:0]
+    k = np.ceil(s1 * s1 - 1e-6)
+    return np.clip(k, 1, k_bar).astype(np.int64)
+
+
+def _scan_exact(p, r_bar, k_bar, U, decline, sigma, alpha, chunk: int = 1024) -> np.ndarray:
+    """Smallest k meeting the bound by scanning k = 1, 2, ... (no monotonicity assumed).
+
+    All points advance together, a chunk of k at a time; a point leaves the scan at its
+    first k that meets the bound (k_bar always does).
+    """
     out = np.zeros(p.shape, dtype=np.int64)
-    for i in range(p.size):
-        for start in range(1, k_bar + 1, chunk):
-            ks = np.arange(start, min(start + chunk, k_bar + 1), dtype=np.int64)
-            ok = _meets(ks, np.full(ks.shape, p[i]), np.full(ks.shape, r_bar[i]), U, decline,
-                        sigma, alpha)
-            if np.any(ok):
-                out[i] = ks[np.argmax(ok)]
-                break
+    todo = np.arange(p.size)
+    for start in range(1, k_bar + 1, chunk):
+        if todo.size == 0:
+            break
+        ks = np.arange(start, min(start + chunk, k_bar + 1), dtype=np.int64)
+        kk = np.broadcast_to(ks, (todo.size, ks.size))
+        ok = _meets(kk, np.broadcast_to(p[todo, None], kk.shape),
+                    np.broadcast_to(r_bar[todo, None], kk.shape), U, decline, sigma, alpha)
+        hit = ok.any(axis=1)
+        out[todo[hit]] = ks[np.argmax(ok[hit], axis=1)]
+        todo = todo[~hit]
     return out
 
 
@@ -474,40 +541,53 @@ def _cell_values(p, k, mapping, k_bar, U, decline, sigma, alpha) -> np.ndarray:
 
 
 def _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha) -> np.ndarray:
-    """Upper bound on psi over each closed cell; see docs/mapping.md for why it is enough.
+    """Upper bound on psi over each closed cell, for the ``"sup"`` mapping.
 
-    Where psi is monotone across a cell its sup is at an end;
-    the cells where the target radius changes sign hold a jump of psi from 0, whose
-    size is the limit of psi at the sign change from above.
+    Where psi is monotone across a cell its sup is at one of the cell's ends, so the
+    neighbour max is the sup (that psi is monotone inside every other cell is what
+    :mod:`isskit.verify` checks on a fine grid). The cells where the target radius
+    turns positive hold a jump of psi from 0 up to its right limit at the sign change
+    p0 (k_bar itself for RD, where R(k_bar, p0) = 0 leaves no room for any decline);
+    there psi is evaluated on points packed geometrically towards p0.
     """
     out = neighbour_max.copy()
-    for i in np.flatnonzero((k[:-1] == 0) & (k[1:] > 0)):
-        p0 = _threshold(p[i], p[i + 1], k_bar, U, decline, sigma, alpha)
-        out[i] = max(out[i], _psi_right_limit(p0, p[i + 1], k_bar, U, decline, sigma, alpha))
+    for i in _threshold_cells(k):
+        ps = _threshold_samples(p[i], p[i + 1], k_bar, U, decline, sigma, alpha)
+        out[i] = max(out[i], int(psi_exact(ps, k_bar, U, decline, sigma, alpha).max()))
+        if decline == "rd":
+            # the limit at p0 from above is k_bar itself: R(k_bar, p0) = 0 > R(k, p0) for
+            # k < k_bar, so no smaller k reaches a target (1 - U) R(k_bar, p) -> 0+
+            out[i] = k_bar
     return out
 
 
-def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
-    """The p in (lo, hi] where the target radius turns positive (bisection to an ulp)."""
-    def positive(x):
-        r = expected_radius(k_bar, x, sigma, alpha)
-        return _target(np.asarray(r), U, decline) > 0
+def _threshold_cells(k) -> np.ndarray:
+    """Cells whose left end has psi = 0 and right end psi > 0 (the target turns positive)."""
+    return np.flatnonzero((k[:-1] == 0) & (k[1:] > 0))
 
+
+def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
+    """The smallest float p in (lo, hi] where the target radius is > 0 (bisection to an ulp)."""
     while True:
         mid = 0.5 * (lo + hi)
         if mid <= lo or mid >= hi:
             return hi
-        if positive(mid):
+        r_bar = np.asarray(expected_radius(k_bar, mid, sigma, alpha))
+        if _target(r_bar, U, decline) > 0:
             hi = mid
         else:
             lo = mid
 
 
-def _psi_right_limit(p0, p1, k_bar, U, decline, sigma, alpha) -> int:
-    """Max of psi over ``[p0, p1]``, sampled densely near the sign change p0."""
-    t = np.concatenate([np.geomspace(1e-12, 1.0, 200), np.linspace(0.0, 1.0, 65)[1:]])
-    ps = np.minimum(p0 + t * (p1 - p0), p1)
-    return int(psi_exact(ps, k_bar, U, decline, sigma, alpha).max())
+def _threshold_samples(lo, hi, k_bar, U, decline, sigma, alpha) -> np.ndarray:
+    """Points of the cell ``(lo, hi]`` from the sign change p0 on.
+
+    p0 itself, points packed geometrically towards p0 (down to 1e-12 of the cell), and
+    evenly spaced points up to ``hi``.
+    """
+    p0 = _threshold(lo, hi, k_bar, U, decline, sigma, alpha)
+    t = np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 49), np.linspace(0.0, 1.0, 17)[1:]])
+    return np.unique(np.minimum(p0 + t * (hi - p0), hi))
 
 
 @functools.lru_cache(maxsize=256)

@@ -30,12 +30,15 @@ import json
 import numbers
 import os
 import socket
+import zlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from isskit._progress import progress_bar
 from isskit._provenance import file_sha256, make_attrs
 from isskit._validate import check_positive_int, check_sigma
 
@@ -342,6 +345,21 @@ def _read_columns(f: h5py.File, path: Path) -> dict:
             )
         out[name] = obj[...]
     return out
+
+
+def _default_threads() -> int:
+    # Capped at 4: HDF5 hands over the compressed chunks in one thread, so more inflaters
+    # would mostly wait for it.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _inflate_into(raw: bytes, dest: np.ndarray) -> None:
+    """Inflate one deflate-compressed chunk into ``dest`` (only as many bytes as it needs)."""
+    need = 2 * dest.size
+    data = zlib.decompressobj().decompress(raw, need)
+    if len(data) < need:
+        raise zlib.error(f"chunk inflated to {len(data)} bytes, expected at least {need}")
+    dest[:] = np.frombuffer(data, dtype="<u2", count=dest.size)
 
 
 def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
@@ -766,7 +784,12 @@ class StreamStore:
         return max(1, int(max_bytes) // max(1, 2 * k))
 
     def iter_chunks(
-        self, max_bytes: int = 64 << 20, *, samples: int | None = None, rows=None
+        self,
+        max_bytes: int = 64 << 20,
+        *,
+        samples: int | None = None,
+        rows=None,
+        threads: int | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(row_start, labels_block)`` over all rows, in blocks of bounded memory.
 
@@ -775,15 +798,23 @@ class StreamStore:
         max_bytes : int, default 64 MiB
             Upper bound on one block's size (at least one row is always read).
         samples : int, optional
-            Read only the prefix of this many samples of each row.
+            Read only the prefix of this many samples of each row (only the chunks that
+            hold it are decompressed).
         rows : slice, optional
             Restrict to a contiguous range of rows (default all).
+        threads : int, optional
+            Threads that inflate chunks (zlib releases the GIL): default the number of
+            cores, at most 4. With 1, chunks are inflated in the calling thread, and only as far as
+            the prefix of ``samples`` needs; 0 leaves all decompression to HDF5 (which
+            inflates whole chunks). Stores whose filters are not this module's (gzip, no
+            shuffle, one row per chunk) are always read through HDF5.
 
         Yields
         ------
         row_start : int
             Index of the block's first row.
         labels_block : ndarray of uint16, shape (block_rows, samples)
+            A fresh array for each block, so a consumer may keep it.
         """
         self._check_open()
         max_bytes = check_positive_int(max_bytes, "max_bytes")
@@ -793,20 +824,73 @@ class StreamStore:
         lo, hi, step = (rows or slice(None)).indices(self.n_images)
         if step != 1:
             raise StoreError(f"rows ({rows!r}) must be a contiguous slice")
+        if threads is None:
+            threads = _default_threads()
+        threads = check_positive_int(threads, "threads", minimum=0)
         block = self.rows_per_chunk(max_bytes, k)
-        for start in range(lo, hi, block):
-            stop = min(start + block, hi)
-            # read_direct decompresses straight into the block (no temporary copy); each
-            # block is a fresh array, so a consumer may keep it.
-            out = np.empty((stop - start, k), dtype=np.uint16)
-            try:
-                if k:
-                    self._labels.read_direct(out, np.s_[start:stop, 0:k], np.s_[0 : stop - start])
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot read rows {start}..{stop} of {self.path}: {exc}"
-                ) from None
-            yield start, out
+        raw = threads >= 1 and k > 0 and hi > lo and self._raw_chunks_readable()
+        pool = None
+        if raw and threads > 1:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="isskit-inflate")
+        try:
+            for start in range(lo, hi, block):
+                stop = min(start + block, hi)
+                out = np.empty((stop - start, k), dtype=np.uint16)
+                try:
+                    if raw:
+                        self._read_raw(pool, start, stop, out)
+                    elif k:
+                        # read_direct decompresses straight into the block (no temporary).
+                        self._labels.read_direct(
+                            out, np.s_[start:stop, 0:k], np.s_[0 : stop - start]
+                        )
+                except (OSError, RuntimeError, zlib.error) as exc:
+                    raise StoreError(
+                        f"cannot read rows {start}..{stop} of {self.path} (damaged?): {exc}"
+                    ) from None
+                yield start, out
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _raw_chunks_readable(self) -> bool:
+        """Whether chunks can be inflated here: exactly one filter, deflate, one row each."""
+        ds = self._labels
+        if ds.chunks is None or ds.chunks[0] != 1 or ds.dtype != np.dtype("<u2"):
+            return False
+        plist = ds.id.get_create_plist()
+        return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == h5py.h5z.FILTER_DEFLATE
+
+    def _read_raw(self, pool, start: int, stop: int, out: np.ndarray) -> None:
+        """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool`` (or here).
+
+        HDF5 hands over the compressed chunks in this thread (h5py serialises its calls
+        anyway); the pool, if any, inflates them in parallel.
+        """
+        ds = self._labels
+        dsid = ds.id
+        C = ds.chunks[1]
+        k = out.shape[1]
+        jobs = []
+        for r in range(start, stop):
+            for c0 in range(0, k, C):
+                dest = out[r - start, c0 : min(c0 + C, k)]
+                try:
+                    mask, raw = dsid.read_direct_chunk((r, c0))
+                except RuntimeError:
+                    if dsid.get_chunk_info_by_coord((r, c0)).byte_offset is not None:
+                        raise
+                    dest[:] = ds.fillvalue  # a row never written: HDF5 would return the same
+                    continue
+                if mask:  # the filter was skipped for this chunk: let HDF5 read it
+                    dest[:] = ds[r, c0 : c0 + dest.size]
+                    continue
+                if pool is None:
+                    _inflate_into(raw, dest)
+                else:
+                    jobs.append(pool.submit(_inflate_into, raw, dest))
+        for job in jobs:
+            job.result()
 
     # -- summaries
     def seconds_per_sample(self) -> float:
@@ -818,20 +902,34 @@ class StreamStore:
         n = int(done.sum()) * self.samples_per_image
         return float(self.seconds[done].sum() / n) if n else float("nan")
 
-    def top_class_frequency(self, max_bytes: int = 16 << 20) -> np.ndarray:
+    def top_class_frequency(self, max_bytes: int = 16 << 20, *, progress: bool = False):
         """Empirical frequency of each row's most frequent label (NaN for incomplete rows).
 
-        Read in blocks of at most ``max_bytes`` of labels, so any store fits in memory.
+        Parameters
+        ----------
+        max_bytes : int, default 16 MiB
+            Labels are read in blocks of at most this size, so any store fits in memory.
+        progress : bool, default False
+            Show a tqdm progress bar on stderr.
+
+        Returns
+        -------
+        ndarray of float, shape (n_images,)
         """
         out = np.full(self.n_images, np.nan)
         K, N = self.num_classes, self.samples_per_image
-        if N == 0:
-            return out
-        for start, block in self.iter_chunks(max_bytes):
+        blocks = self.iter_chunks(max_bytes)
+        if progress:
+            per = self.rows_per_chunk(max_bytes)
+            blocks = progress_bar(blocks, total=-(-self.n_images // per), unit="block",
+                                  desc="reading")
+        for start, block in blocks:
             b = block.shape[0]
             # One bincount over the whole block: label + K * row makes each row's counts
             # land in its own stretch of K bins.
-            offs = block.astype(np.int64) + (K * np.arange(b, dtype=np.int64))[:, None]
+            dtype = np.int32 if b * K < 2**31 else np.int64  # int32 halves the memory traffic
+            offs = block.astype(dtype)
+            offs += (K * np.arange(b, dtype=dtype))[:, None]
             counts = np.bincount(offs.ravel(), minlength=b * K).reshape(b, K)
             out[start : start + b] = counts.max(axis=1) / N
         out[~self.complete] = np.nan
@@ -905,7 +1003,7 @@ class StreamStore:
 _PER_RANK = ("rank", "created_at", "device", "isskit_version", "torch_version", "batch_size")
 
 
-def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20) -> Path:
+def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: bool = False) -> Path:
     """Join the per-rank stores of one run into a single store, rows sorted by image_index.
 
     Parameters
@@ -918,6 +1016,8 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20) -> Path:
         every rank ``0 .. world_size-1`` must be there exactly once.
     max_bytes : int, default 64 MiB
         Memory bound of one copied block.
+    progress : bool, default False
+        Show a tqdm progress bar (images copied) on stderr.
 
     Returns
     -------
@@ -979,21 +1079,38 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20) -> Path:
         columns = {name: np.concatenate([s.columns[name] for s in stores])[order] for name in names}
         attrs["created_at"] = None  # make_attrs stamps the merge time
         attrs["isskit_version"] = None
-        with open_for_writing(
-            out_path,
-            image_index=all_index[order],
-            true_label=all_true[order],
-            samples_per_image=first.samples_per_image,
-            attrs=attrs,
-            columns=columns,
-        ) as writer:
-            offset = 0
-            for s in stores:
-                for start, block in s.iter_chunks(max_bytes):
-                    src = np.arange(start, start + block.shape[0])
-                    dst = out_row[offset + src]
-                    writer.write_rows_at(dst, block, s.seconds[src])
-                offset += s.n_images
+        try:
+            with open_for_writing(
+                out_path,
+                image_index=all_index[order],
+                true_label=all_true[order],
+                samples_per_image=first.samples_per_image,
+                attrs=attrs,
+                columns=columns,
+            ) as writer:
+                bar = None
+                if progress:
+                    bar = progress_bar(total=order.size, unit="image", desc="merging")
+                try:
+                    offset = 0
+                    for s in stores:
+                        for start, block in s.iter_chunks(max_bytes):
+                            src = np.arange(start, start + block.shape[0])
+                            dst = out_row[offset + src]
+                            writer.write_rows_at(dst, block, s.seconds[src])
+                            if bar is not None:
+                                bar.update(src.size)
+                        offset += s.n_images
+                finally:
+                    if bar is not None:
+                        bar.close()
+        except BaseException as exc:
+            # Nothing half-merged is left behind: the output did not exist before (unless
+            # another process made it meanwhile and holds its lock: that one is not ours).
+            if not isinstance(exc, StoreLockedError):
+                with contextlib.suppress(OSError):
+                    out_path.unlink()
+            raise
     return out_path
 
 

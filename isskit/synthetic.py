@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._progress import progress_bar
 from isskit._validate import check_positive_int, check_sigma
 from isskit.store import open_for_writing
 
@@ -265,9 +266,8 @@ def write_synthetic_store(
         block = max(1, int(max_bytes) // (2 * N))
         bar = None
         if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n, initial=n - todo.size, unit="image", desc="synthetic streams")
+            bar = progress_bar(total=n, initial=n - todo.size, unit="image",
+                               desc="synthetic streams")
         try:
             buf = np.empty((min(block, max(todo.size, 1)), N), dtype=np.uint16)
             for start in range(0, todo.size, block):

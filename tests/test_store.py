@@ -139,24 +139,53 @@ def test_labels_slices_prefixes_and_fancy_rows(tmp_path):
             s.labels(np.array([6]))
 
 
+@pytest.mark.parametrize("threads", [0, 1, 3])
 @pytest.mark.parametrize("max_bytes", [1, 2000, 4000, 10**9])
-def test_iter_chunks_covers_every_row_in_bounded_blocks(tmp_path, max_bytes):
+def test_iter_chunks_covers_every_row_in_bounded_blocks(tmp_path, max_bytes, threads):
     path = tmp_path / "s.h5"
     index, _ = _make(path, n=9, N=1000)
     full = np.stack([_expected(i, 1000) for i in index])
     with open_store(path) as s:
-        blocks = list(s.iter_chunks(max_bytes))
+        blocks = list(s.iter_chunks(max_bytes, threads=threads))
         starts = [b[0] for b in blocks]
         assert starts == sorted(starts) and starts[0] == 0
         for _, block in blocks:
             assert block.dtype == np.uint16
             assert block.shape[0] == 1 or block.nbytes <= max_bytes
         np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), full)
-        pre = np.concatenate([b for _, b in s.iter_chunks(max_bytes, samples=77)])
+        pre = np.concatenate([b for _, b in s.iter_chunks(max_bytes, samples=77, threads=threads)])
         np.testing.assert_array_equal(pre, full[:, :77])
-        part = list(s.iter_chunks(max_bytes, rows=slice(3, 7)))
+        part = list(s.iter_chunks(max_bytes, rows=slice(3, 7), threads=threads))
         assert part[0][0] == 3
         np.testing.assert_array_equal(np.concatenate([b for _, b in part]), full[3:7])
+
+
+def test_threaded_reads_equal_hdf5_reads_on_multi_chunk_rows(tmp_path):
+    # 300,000 samples: three chunks per row, the last one partial; row 2 never written.
+    path = tmp_path / "s.h5"
+    N = 300_000
+    index, _ = _make(path, n=4, N=N, rows=[0, 1, 3])
+    with open_store(path) as s:
+        for k in (N, 131_072, 200_001, 5):
+            slow = np.concatenate([b for _, b in s.iter_chunks(N * 4, samples=k, threads=0)])
+            for threads in (1, 4):
+                fast = [b for _, b in s.iter_chunks(N * 4, samples=k, threads=threads)]
+                np.testing.assert_array_equal(np.concatenate(fast), slow)
+            np.testing.assert_array_equal(slow[0], _expected(int(index[0]), N)[:k])
+            assert not slow[2].any()
+
+
+def test_stores_with_other_filters_are_read_through_hdf5(tmp_path):
+    path = tmp_path / "s.h5"
+    index, _ = _make(path, n=3, N=100)
+    full = np.stack([_expected(i, 100) for i in index])
+    with h5py.File(path, "r+") as f:  # same data, shuffled and lzf-compressed
+        del f["labels"]
+        f.create_dataset("labels", data=full, chunks=(3, 50), shuffle=True, compression="lzf")
+    with open_store(path) as s:
+        assert not s._raw_chunks_readable()
+        got = np.concatenate([b for _, b in s.iter_chunks(300, threads=4)])
+        np.testing.assert_array_equal(got, full)
 
 
 def test_top_class_frequency_matches_per_row_bincount(tmp_path):
@@ -196,7 +225,7 @@ def test_columns_round_trip_unknown_seconds_and_resume_check(tmp_path):
         assert np.isnan(s.seconds[1]) and np.isnan(s.seconds_per_sample())
     with pytest.raises(StoreMismatchError, match=r"column p_A: stored 2 values \[0.9, 0.55\]"):
         open_for_writing(path, columns={"p_A": [0.9, 0.5], "kA": [9, 5]}, **args)
-    with pytest.raises(StoreMismatchError, match="column kA: stored 2 values .*, given none"):
+    with pytest.raises(StoreMismatchError, match=r"column kA: stored 2 values .*, given none"):
         open_for_writing(path, columns={"p_A": p_A}, **args)
     with pytest.raises(StoreError, match="column q must hold 2 numbers"):
         open_for_writing(tmp_path / "t.h5", columns={"q": [1.0]}, **args)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import numpy as np
 
-__all__ = ["echo_json", "library_errors"]
+__all__ = ["check_output_file", "echo_json", "library_errors", "writing"]
 
 
 @contextlib.contextmanager
@@ -23,6 +25,35 @@ def library_errors(param_hint: str | None = None) -> Iterator[None]:
         yield
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def check_output_file(path, option: str) -> None:
+    """Refuse an output file whose folder is missing or not writable, before any work.
+
+    Hours of computing should not end in a traceback because ``--out`` named a folder that
+    is not there; click's own ``writable=True`` only checks files that already exist.
+    """
+    if path is None:
+        return
+    parent = Path(path).absolute().parent
+    if not parent.exists():
+        raise click.BadParameter(f"{path}: directory {parent} does not exist",
+                                 param_hint=option)
+    if not parent.is_dir():
+        raise click.BadParameter(f"{path}: {parent} is not a directory", param_hint=option)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{path}: directory {parent} is not writable",
+                                 param_hint=option)
+
+
+@contextlib.contextmanager
+def writing(option: str, path) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` into a usage error naming the option."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise click.UsageError(f"cannot write {option} {path}: {reason}") from None
 
 
 def _jsonable(obj):

@@ -62,8 +62,19 @@ def cli() -> None:
     Sample a model once (isskit sample), then replay any certification policy
     offline (isskit replay). isskit psi and isskit verify compute and check the
     ISS mapping of Chen et al. (AAAI 2022).
+
+    \b
+    Quick start (the embedded default model and digits):
+      isskit sample --out streams.h5
+      isskit info streams.h5
+      isskit replay streams.h5 -p ISS-AD-1-0.05 -p IAS-1 -p "ias n=2600"
+      isskit psi --k-bar 1e5 --U 0.05 --decline ad --sigma 0.5 --out table.csv
+
+    Run isskit COMMAND --help for a command's options and examples. Exit status:
+    0 done, 1 isskit verify found a violation, 2 bad input (the message names it).
+    --json prints one JSON object on stdout; progress bars go to stderr.
     """
 
 
 if __name__ == "__main__":  # pragma: no cover
-    cli()
+    cli(prog_name="isskit")  # not "python -m isskit_cli.main" in usage lines

@@ -130,7 +130,7 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
       isskit sample --arch cifar_resnet110 --checkpoint ckpt.pth.tar
           --data-root ~/data/cifar10 --sigma 0.25 --N 100000 --skip 20 --out c.h5
       torchrun --nproc_per_node 4 -m isskit_cli.main sample ... --out streams.h5
-    """  # noqa: D301 (click's \b paragraph marker is a real backspace, not raw text)
+    """
     indices = _parse_indices(indices)
     if model_spec and (arch or checkpoint):
         raise click.UsageError("give either --model or --arch/--checkpoint, not both")

@@ -1,0 +1,230 @@
+"""``isskit replay``: certification policies replayed over a stream store, as a table.
+
+Parses and checks the options, calls :func:`isskit.replay.replay`, prints the paper's
+Table 1 layout (or one JSON object), and writes the optional outputs. The heavy imports
+(numba kernels, xarray, matplotlib) happen inside the command, so ``--help`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import click
+
+from isskit_cli._common import check_output_file, echo_json, library_errors
+
+__all__ = ["replay"]
+
+_EPILOG = """\b
+Policy SPEC: a kind and key=value pairs, a comma list expanding to the grid,
+  "iss decline=ad k_bar=1e5 U=0.05,0.1 k0=1000"   (k0 defaults to k_bar/100)
+  "ias n=26000,50000"     "cohen n0=100 n=100000"
+or the paper's shorthand, numbers in units of 10,000 samples:
+  ISS-AD-10-0.05 (k_bar=100000, U=0.05)   ISS-RD-50-0.01   IAS-2.6 (n=26000)   Cohen-10
+ISS keys: k_bar U decline k0 delta alpha fresh mapping; IAS: n alpha; Cohen: n0 n alpha.
+
+\b
+Examples:
+  isskit replay streams.h5 --policy ISS-AD-10-0.05 --policy IAS-10 --policy IAS-2.6
+  isskit replay streams.h5 -p "iss decline=ad,rd k_bar=1e5 U=0.01,0.05,0.1" \\
+      -p "ias n=1e4,2e4,5e4,1e5" --out results.nc --plot figs/ --export-cohen logs/
+"""
+
+
+def _radii(text):
+    if text is None:
+        return None
+    try:
+        out = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma list of numbers",
+                                 param_hint="--radii") from None
+    if not out:
+        raise click.BadParameter(f"{text!r} names no radius", param_hint="--radii")
+    return out
+
+
+def _fmt(x, spec):
+    """``format(x, spec)``; NaN (unknown) as "-" and inf as "inf", padded to the width."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        text = "inf" if x is not None and x == math.inf else "-"
+        return text.rjust(int(re.match(r"\d*", spec).group() or 0))
+    return format(x, spec)
+
+
+def _table_radii(grid, limit=10):
+    """At most ``limit`` evenly spread radii of the grid for the printed table."""
+    if grid.size <= limit:
+        return list(range(grid.size))
+    step = math.ceil(grid.size / limit)
+    return list(range(0, grid.size, step))
+
+
+def _table(ds) -> str:
+    cols = _table_radii(ds.radius_grid.values)
+    radii = ds.radius_grid.values[cols]
+    width = max([len("Policy")] + [len(str(p)) for p in ds.policy.values])
+    head = (
+        f"{'Policy':<{width}}  {'Avg samples':>11}  {'Time (min)':>10}  {'Speed-up':>8}  "
+        f"{'MAD':>6}  {'ACR':>6}  " + "  ".join(f"{r:>6.2f}" for r in radii)
+    )
+    lines = [head, "-" * len(head)]
+    for i, name in enumerate(ds.policy.values):
+        ca = ds.certified_accuracy.values[i, cols] * 100
+        lines.append(
+            f"{name!s:<{width}}  {_fmt(float(ds.mean_samples[i]), '11.0f')}  "
+            f"{_fmt(float(ds.est_minutes[i]), '10.1f')}  {_fmt(float(ds.speedup[i]), '7.2f')}x  "
+            f"{float(ds.mad[i]):6.3f}  {float(ds.acr[i]):6.3f}  "
+            + "  ".join(f"{v:6.1f}" for v in ca)
+        )
+    return "\n".join(lines)
+
+
+def _summary(ds, extra) -> dict:
+    import numpy as np
+
+    from isskit.policies import parse_policy_spec
+
+    policies = []
+    for i, name in enumerate(ds.policy.values):
+        policies.append(
+            {
+                "name": str(name),
+                "params": parse_policy_spec(str(name))[0].params(),
+                "reference": str(ds.reference.values[i]),
+                "acr": float(ds.acr[i]),
+                "mad": float(ds.mad[i]),
+                "mean_samples": float(ds.mean_samples[i]),
+                "total_samples": int(ds.total_samples[i]),
+                "est_minutes": float(ds.est_minutes[i]),
+                "speedup": float(ds.speedup[i]),
+                "certified_accuracy": [float(v) for v in ds.certified_accuracy.values[i]],
+            }
+        )
+    a = ds.attrs
+    return {
+        "store": a.get("store_path"),
+        "store_sha256": a.get("store_sha256"),
+        "n_images": int(ds.sizes["image"]),
+        "n_images_left_out": int(a.get("n_images_left_out", 0)),
+        "sigma": float(a["sigma"]),
+        "samples_per_image": int(a["samples_per_image"]),
+        "seconds_per_sample": float(a["seconds_per_sample"]),
+        "seconds_per_sample_source": a.get("seconds_per_sample_source"),
+        "radius_grid": np.asarray(ds.radius_grid.values).tolist(),
+        "policies": policies,
+        **extra,
+    }
+
+
+@click.command("replay", epilog=_EPILOG)
+@click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--policy", "-p", "specs", multiple=True, metavar="SPEC",
+              help="A policy or a grid of them (see below). Repeatable.")
+@click.option("--policies-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file: policies = [SPEC, ...] and/or [[policy]] tables.")
+@click.option("--reference", metavar="SPEC", default=None,
+              help="One policy to measure MAD and speed-up against "
+                   "(default per policy: IAS at its k_bar; see docs/replay.md).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the results Dataset to this netCDF file.")
+@click.option("--seconds-per-sample", type=float, default=None,
+              help="Seconds per sample for the time estimate (default: the store's "
+                   "measured rate), e.g. to model another GPU.")
+@click.option("--radii", metavar="R,R,...", default=None,
+              help="Radii of the certified accuracy (default 0, 0.25, ... past the "
+                   "largest radius).")
+@click.option("--export-cohen", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one Cohen-format log (idx label predict radius correct time) "
+                   "per policy into this directory.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write figures (ACR against time, certified accuracy, k_hat against p_A) "
+                   "into this directory.")
+@click.option("--allow-incomplete", is_flag=True,
+              help="Replay the complete rows of a store with incomplete rows.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (per policy: name, params, acr, mad, "
+                   "mean_samples, est_minutes, ...) instead of the table.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bars on stderr.")
+def replay(store, specs, policies_file, reference, out, seconds_per_sample, radii,
+           export_cohen, plot_dir, allow_incomplete, as_json, progress):
+    """Replay certification policies over the label streams in STORE.
+
+    Every policy (ISS, IAS, Cohen's CERTIFY, whole grids of them) is answered from one
+    pass over the stored labels: no model runs. Prints, per policy, the paper's Table 1:
+    average samples per image, estimated time, speed-up and MAD against the reference,
+    ACR, and certified accuracy (%) at radii.
+    """
+    from isskit.policies import load_policy_file, parse_policies
+
+    with library_errors():
+        policies = parse_policies(list(specs))
+        if policies_file is not None:
+            policies += load_policy_file(policies_file)
+        policies = parse_policies(policies)
+        if reference is not None:
+            parse_policies(reference)
+    if not policies:
+        raise click.UsageError("name at least one policy: --policy SPEC or --policies-file F")
+    if seconds_per_sample is not None and not (
+        math.isfinite(seconds_per_sample) and seconds_per_sample >= 0
+    ):
+        raise click.BadParameter(f"{seconds_per_sample} must be a finite number >= 0, "
+                                 "e.g. 0.002",
+                                 param_hint="--seconds-per-sample")
+    grid = _radii(radii)
+    check_output_file(out, "--out")
+    for d, opt in ((export_cohen, "--export-cohen"), (plot_dir, "--plot")):
+        if d is not None and d.exists() and not d.is_dir():
+            raise click.UsageError(f"{opt} {d} exists and is not a directory")
+
+    from isskit.replay import export_cohen as _export_cohen
+    from isskit.replay import replay as _replay
+    from isskit.replay import save_results
+
+    with library_errors():
+        ds = _replay(store, policies, reference=reference,
+                     seconds_per_sample=seconds_per_sample, radius_grid=grid,
+                     allow_incomplete=allow_incomplete, progress=progress)
+    extra: dict = {}
+    try:
+        if out is not None:
+            extra["out"] = str(save_results(ds, out))
+        if export_cohen is not None:
+            extra["export_cohen"] = [str(p) for p in _export_cohen(ds, export_cohen)]
+        if plot_dir is not None:
+            from isskit.replay_plots import plot_all
+
+            extra["plots"] = [str(p) for p in plot_all(ds, plot_dir)]
+    except OSError as exc:
+        raise click.UsageError(f"cannot write output: {exc}") from None
+
+    left = int(ds.attrs.get("n_images_left_out", 0))
+    if as_json:
+        echo_json(_summary(ds, extra))
+        return
+    a = ds.attrs
+    sps = float(a["seconds_per_sample"])
+    click.echo(
+        f"{a.get('store_path')}: {ds.sizes['image']} images x {a['samples_per_image']} samples, "
+        f"sigma = {float(a['sigma']):g}, "
+        + (f"{sps * 1e3:.4g} ms per sample ({a['seconds_per_sample_source']})"
+           if math.isfinite(sps) else "sampling time unknown")
+    )
+    if left:
+        click.echo(f"{left} incomplete rows left out (--allow-incomplete)")
+    click.echo()
+    click.echo(_table(ds))
+    click.echo()
+    refs = sorted(set(map(str, ds.reference.values)))
+    click.echo("MAD and speed-up against " + ", ".join(refs) + "; certified accuracy in %.")
+    for key, label in (("out", "results"), ("export_cohen", "Cohen-format logs"),
+                       ("plots", "figures")):
+        if key in extra:
+            value = extra[key]
+            click.echo(f"{label}: " + (value if isinstance(value, str) else
+                                       f"{len(value)} files in "
+                                       f"{Path(value[0]).parent if value else '-'}"))

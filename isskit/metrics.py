@@ -1,0 +1,167 @@
+"""What a certification policy achieved and what it cost, from its per-image results.
+
+Arrays in, arrays out: the last axis of every per-image array is the image. Definitions
+(DESIGN.md, "Metrics"; Chen et al. 2022, Eqs. 7 and 8):
+
+* ACR, the average certified radius: ``mean_i radius_i * [prediction_i == y_i]``; a radius
+  counts only where the prediction is correct (an abstention, -1, never is).
+* Certified accuracy at radius r: ``mean_i [prediction_i == y_i and radius_i > r]``, strictly
+  greater.
+* Samples consumed: per image; their mean and total.
+* Estimated runtime: total samples x seconds per sample (the store's measured rate, or one
+  given to model another accelerator), in minutes, for the whole set of images.
+* Speed-up against a reference policy: reference total samples / policy total samples.
+* MAD, the maximum absolute decline: ``max_i (reference radius_i - policy radius_i)`` over the
+  same streams, abstentions counting as radius 0. Positive when the policy lost radius
+  somewhere; it can be negative when the policy beats the reference on every image.
+
+The reference of a policy is, unless one is given, ``IAS(k_bar, alpha)`` with the policy's
+own ``alpha`` (see :func:`default_reference`). This module never reads files and never prints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from isskit.policies import IAS, ISS, Cohen
+
+__all__ = [
+    "acr",
+    "certified_accuracy",
+    "default_reference",
+    "est_minutes",
+    "mad",
+    "mean_samples",
+    "speedup",
+    "total_samples",
+]
+
+
+def _correct(prediction, true_label):
+    prediction = np.asarray(prediction)
+    true_label = np.asarray(true_label)
+    return (prediction == true_label) & (prediction >= 0)
+
+
+def acr(prediction, radius, true_label):
+    """Average certified radius (paper Eq. 7): radius counted where the prediction is correct.
+
+    Parameters
+    ----------
+    prediction : array_like of int, shape (..., n_images)
+        Predicted class, -1 for an abstention.
+    radius : array_like of float, shape (..., n_images)
+        Certified radius (0 for an abstention).
+    true_label : array_like of int, shape (n_images,)
+        True class of each image.
+
+    Returns
+    -------
+    float or ndarray
+        ACR, over the last axis.
+    """
+    radius = np.asarray(radius, dtype=np.float64)
+    return np.mean(np.where(_correct(prediction, true_label), radius, 0.0), axis=-1)
+
+
+def certified_accuracy(prediction, radius, true_label, radius_grid):
+    """Certified accuracy (paper Eq. 8): fraction correct with radius strictly above r.
+
+    Parameters
+    ----------
+    prediction, radius : array_like, shape (..., n_images)
+        As in :func:`acr`.
+    true_label : array_like of int, shape (n_images,)
+        True class of each image.
+    radius_grid : array_like of float, shape (n_r,)
+        The radii r.
+
+    Returns
+    -------
+    ndarray, shape (..., n_r)
+        ``CA(r)`` for each r in the grid.
+    """
+    radius = np.asarray(radius, dtype=np.float64)
+    grid = np.asarray(radius_grid, dtype=np.float64)
+    ok = _correct(prediction, true_label)[..., None] & (radius[..., None] > grid)
+    return np.mean(ok, axis=-2)
+
+
+def mean_samples(samples):
+    """Mean samples consumed per image (last axis)."""
+    return np.mean(np.asarray(samples, dtype=np.float64), axis=-1)
+
+
+def total_samples(samples):
+    """Total samples consumed over the images (last axis), as int64."""
+    return np.sum(np.asarray(samples, dtype=np.int64), axis=-1)
+
+
+def est_minutes(samples, seconds_per_sample):
+    """Estimated runtime in minutes of certifying every image: total samples x seconds each.
+
+    Parameters
+    ----------
+    samples : array_like of int, shape (..., n_images)
+        Samples consumed per image.
+    seconds_per_sample : float
+        Wall seconds per sample (one forward pass of one noisy copy), >= 0; NaN where it
+        is unknown, which gives NaN.
+
+    Returns
+    -------
+    float or ndarray
+    """
+    s = float(seconds_per_sample)
+    if not (np.isnan(s) or (np.isfinite(s) and s >= 0)):
+        raise ValueError(
+            f"seconds_per_sample ({seconds_per_sample}) must be a finite number >= 0 (or NaN)"
+        )
+    with np.errstate(over="ignore"):  # an absurd rate gives inf minutes, not a warning
+        return total_samples(samples) * s / 60.0
+
+
+def speedup(samples, reference_samples):
+    """Reference total samples over the policy's total samples (inf if the policy used none)."""
+    num = total_samples(reference_samples).astype(np.float64)
+    den = total_samples(samples).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / den
+
+
+def mad(radius, reference_radius):
+    """Maximum absolute decline: ``max_i (reference_radius_i - radius_i)`` over the images."""
+    radius = np.asarray(radius, dtype=np.float64)
+    reference_radius = np.asarray(reference_radius, dtype=np.float64)
+    return np.max(reference_radius - radius, axis=-1)
+
+
+def default_reference(policy, policies=()):
+    """The reference a policy is compared with when none is given: ``IAS(k_bar, alpha)``.
+
+    ``k_bar`` is the policy's own for ISS (the budget it accelerates). IAS and Cohen have
+    no ``k_bar`` of their own; they are compared with the IAS of the largest ISS ``k_bar``
+    among ``policies`` (the paper's Table 1 compares IAS-2.6 with IAS-10 beside ISS-10-x),
+    or, where no ISS is replayed, the largest ``n`` among ``policies``.
+
+    Parameters
+    ----------
+    policy : Cohen, IAS or ISS
+        The policy.
+    policies : sequence of policies
+        Every policy of the replay.
+
+    Returns
+    -------
+    IAS
+    """
+    if isinstance(policy, ISS):
+        return IAS(n=policy.k_bar, alpha=policy.alpha)
+    if not isinstance(policy, IAS | Cohen):
+        raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS")
+    iss = [p.k_bar for p in policies if isinstance(p, ISS)]
+    if iss:
+        k_bar = max(iss)
+    else:
+        k_bar = max([p.n for p in policies if isinstance(p, IAS | Cohen)] + [policy.n])
+    return IAS(n=k_bar, alpha=policy.alpha)

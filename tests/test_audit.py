@@ -1,0 +1,220 @@
+"""isskit.audit: exact failure probabilities against a slow scipy enumeration, the Monte Carlo
+shortcut against the exact values, and the CLI.
+
+The slow reference enumerates every pilot count and every final count, with scipy.stats
+(beta.ppf for the bounds, binom / hypergeom pmf for the probabilities) and no isskit.stats.
+Only the ISS mapping (isskit.psi, tested on its own) is shared.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from isskit_cli.main import cli
+from scipy import stats as st
+
+from isskit.audit import audit, failure_probability, simulate
+from isskit.policies import IAS, ISS, Cohen
+from isskit.psi import psi_table
+
+
+def _lower(y, k, alpha):
+    return 0.0 if y == 0 else st.beta.ppf(alpha, y, k - y + 1)
+
+
+def _fails(k, p_c, alpha):
+    """Indicator over y = 0..k of: certified (p_lower >= 1/2) and p_lower > p_c."""
+    y = np.arange(k + 1)
+    pl = np.where(y > 0, st.beta.ppf(alpha, np.maximum(y, 1), k - y + 1), 0.0)
+    return (pl >= 0.5) & (pl > p_c)
+
+
+def _slow_cohen(n0, n, alpha, p):
+    total = 0.0
+    for x0 in range(n0 + 1):
+        top = x0 >= n0 - x0
+        p_c = p if top else 1 - p
+        tail = np.sum(st.binom.pmf(np.arange(n + 1), n, p_c)[_fails(n, p_c, alpha)])
+        total += st.binom.pmf(x0, n0, p) * tail
+    return total
+
+
+def _slow_iss(policy, p, sigma):
+    table = psi_table(policy.k_bar, policy.U, policy.decline, sigma, policy.alpha, policy.delta,
+                      mapping=policy.mapping)
+    k0, alpha = policy.k0, policy.alpha
+    total = 0.0
+    for x0 in range(k0 + 1):
+        w = st.binom.pmf(x0, k0, p)
+        if w < 1e-20:  # contributes below the test's tolerance
+            continue
+        top = x0 >= k0 - x0
+        x_c, p_c = (x0, p) if top else (k0 - x0, 1 - p)
+        low = 0.0 if x_c == 0 else st.beta.ppf(alpha / 2, x_c, k0 - x_c + 1)
+        up = 1.0 if x_c == k0 else st.beta.ppf(1 - alpha / 2, x_c + 1, k0 - x_c)
+        k_hat = int(table.k_hat(low, up))
+        if k_hat == 0:
+            continue
+        fail = _fails(k_hat, p_c, alpha)
+        y = np.arange(k_hat + 1)
+        if policy.fresh:
+            pmf = st.binom.pmf(y, k_hat, p_c)
+        elif k_hat >= k0:
+            pmf = st.binom.pmf(y - x_c, k_hat - k0, p_c)
+        else:
+            pmf = st.hypergeom.pmf(y, k0, x_c, k_hat)
+        total += w * np.sum(pmf[fail])
+    return total
+
+
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.62, 0.9, 0.995])
+def test_cohen_exact_matches_enumeration(p):
+    policy = Cohen(n0=11, n=3000, alpha=0.05)
+    ref = _slow_cohen(11, 3000, 0.05, p)
+    assert failure_probability(policy, p) == pytest.approx(ref, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.55, 0.7, 0.9, 0.99])
+def test_ias_exact_matches_enumeration(p):
+    n, alpha = 2000, 0.05
+    x = np.arange(n + 1)
+    top = x >= n - x
+    fail = np.where(top, _fails(n, p, alpha), _fails(n, 1 - p, alpha)[n - x])
+    ref = np.sum(st.binom.pmf(x, n, p)[fail])
+    assert failure_probability(IAS(n=n, alpha=alpha), p) == pytest.approx(ref, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+@pytest.mark.parametrize("decline", ["ad", "rd"])
+@pytest.mark.parametrize("p", [0.5, 0.8, 0.93, 0.97])
+def test_iss_exact_matches_enumeration(fresh, decline, p):
+    # Small k_bar and k0 = 300 (not k_bar / 100) so that k_hat falls both below and above k0.
+    policy = ISS(k_bar=3000, U=0.1, decline=decline, k0=300, alpha=0.05, delta=0.01,
+                 fresh=fresh)
+    ref = _slow_iss(policy, p, sigma=0.5)
+    assert failure_probability(policy, p, sigma=0.5) == pytest.approx(ref, rel=1e-9, abs=1e-15)
+
+
+def test_iss_below_and_above_pilot_both_exercised():
+    # The premise of the test above: for this policy k_hat takes values on both sides of k0.
+    for decline in ("ad", "rd"):
+        policy = ISS(k_bar=3000, U=0.1, decline=decline, k0=300, alpha=0.05, delta=0.01)
+        sim = simulate(policy, 0.93, 5_000, np.random.default_rng(0), sigma=0.5)
+        assert np.mean(sim["samples"] == 300) > 0.1 and np.mean(sim["samples"] > 300) > 0.1
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Cohen(n0=20, n=2000, alpha=0.2),
+        IAS(n=1500, alpha=0.2),
+        ISS(k_bar=3000, U=0.1, decline="ad", k0=300, alpha=0.2, delta=0.01),
+        ISS(k_bar=3000, U=0.1, decline="rd", k0=300, alpha=0.2, delta=0.01, fresh=True),
+    ],
+)
+def test_simulation_agrees_with_exact(policy):
+    # At alpha = 0.2 failures are common, so 100,000 simulated images pin the rate to about
+    # +-0.0025; the exact value must lie in the 99.99% Clopper-Pearson interval.
+    for p in (0.52, 0.75, 0.93):
+        rows = audit([policy], [p], trials=100_000, seed=11, confidence=0.9999, sigma=0.5)
+        r = rows[0]
+        assert r.ci_low <= r.exact <= r.ci_high, (p, r)
+        assert r.failures > 0
+
+
+def test_reused_pilot_breaks_the_guarantee_at_p_one_half():
+    # The finding of docs/audit.md: ISS-AD-10-0.05 with its pilot reused fails about 1.8
+    # alpha at p_A = 1/2 (both classes at 1/2, the pilot's larger count is counted again);
+    # with fresh samples, and for Cohen's CERTIFY, the rate stays below alpha.
+    paper, fresh = ISS(100_000, 0.05, "ad"), ISS(100_000, 0.05, "ad", fresh=True)
+    rows = audit([paper, fresh, Cohen()], [0.5], trials=100_000, seed=3, sigma=0.5)
+    by = {r.policy: r for r in rows}
+    assert by["ISS-AD-10-0.05"].exact == pytest.approx(1.797e-3, rel=1e-3)
+    assert by["ISS-AD-10-0.05"].significant and by["ISS-AD-10-0.05"].exceeds_alpha
+    for name in ("ISS-AD-10-0.05-fresh", "Cohen-10"):
+        assert by[name].exact <= 1e-3 and not by[name].exceeds_alpha and not by[name].significant
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"p_A \(1.2\)"):
+        failure_probability(Cohen(), 1.2)
+    with pytest.raises(ValueError, match="policy"):
+        failure_probability("cohen", 0.5)
+    with pytest.raises(ValueError, match="trials"):
+        simulate(Cohen(), 0.5, 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="confidence"):
+        audit([Cohen()], [0.5], trials=10, confidence=1.5)
+
+
+def test_cli_json_and_table():
+    runner = CliRunner()
+    res = runner.invoke(cli, ["audit", "--p-A", "0.5,0.9", "--trials", "2000", "--policy",
+                              "ISS-AD-10-0.05 fresh=false,true", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [(r["policy"], r["p_A"]) for r in doc["rows"]] == [
+        ("ISS-AD-10-0.05", 0.5), ("ISS-AD-10-0.05", 0.9),
+        ("ISS-AD-10-0.05-fresh", 0.5), ("ISS-AD-10-0.05-fresh", 0.9),
+    ]
+    assert [(v["policy"], v["p_A"]) for v in doc["violations"]] == [("ISS-AD-10-0.05", 0.5)]
+    res = runner.invoke(cli, ["audit", "--p-A", "0.5", "--trials", "0", "--policy", "IAS-1"])
+    assert res.exit_code == 0 and "EXCEEDS alpha (exact)" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--p-A", "0.5,x"], "p_A ('x')"),
+        (["--p-A", "1.5"], "p_A (1.5)"),
+        (["--policy", "ISS-XX-1"], "ISS-XX-1"),
+        (["--trials", "-3"], "trials (-3)"),
+    ],
+)
+def test_cli_bad_input(args, message):
+    res = CliRunner().invoke(cli, ["audit", *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("p", [0.55, 0.8])
+def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
+    # The audit draws counts, not streams. Here the same policies are replayed by
+    # isskit.replay over real two-class synthetic streams (top class 0 with probability p,
+    # runner-up 1 otherwise), and the per-image outcomes must follow the same distribution:
+    # failure counts against the exact probability (binomial test), and the samples consumed
+    # and certified shares against the shortcut's simulation (two-sample tests).
+    from isskit.replay import replay
+    from isskit.synthetic import write_synthetic_store
+
+    T = 3000
+    policies = [
+        ISS(k_bar=3000, U=0.1, decline="ad", k0=300, alpha=0.2, delta=0.01),
+        ISS(k_bar=3000, U=0.1, decline="rd", k0=300, alpha=0.2, delta=0.01, fresh=True),
+        Cohen(n0=20, n=2000, alpha=0.2),
+    ]
+    store = tmp_path / "two_class.h5"
+    write_synthetic_store(store, np.full(T, p), predicted=np.zeros(T, np.int64),
+                          true_label=np.zeros(T, np.int64), N=3300, num_classes=2, sigma=0.5,
+                          seed=17, other="runner_up")
+    ds = replay(store, policies)
+    for policy in policies:
+        r = ds.sel(policy=policy.name)
+        pred = np.asarray(r.prediction)
+        p_lower = np.asarray(r.p_lower)
+        p_c = np.where(pred == 1, 1 - p, p)
+        failures = int(np.sum((pred >= 0) & (p_lower > p_c)))
+        exact = failure_probability(policy, p, sigma=0.5)
+        assert st.binomtest(failures, T, exact).pvalue > 1e-3, (policy.name, failures, exact)
+        sim = simulate(policy, p, 20_000, np.random.default_rng(5), sigma=0.5)
+        replayed = np.asarray(r.samples)
+        if np.ptp(replayed) > 0:
+            assert st.ks_2samp(replayed, sim["samples"]).pvalue > 1e-3, policy.name
+        else:
+            assert np.all(sim["samples"] == replayed[0])
+        c_rep, c_sim = int(np.sum(pred >= 0)), int(np.sum(sim["prediction"] >= 0))
+        table = [[c_rep, T - c_rep], [c_sim, 20_000 - c_sim]]
+        assert st.fisher_exact(table).pvalue > 1e-3, (policy.name, table)
+        # and the failure rates agree in the large: both near the exact probability
+        assert abs(failures / T - sim["failure"].mean()) < 0.05
