@@ -10,6 +10,7 @@ one run, interleaved round by round so that load from other processes hits all t
     size, on one pre-drawn noisy batch (no noise drawing, no argmax, no storing);
 (b) isskit: :func:`isskit.sampling.sample_to_store` into a fresh HDF5 store (noise,
     forward, argmax, store writing and flushing included);
+(-) for reference, forward passes plus drawing the noise (the floor of any sampler);
 (c) Cohen et al.'s loop structure (``core.py``'s ``_sample_noise``): per batch, repeat the
     image, ``randn_like`` noise times sigma, forward, argmax, copy to the host, count.
 
@@ -63,6 +64,21 @@ def bare(model, images, N):
         return time.perf_counter() - t0
 
 
+def noise_floor(model, images, N):
+    # What any sampler must do besides the forward pass: draw the noise and add the image.
+    # Not a target, a reference: it shows how much of (b)'s overhead is the noise itself.
+    buf = torch.empty((BATCH, *images[0].shape))
+    gen = torch.Generator()
+    sizes = [min(BATCH, N - s) for s in range(0, N, BATCH)]
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        for x in images:
+            for b in sizes:
+                z = buf[:b].normal_(generator=gen)
+                model(torch.add(x, z, alpha=SIGMA, out=z))
+        return time.perf_counter() - t0
+
+
 def isskit(model, images, N, tmp):
     out = Path(tmp) / f"bench-{time.perf_counter_ns()}.h5"
     t0 = time.perf_counter()
@@ -90,24 +106,33 @@ def cohen(model, images, N, num_classes):
 def run(name, model, images, N, rounds, num_classes):
     model = model.eval()
     total = len(images) * N
-    times = {"bare": [], "isskit": [], "cohen": []}
+    times = {"bare": [], "floor": [], "isskit": [], "cohen": []}
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up: oneDNN picks and caches its kernels on the first calls
         isskit(model, images[:1], min(N, 2 * BATCH), tmp)
-        for _ in range(rounds):
-            times["bare"].append(bare(model, images, N))
-            times["isskit"].append(isskit(model, images, N, tmp))
-            times["cohen"].append(cohen(model, images, N, num_classes))
+        methods = {
+            "bare": lambda: bare(model, images, N),
+            "floor": lambda: noise_floor(model, images, N),
+            "isskit": lambda: isskit(model, images, N, tmp),
+            "cohen": lambda: cohen(model, images, N, num_classes),
+        }
+        order = list(methods)
+        for r in range(rounds):
+            # The order rotates from round to round, so that no method always runs first
+            # (or last) after the same neighbour.
+            for k in order[r % len(order):] + order[:r % len(order)]:
+                times[k].append(methods[k]())
     # The fastest round: on a shared machine, slower rounds measure the neighbours.
     rate = {k: total / min(v) for k, v in times.items()}
     print(f"{name}: {len(images)} images x N={N}, batch {BATCH}, {rounds} rounds, "
           f"torch threads {torch.get_num_threads()}")
-    for k, label in (("bare", "(a) bare forward"), ("isskit", "(b) isskit sample"),
-                     ("cohen", "(c) Cohen loop")):
+    for k, label in (("bare", "(a) bare forward"), ("floor", "    forward + noise"),
+                     ("isskit", "(b) isskit sample"), ("cohen", "(c) Cohen loop")):
         runs = ", ".join(f"{total / t:,.0f}" for t in times[k])
         print(f"  {label:<20} {rate[k]:>10,.0f} samples/s   (rounds: {runs})")
     overhead = rate["bare"] / rate["isskit"] - 1
-    print(f"  overhead of isskit over bare forward: {100 * overhead:+.1f}%  (target <= 10%)")
+    print(f"  overhead of isskit over bare forward: {100 * overhead:+.1f}%  (target <= 10%);"
+          f" of which drawing the noise: {100 * (rate['bare'] / rate['floor'] - 1):+.1f}%")
     print(f"  isskit / Cohen loop: {rate['isskit'] / rate['cohen']:.3f}  (target >= 1)")
     return rate
 
@@ -116,18 +141,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--only", choices=["default", "resnet110"], help="one model only")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, CPU")
 
+    if args.only != "resnet110":
+        bench_default(args)
+    if args.only != "default":
+        bench_resnet(args)
+
+
+def bench_default(args):
     digits = load_dataset("digits").dataset
-    n_img = 6 if args.quick else 20
+    n_img = 6 if args.quick else 40
     images = [digits[i][0] for i in range(n_img)]
     run("embedded default (digits_cnn, 1x8x8)", default_model().model, images,
-        N=10_000, rounds=3 if args.quick else 5, num_classes=10)
+        N=10_000, rounds=3 if args.quick else 7, num_classes=10)
 
+
+
+def bench_resnet(args):
     resnet = build_model("cifar_resnet110")
     cifar_like = [torch.rand(3, 32, 32) for _ in range(2)]
     run("CIFAR-10 ResNet-110 (random weights, 3x32x32)", resnet, cifar_like,

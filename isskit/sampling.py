@@ -38,16 +38,15 @@ import contextlib
 import dataclasses
 import hashlib
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from isskit._validate import check_positive_int, check_sigma
+from isskit._progress import progress_bar
+from isskit._validate import check_positive_int, check_sample_size, check_sigma
 from isskit.store import open_for_writing
 
 __all__ = [
@@ -323,7 +322,7 @@ def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 
         ``(N,)`` uint16 labels in draw order.
     """
     sigma = check_sigma(sigma)
-    N = check_positive_int(N, "N")
+    N = check_sample_size(N, "N")
     batch = check_positive_int(batch, "batch")
     dev = resolve_device(device)
     model = _prepare(model, dev, channels_last)
@@ -447,7 +446,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         The store exists with other parameters, or another process is writing it.
     """
     sigma = check_sigma(sigma)
-    N = check_positive_int(N, "N")
+    N = check_sample_size(N, "N")
     batch = check_positive_int(batch, "batch")
     seed = check_positive_int(seed, "seed", minimum=0)
     world_size = check_positive_int(world_size, "world_size")
@@ -498,9 +497,9 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
                           samples_per_image=N, attrs=attrs) as writer:
         pending = [int(r) for r in writer.pending()]
         skipped = len(selected) - len(pending)
-        bar = tqdm(
-            total=len(pending) * N, unit="sample", unit_scale=True, file=sys.stderr,
-            disable=not progress or rank != 0, dynamic_ncols=True, smoothing=0.1,
+        bar = progress_bar(
+            total=len(pending) * N, unit="sample", unit_scale=True, smoothing=0.1,
+            enabled=progress and rank == 0,
             desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1
                                            else ""),
         )

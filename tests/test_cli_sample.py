@@ -62,11 +62,11 @@ def test_default_model_json(tmp_path):
 def test_skip_and_max(tmp_path):
     from isskit.store import open_store
 
-    res = _invoke("--N", 50, "--skip", 40, "--max", 100, "--no-progress", "--out",
+    res = _invoke("--N", "5e1", "--skip", 40, "--max", 100, "--no-progress", "--out",
                   tmp_path / "s.h5")
     assert res.exit_code == 0, res.output
     with open_store(tmp_path / "s.h5") as s:
-        assert s.image_index.tolist() == [0, 40, 80]
+        assert s.image_index.tolist() == [0, 40, 80] and s.samples_per_image == 50
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,8 @@ def mismatched_checkpoint(tmp_path_factory):
         (["--sigma", "0"], "sigma (0.0) must be"),
         (["--sigma", "-1"], "sigma (-1.0) must be"),
         (["--N", "0"], "N (0) must be"),
+        (["--N", "1.5"], "'1.5' is not an integer"),
+        (["--N", "many"], "'many' is not a number"),
         (["--batch", "0"], "batch (0)"),
         (["--checkpoint", "/nonexistent/ck.pth", "--sigma", "0.25", "--N", "10"],
          "checkpoint /nonexistent/ck.pth does not exist"),
@@ -116,6 +118,8 @@ def test_bad_input_exits_2(tmp_path, mismatched_checkpoint, args, message):
 def test_unwritable_output(tmp_path):
     (tmp_path / "file").write_text("x")
     res = _invoke("--out", tmp_path / "file" / "s.h5")
+    assert res.exit_code == 2 and "is not a directory" in res.output
+    res = _invoke("--out", tmp_path / "absent" / "s.h5")
     assert res.exit_code == 2 and "does not exist" in res.output
     res = _invoke("--out", tmp_path)
     assert res.exit_code == 2 and "is a folder" in res.output

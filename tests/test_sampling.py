@@ -235,7 +235,8 @@ def test_channels_last_and_bf16_keep_the_noise(tmp_path, digits):
         assert s.attrs["model"].endswith("precision bf16 autocast")
 
 
-def test_progress_bar_on_stderr(tmp_path, default, digits, capsys):
+def test_progress_bar_on_stderr(tmp_path, default, digits, capsys, monkeypatch):
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # not a terminal: else silent for 15 s
     sample_to_store(default.model, digits.dataset, tmp_path / "p.h5", sigma=0.25, N=300,
                     indices=[0, 1], device="cpu", progress=True)
     captured = capsys.readouterr()

@@ -12,12 +12,11 @@ store, a full disk, an error inside torch).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from isskit_cli._common import echo_json
+from isskit_cli._common import check_output_file, echo_json
 
 __all__ = ["sample"]
 
@@ -52,13 +51,26 @@ def _parse_indices(text: str | None) -> list[int] | None:
     return out
 
 
+def _sample_size(text: str | None) -> int | None:
+    """``--N``: ``100000`` or ``1e5`` (an integral number), as every isskit sample size."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number", param_hint="--N") from None
+    if not value.is_integer():
+        raise click.BadParameter(f"{text!r} is not an integer", param_hint="--N")
+    return int(value)
+
+
 def _check_out(out: Path) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise click.BadParameter(f"folder {parent} does not exist", param_hint="--out")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise click.BadParameter(f"folder {parent} is not writable", param_hint="--out")
-    if out.exists() and out.is_dir():
+    check_output_file(out, "--out")
+    if out.is_dir():
         raise click.BadParameter(f"{out} is a folder, not a store file", param_hint="--out")
 
 
@@ -82,9 +94,9 @@ def _check_out(out: Path) -> None:
 @click.option("--sigma", type=float,
               help=f"Noise level in pixel units (> 0). Required except for the embedded "
                    f"default model ({DEFAULT_SIGMA}).")
-@click.option("--N", "N", type=int,
-              help=f"Noisy copies per image (the stream length). Required except for the "
-                   f"embedded default model ({DEFAULT_N}).")
+@click.option("--N", "N", metavar="N",
+              help=f"Noisy copies per image (the stream length), e.g. 100000 or 1e5. Required "
+                   f"except for the embedded default model ({DEFAULT_N}).")
 @click.option("--batch", type=int, default=400, show_default=True,
               help="Copies per forward pass (part of the noise derivation: keep it when "
                    "resuming).")
@@ -132,6 +144,7 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
       torchrun --nproc_per_node 4 -m isskit_cli.main sample ... --out streams.h5
     """
     indices = _parse_indices(indices)
+    N = _sample_size(N)
     if model_spec and (arch or checkpoint):
         raise click.UsageError("give either --model or --arch/--checkpoint, not both")
     if arch and not checkpoint:
@@ -149,12 +162,12 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         N = DEFAULT_N
     _check_out(out)
 
-    from isskit._validate import check_positive_int, check_sigma
+    from isskit._validate import check_positive_int, check_sample_size, check_sigma
     from isskit.store import StoreError, StoreLockedError, StoreMismatchError
 
     try:
         check_sigma(sigma)
-        check_positive_int(N, "N")
+        check_sample_size(N, "N")
         check_positive_int(batch, "batch")
         check_positive_int(seed, "seed", minimum=0)
         check_positive_int(skip, "skip")
