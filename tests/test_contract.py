@@ -25,6 +25,8 @@ CONTRACT = {
     "psi": ([], ["--k-bar", "--U", "--decline", "--sigma", "--alpha", "--delta", "--out",
                  "--plot", "--json"]),
     "verify": ([], ["--k-bar", "--U", "--decline", "--sigma", "--alpha", "--delta", "--json"]),
+    "sample": ([], ["--model", "--arch", "--checkpoint", "--dataset", "--data-root", "--sigma",
+                    "--N", "--batch", "--skip", "--max", "--seed", "--device", "--out"]),
     "info": (["store"], ["--json"]),
     "merge": (["out", "inputs"], []),
     "replay": (["store"], ["--policy", "--reference", "--out", "--seconds-per-sample",
