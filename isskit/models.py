@@ -361,7 +361,13 @@ def load_checkpoint(path, arch: str | None = None, *, num_classes: int | None = 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad or unsafe file
-        raise ValueError(f"checkpoint {path} could not be read by torch.load: {exc}") from exc
+        # Some of torch's messages are bare pickle opcodes ("101"): name the type, and say
+        # what a checkpoint is expected to be, so the user knows where to look.
+        raise ValueError(
+            f"checkpoint {path} could not be read by torch.load ({type(exc).__name__}: {exc});"
+            " expected a file written by torch.save: a Cohen et al. checkpoint"
+            " {'arch', 'state_dict'} or a plain state_dict"
+        ) from exc
     ck_arch = None
     if isinstance(obj, Mapping) and "state_dict" in obj:
         ck_arch = obj.get("arch")

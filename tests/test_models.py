@@ -156,6 +156,12 @@ def test_checkpoint_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read"):
         load_checkpoint(tmp_path / "junk.pt", "cifar_resnet20")
+    # A text file makes torch.load fail with a bare pickle opcode ("101"): the message must
+    # still say what the file should have been.
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(ValueError, match=r"could not be read by torch.load \(\w+Error: .*"
+                                         r"expected a file written by torch.save"):
+        load_checkpoint(tmp_path / "notes.txt", "cifar_resnet20")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="neither a state_dict"):
         load_checkpoint(tmp_path / "list.pt", "cifar_resnet20")
