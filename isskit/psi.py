@@ -31,6 +31,7 @@ imports torch or click.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,61 +448,98 @@ class PsiTable:
                 "k_cell": self.k_cell.tolist()}
 
     def save(self, path) -> Path:
-        """Write the table as ``.csv`` (columns ``p,k``, as ``isskit psi --out``) or ``.npz``.
+        """Write the table as ``.csv`` (what ``isskit psi --out`` writes) or ``.npz``.
 
-        The CSV has one row per grid point after ``#`` header lines: one per parameter and,
-        for the ``"sup"`` mapping, one listing the cells whose value exceeds the max of
-        their two grid values (``index=value``).
+        The CSV is exactly the header ``p,k`` and one row per grid point, so any CSV reader
+        takes it as it is (``pandas.read_csv``, ``numpy.loadtxt(..., skiprows=1)``). Its
+        parameters, and for the ``"sup"`` mapping the cells whose value exceeds the max of
+        their two grid values, go to a JSON sidecar ``<path>.json`` (``table.csv.json``),
+        which :meth:`load` reads. ``.npz`` holds everything in one file.
+
+        Returns
+        -------
+        pathlib.Path
+            ``path``.
         """
         path = Path(path)
         if path.suffix == ".npz":
             np.savez(path, p=self.p, k=self.k, k_cell=self.k_cell,
                      **{k: np.asarray(v) for k, v in self.params().items()})
             return path
-        lines = [f"# isskit psi table: {k}={v}" for k, v in self.params().items()]
         raised = np.flatnonzero(self.k_cell > np.maximum(self.k[:-1], self.k[1:]))
-        if raised.size:
-            lines.append(
-                "# isskit psi table: k_cell=" + ";".join(f"{i}={self.k_cell[i]}" for i in raised)
-            )
-        lines.append("p,k")
-        lines += [f"{p!r},{k}" for p, k in zip(self.p.tolist(), self.k.tolist(), strict=True)]
+        meta = {
+            "format": "isskit psi table",
+            **self.params(),
+            "k_cell_raised": {str(int(i)): int(self.k_cell[i]) for i in raised},
+        }
+        lines = ["p,k"] + [
+            f"{p!r},{k}" for p, k in zip(self.p.tolist(), self.k.tolist(), strict=True)
+        ]
         path.write_text("\n".join(lines) + "\n")
+        _sidecar(path).write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
     @classmethod
-    def load(cls, path) -> PsiTable:
-        """Read a table written by :meth:`save` (``.csv`` or ``.npz``)."""
+    def load(cls, path, **params) -> PsiTable:
+        """Read a table written by :meth:`save` (``.csv`` with its sidecar, or ``.npz``).
+
+        Parameters
+        ----------
+        path : str or Path
+            The table.
+        **params
+            For a CSV without its ``<path>.json`` sidecar: the parameters ``k_bar, U,
+            decline, sigma, alpha, delta`` (and ``mapping``, default ``"paper"``). Given
+            with a sidecar, they must agree with it.
+
+        Returns
+        -------
+        PsiTable
+        """
         path = Path(path)
         names = ("k_bar", "U", "decline", "sigma", "alpha", "delta", "mapping")
         if path.suffix == ".npz":
             with np.load(path) as z:
-                params = {k: z[k].item() for k in names}
-                return cls(**params, p=z["p"], k=z["k"], k_cell=z["k_cell"])
-        params, rows = {}, []
-        prefix = "# isskit psi table: "
-        for line in path.read_text().splitlines():
-            if line.startswith(prefix):
-                key, _, value = line[len(prefix):].partition("=")
-                params[key] = value
-            elif line and not line.startswith("#") and line != "p,k":
-                p, k = line.split(",")
-                rows.append((float(p), int(k)))
-        missing = set(names) - set(params)
+                stored = {k: z[k].item() for k in names}
+                return cls(**stored, p=z["p"], k=z["k"], k_cell=z["k_cell"])
+        lines = path.read_text().splitlines()
+        if not lines or lines[0].strip() != "p,k":
+            raise ValueError(f"{path} is not an isskit psi table (first line is not 'p,k')")
+        try:
+            arr = np.array([[float(v) for v in ln.split(",")] for ln in lines[1:] if ln],
+                           dtype=np.float64).reshape(-1, 2)
+        except ValueError:
+            raise ValueError(f"{path} is not an isskit psi table (a row is not 'p,k')") from None
+        meta, raised = {}, {}
+        if _sidecar(path).is_file():
+            meta = json.loads(_sidecar(path).read_text())
+            raised = meta.pop("k_cell_raised", {})
+            meta.pop("format", None)
+            clash = {k: (meta[k], v) for k, v in params.items() if k in meta and meta[k] != v}
+            if clash:
+                raise ValueError(f"parameters given for {path} differ from its sidecar: {clash}")
+        meta = {"mapping": "paper", **meta, **params}
+        missing = [n for n in names if n not in meta]
         if missing:
-            raise ValueError(f"{path} is not an isskit psi table (missing {sorted(missing)})")
-        arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
+            raise ValueError(
+                f"{path} is not an isskit psi table with parameters: its sidecar "
+                f"{_sidecar(path).name} is missing and {missing} were not given"
+            )
         k = arr[:, 1].astype(np.int64)
         k_cell = np.maximum(k[:-1], k[1:])
-        for item in filter(None, params.get("k_cell", "").split(";")):
-            i, v = item.split("=")
+        for i, v in raised.items():
             k_cell[int(i)] = int(v)
         return cls(
-            k_bar=int(params["k_bar"]), U=float(params["U"]), decline=params["decline"],
-            sigma=float(params["sigma"]), alpha=float(params["alpha"]),
-            delta=float(params["delta"]), mapping=params["mapping"],
+            k_bar=int(meta["k_bar"]), U=float(meta["U"]), decline=str(meta["decline"]),
+            sigma=float(meta["sigma"]), alpha=float(meta["alpha"]),
+            delta=float(meta["delta"]), mapping=str(meta["mapping"]),
             p=arr[:, 0], k=k, k_cell=k_cell,
         )
+
+
+def _sidecar(path: Path) -> Path:
+    """The JSON file beside a CSV table that holds its parameters: ``table.csv.json``."""
+    return path.with_name(path.name + ".json")
 
 
 def _sparse_max(values: np.ndarray) -> list[np.ndarray]:

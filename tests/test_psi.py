@@ -176,7 +176,7 @@ def test_csv_has_p_k_columns(tmp_path):
     t = psi_table(5000, 0.05, "ad", 0.5, 0.001, 0.01)
     path = t.save(tmp_path / "t.csv")
     with path.open() as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        rows = list(csv.DictReader(f))  # plain CSV: no comment lines to skip
     assert list(rows[0]) == ["p", "k"] and len(rows) == t.p.size
     np.testing.assert_array_equal([float(r["p"]) for r in rows], t.p)
     np.testing.assert_array_equal([int(r["k"]) for r in rows], t.k)
@@ -185,8 +185,27 @@ def test_csv_has_p_k_columns(tmp_path):
 def test_load_rejects_other_files(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("p,k\n0.0,0\n")
-    with pytest.raises(ValueError, match="not an isskit psi table"):
+    with pytest.raises(ValueError, match="not an isskit psi table with parameters"):
         PsiTable.load(path)
+    path.write_text("a,b\n0.0,0\n")
+    with pytest.raises(ValueError, match="first line is not 'p,k'"):
+        PsiTable.load(path)
+
+
+def test_csv_reads_with_plain_readers_and_loads_without_sidecar(tmp_path):
+    t = psi_table(5000, 0.05, "ad", 0.5, 0.001, 0.01)
+    path = t.save(tmp_path / "t.csv")
+    arr = np.loadtxt(path, delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(arr[:, 0], t.p)
+    np.testing.assert_array_equal(arr[:, 1], t.k)
+    (tmp_path / "t.csv.json").unlink()
+    back = PsiTable.load(path, k_bar=5000, U=0.05, decline="ad", sigma=0.5, alpha=0.001,
+                         delta=0.01)
+    assert back.params() == t.params()
+    np.testing.assert_array_equal(back.k_cell, t.k_cell)
+    t.save(path)
+    with pytest.raises(ValueError, match="differ from its sidecar"):
+        PsiTable.load(path, k_bar=6000)
 
 
 def test_to_dict_and_table_validation():

@@ -82,8 +82,8 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
     that target radius is <= 0 (ISS abstains). The table holds psi on the grid
     p = 0, delta, ..., 1 (paper Alg. 1).
 
-    Prints k at a few p_A. --out writes "# key=value" parameter lines, then columns p,k
-    for every grid point (pandas: read_csv(path, comment="#")). Examples: the paper's
+    Prints k at a few p_A. --out writes a plain CSV with columns p,k for every grid point
+    and its parameters beside it in <out>.json (a .npz --out holds both). Examples: the paper's
     ISS-AD-10-0.05 at sigma = 0.5, and Fig. 6 (upper) for two budgets and two U:
 
     \b
