@@ -160,11 +160,15 @@ def _plot(tables, path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5), constrained_layout=True)
     for t in tables:
-        sel = t.p >= 0.5
+        # psi spans 0 (abstain) to k_bar and climbs steeply near p_A = 1, so a linear axis
+        # shows one spike; on a log axis the abstaining points (k = 0) are left out.
+        sel = (t.p >= 0.5) & (t.k > 0)
         ax.plot(t.p[sel], t.k[sel], label=f"k_bar={t.k_bar}, U={t.U:g}")
     t0 = tables[0]
+    ax.set_yscale("log")
+    ax.grid(True, which="major", alpha=0.3)
     ax.set_xlabel("p_A")
-    ax.set_ylabel("sample size k = psi(p_A)")
+    ax.set_ylabel("sample size k = psi(p_A), log scale")
     ax.set_title(f"ISS mapping ({t0.decline.upper()}, sigma={t0.sigma:g}, alpha={t0.alpha:g})")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=120)
