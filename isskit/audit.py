@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as st
 
+from isskit._bisect import bisect
 from isskit._validate import check_positive_int, check_sigma
 from isskit.policies import IAS, ISS, Cohen
 from isskit.psi import psi_table
@@ -144,17 +145,14 @@ def _threshold(k: np.ndarray, p_c: np.ndarray, alpha: float) -> np.ndarray:
     (abstain) gets 1, which no count out of 0 reaches.
     """
     k, p_c = np.broadcast_arrays(np.asarray(k, np.int64), np.asarray(p_c, np.float64))
-    lo = np.full(k.shape, -1, np.int64)  # fails the condition (or below the domain)
-    hi = k + 1  # meets it (or above the domain)
-    while True:
-        rows = np.flatnonzero(hi - lo > 1)
-        if rows.size == 0:
-            return np.where(k > 0, hi, 1)
-        mid = (lo[rows] + hi[rows]) // 2
+
+    def meets(mid, rows):
         pl = cp_lower(mid, np.maximum(k[rows], 1), alpha)
-        up = (pl >= 0.5) & (pl > p_c[rows])
-        hi[rows[up]] = mid[up]
-        lo[rows[~up]] = mid[~up]
+        return (pl >= 0.5) & (pl > p_c[rows])
+
+    # lo fails the condition (or is below the domain), hi meets it (or is above it)
+    _, hi = bisect(np.full(k.shape, -1, np.int64), k + 1, meets)
+    return np.where(k > 0, hi, 1)
 
 
 def _table(policy: ISS, sigma: float):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._bisect import bisect
 from isskit._provenance import file_sha256
 from isskit._validate import check_alpha, check_positive_int, check_sigma
 from isskit.stats import certified_radius, cp_lower
@@ -457,13 +458,13 @@ def recover_counts(
         return _printed(k, n, alpha, sigma, spec), target[rows]
 
     # Lower end: the smallest k in [k_cert, n] that prints >= the target (n + 1 if none).
-    _, low_end = _bisect(
+    _, low_end = bisect(
         np.full(m, k_cert - 1, np.int64),
         np.full(m, n + 1, np.int64),
         lambda k, rows: np.greater_equal(*prints(k, rows)),
     )
     # Upper end: the largest k in [k_cert, n] that prints <= the target (k_cert - 1 if none).
-    high_end, _ = _bisect(
+    high_end, _ = bisect(
         np.full(m, k_cert - 1, np.int64),
         np.full(m, n + 1, np.int64),
         lambda k, rows: np.greater(*prints(k, rows)),
@@ -479,24 +480,6 @@ def recover_counts(
     fits = np.ones(rows, bool)
     fits[cert] = ok
     return CountRanges(kA_min, kA_max, fits, n, alpha, sigma, log)
-
-
-def _bisect(lo: np.ndarray, hi: np.ndarray, pred):
-    """Shrink each row's bracket to adjacent integers with ``pred`` False at lo, True at hi.
-
-    ``pred(k, rows)`` must be monotone in ``k`` (False, then True) on ``lo < k < hi``;
-    the ends themselves are never evaluated (they may lie outside the count domain).
-    Each step evaluates all unfinished rows in one vectorised call.
-    """
-    lo, hi = lo.copy(), hi.copy()
-    while True:
-        rows = np.flatnonzero(hi - lo > 1)
-        if rows.size == 0:
-            return lo, hi
-        mid = (lo[rows] + hi[rows]) // 2
-        up = np.asarray(pred(mid, rows), dtype=bool)
-        hi[rows[up]] = mid[up]
-        lo[rows[~up]] = mid[~up]
 
 
 def detect_alpha(

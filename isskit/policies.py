@@ -32,7 +32,7 @@ import dataclasses
 import decimal
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -242,7 +242,6 @@ class ISS:
     fresh: bool = False
     mapping: str = "paper"
     kind: ClassVar[str] = "iss"
-    _k0_default: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         k_bar = check_sample_size(self.k_bar, "k_bar")
@@ -250,10 +249,8 @@ class ISS:
         object.__setattr__(self, "k_bar", k_bar)
         object.__setattr__(self, "decline", decline)
         object.__setattr__(self, "U", check_U(self.U, decline))
-        default_k0 = max(1, k_bar // 100)
-        k0 = default_k0 if self.k0 is None else check_sample_size(self.k0, "k0")
+        k0 = _default_k0(k_bar) if self.k0 is None else check_sample_size(self.k0, "k0")
         object.__setattr__(self, "k0", k0)
-        object.__setattr__(self, "_k0_default", k0 == default_k0)
         object.__setattr__(self, "delta", check_delta(self.delta))
         object.__setattr__(self, "alpha", check_alpha(self.alpha))
         if not isinstance(self.fresh, bool | np.bool_):
@@ -268,7 +265,7 @@ class ISS:
     def name(self) -> str:
         """Readable name: the paper's ``ISS-AD-<k_bar in 10^4>-<U>`` plus non-default params."""
         out = f"ISS-{self.decline.upper()}-{_units(self.k_bar)}-{_fmt(self.U)}"
-        if not self._k0_default:
+        if self.k0 != _default_k0(self.k_bar):
             out += f"-k0={self.k0}"
         if self.delta != DEFAULT_DELTA:
             out += f"-delta={_fmt(self.delta)}"
@@ -306,6 +303,11 @@ class ISS:
 
     def __str__(self) -> str:
         return self.name
+
+
+def _default_k0(k_bar: int) -> int:
+    """ISS's pilot size when none is given: ``k_bar / 100`` (DESIGN.md), at least 1."""
+    return max(1, k_bar // 100)
 
 
 Policy = Cohen | IAS | ISS

@@ -571,9 +571,7 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
 def _policy_coords(policies, references):
     coords = {key: [] for key in _COORDS}
     for p in policies:
-        params = p.params()
-        if isinstance(p, IAS | Cohen):
-            params["k_bar"] = p.n
+        params = {**p.params(), "k_bar": p.k_bar}  # IAS and Cohen: their n
         for key, missing in _COORDS.items():
             coords[key].append(params.get(key, missing))
     out = {

@@ -12,11 +12,11 @@ from pathlib import Path
 import click
 import numpy as np
 
-__all__ = ["check_output_file", "echo_json", "library_errors", "writing"]
+__all__ = ["check_output_file", "echo_json", "library_errors", "parse_floats", "writing"]
 
 
 @contextlib.contextmanager
-def library_errors(param_hint: str | None = None) -> Iterator[None]:
+def library_errors() -> Iterator[None]:
     """Turn a library ``ValueError`` into a click usage error: exit status 2, no traceback.
 
     The library's messages already name the bad value, so they are passed on as they are.
@@ -25,6 +25,17 @@ def library_errors(param_hint: str | None = None) -> Iterator[None]:
         yield
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def parse_floats(text: str, name: str) -> list[float]:
+    """A comma list of numbers; ValueError naming the bad entry (the library checks ranges)."""
+    out = []
+    for item in str(text).split(","):
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise ValueError(f"{name} ({item.strip()!r}) must be a number") from None
+    return out
 
 
 def check_output_file(path, option: str) -> None:

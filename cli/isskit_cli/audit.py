@@ -8,19 +8,9 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import echo_json, library_errors
+from isskit_cli._common import echo_json, library_errors, parse_floats
 
 __all__ = ["audit"]
-
-
-def _floats(text: str, name: str) -> list[float]:
-    out = []
-    for item in text.split(","):
-        try:
-            out.append(float(item))
-        except ValueError:
-            raise ValueError(f"{name} ({item.strip()!r}) must be a number") from None
-    return out
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +57,7 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json, progress):
     from isskit.policies import parse_policies
 
     with library_errors():
-        ps = _floats(p_A, "p_A")
+        ps = parse_floats(p_A, "p_A")
         chosen = parse_policies(list(policies)) if policies else default_policies()
         with progress_bar(total=len(ps) * len(chosen), desc="audit", unit="case",
                           leave=False, enabled=progress) as bar:

@@ -13,6 +13,8 @@ import click
 
 from isskit import __version__
 
+__all__ = ["COMMANDS", "LazyGroup", "cli"]
+
 #: command name -> (module under isskit_cli, click command attribute, one-line help).
 #: The help is repeated here so that ``isskit --help`` imports no command module.
 COMMANDS: dict[str, tuple[str, str, str]] = {

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import check_output_file, echo_json, library_errors, writing
+from isskit_cli._common import (
+    check_output_file,
+    echo_json,
+    library_errors,
+    parse_floats,
+    writing,
+)
 
 __all__ = ["parse_list", "psi", "shared_options"]
 
@@ -55,16 +61,9 @@ def shared_options(f=None, *, several: bool = True):
 
 
 def parse_list(text: str, name: str) -> list[float]:
-    """A comma list of numbers; ValueError naming the bad entry (the library checks ranges)."""
-    out = []
-    for item in str(text).split(","):
-        try:
-            value = float(item)
-        except ValueError:
-            raise ValueError(f"{name} ({item.strip()!r}) must be a number") from None
-        # k_bar = 100000 parses to 100000.0; the library accepts integral floats as ints
-        out.append(int(value) if value.is_integer() else value)
-    return out
+    """A comma list of numbers, integral ones as int; ValueError naming the bad entry."""
+    # k_bar = 100000 parses to 100000.0; the library accepts integral floats as ints
+    return [int(v) if v.is_integer() else v for v in parse_floats(text, name)]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

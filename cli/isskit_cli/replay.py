@@ -82,17 +82,16 @@ def _table(ds) -> str:
     return "\n".join(lines)
 
 
-def _summary(ds, extra) -> dict:
+def _summary(ds, policies, extra) -> dict:
+    """The ``--json`` object; ``policies`` are the objects replayed, in ``ds.policy`` order."""
     import numpy as np
 
-    from isskit.policies import parse_policy_spec
-
-    policies = []
-    for i, name in enumerate(ds.policy.values):
-        policies.append(
+    rows = []
+    for i, (name, policy) in enumerate(zip(ds.policy.values, policies, strict=True)):
+        rows.append(
             {
                 "name": str(name),
-                "params": parse_policy_spec(str(name))[0].params(),
+                "params": policy.params(),
                 "reference": str(ds.reference.values[i]),
                 "acr": float(ds.acr[i]),
                 "mad": float(ds.mad[i]),
@@ -114,7 +113,7 @@ def _summary(ds, extra) -> dict:
         "seconds_per_sample": float(a["seconds_per_sample"]),
         "seconds_per_sample_source": a.get("seconds_per_sample_source"),
         "radius_grid": np.asarray(ds.radius_grid.values).tolist(),
-        "policies": policies,
+        "policies": rows,
         **extra,
     }
 
@@ -204,7 +203,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
 
     left = int(ds.attrs.get("n_images_left_out", 0))
     if as_json:
-        echo_json(_summary(ds, extra))
+        echo_json(_summary(ds, policies, extra))
         return
     a = ds.attrs
     sps = float(a["seconds_per_sample"])
