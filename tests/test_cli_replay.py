@@ -200,3 +200,12 @@ def test_help_imports_no_torch_numba_or_matplotlib():
                          cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert "ISS-AD-10-0.05" in res.stdout and "--export-cohen" in res.stdout
+
+
+def test_output_write_failure_names_the_option(store, tmp_path):
+    # A file where --plot's folder should be: the error names --plot and exits 2.
+    blocker = tmp_path / "figs"
+    blocker.write_text("not a folder")
+    res = _run(str(store), "-p", "IAS-0.1", "--no-progress", "--plot", str(blocker / "sub"))
+    assert res.exit_code == 2, res.output
+    assert "--plot" in res.output and "Traceback" not in res.output

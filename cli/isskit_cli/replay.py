@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import check_output_file, echo_json, library_errors
+from isskit_cli._common import check_output_file, echo_json, library_errors, writing
 
 __all__ = ["replay"]
 
@@ -189,17 +189,17 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
                      seconds_per_sample=seconds_per_sample, radius_grid=grid,
                      allow_incomplete=allow_incomplete, progress=progress)
     extra: dict = {}
-    try:
-        if out is not None:
+    if out is not None:
+        with writing("--out", out):
             extra["out"] = str(save_results(ds, out))
-        if export_cohen is not None:
+    if export_cohen is not None:
+        with writing("--export-cohen", export_cohen):
             extra["export_cohen"] = [str(p) for p in _export_cohen(ds, export_cohen)]
-        if plot_dir is not None:
-            from isskit.replay_plots import plot_all
+    if plot_dir is not None:
+        from isskit.replay_plots import plot_all
 
+        with writing("--plot", plot_dir):
             extra["plots"] = [str(p) for p in plot_all(ds, plot_dir)]
-    except OSError as exc:
-        raise click.UsageError(f"cannot write output: {exc}") from None
 
     left = int(ds.attrs.get("n_images_left_out", 0))
     if as_json:
