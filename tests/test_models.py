@@ -275,3 +275,49 @@ def test_imagenet_folder_transforms(tmp_path):
     img = Image.open(tmp_path / "val" / "n01443537" / "1.png").convert("RGB")
     resized = np.asarray(img.resize((341, 256), Image.BILINEAR), dtype=np.float32) / 255
     np.testing.assert_allclose(x[:, 0, 0].numpy(), resized[16, 58], atol=2 / 255)
+
+
+def test_cifar10_folder_in_torchvision_layout(tmp_path, monkeypatch):
+    """A folder in torchvision's CIFAR-10 layout loads as the test split, pixels in [0, 1]."""
+    import pickle
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    base = tmp_path / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, size=(5, 3 * 32 * 32), dtype=np.uint8)
+    labels = [3, 1, 4, 1, 5]
+    with (base / "test_batch").open("wb") as f:
+        pickle.dump({"data": rows, "labels": labels}, f)
+    with (base / "batches.meta").open("wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    # torchvision checks the md5 sums of the real files; these stand-ins share only the layout.
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *args, **kw: True)
+    data = load_dataset("cifar10", tmp_path)
+    assert data.num_classes == 10 and len(data.dataset) == 5
+    x, y = data.dataset[2]
+    assert y == 4 and tuple(x.shape) == (3, 32, 32)
+    # A CIFAR-10 row is the red plane, then green, then blue, each 32 x 32 row-major.
+    np.testing.assert_allclose(x.numpy(), rows[2].reshape(3, 32, 32) / 255.0, atol=1e-7)
+    # ... and `isskit sample` takes it end to end with a Cohen-format checkpoint.
+    from click.testing import CliRunner
+
+    from isskit.store import open_store
+    from isskit_cli.main import cli
+
+    net = build_model("cifar_resnet20")
+    ckpt = tmp_path / "ckpt.pth.tar"
+    torch.save({"arch": "cifar_resnet20",
+                "state_dict": {"1." + k: v for k, v in net[1].state_dict().items()}}, ckpt)
+    out = tmp_path / "cifar.h5"
+    res = CliRunner().invoke(cli, [
+        "sample", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--dataset", "cifar10",
+        "--data-root", str(tmp_path), "--sigma", "0.25", "--N", "20", "--batch", "10",
+        "--no-progress", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with open_store(out) as s:
+        assert s.complete.all() and s.num_classes == 10
+        np.testing.assert_array_equal(s.true_label, labels)
+        np.testing.assert_array_equal(s.image_index, np.arange(5))
+        assert s.labels().shape == (5, 20) and int(s.labels().max()) < 10
