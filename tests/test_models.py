@@ -302,9 +302,9 @@ def test_cifar10_folder_in_torchvision_layout(tmp_path, monkeypatch):
     np.testing.assert_allclose(x.numpy(), rows[2].reshape(3, 32, 32) / 255.0, atol=1e-7)
     # ... and `isskit sample` takes it end to end with a Cohen-format checkpoint.
     from click.testing import CliRunner
+    from isskit_cli.main import cli
 
     from isskit.store import open_store
-    from isskit_cli.main import cli
 
     net = build_model("cifar_resnet20")
     ckpt = tmp_path / "ckpt.pth.tar"
