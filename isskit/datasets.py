@@ -12,6 +12,7 @@ Never downloads: a folder that is not there is an error naming it.
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def _require_dir(path: Path, what: str) -> None:
         raise FileNotFoundError(f"{what} folder {path} does not exist")
 
 
-def load_dataset(name: str = "digits", root=None) -> LoadedDataset:
+def load_dataset(name: str = "digits", root=None, *, allow_partial: bool = False) -> LoadedDataset:
     """Return a test set by name.
 
     Parameters
@@ -90,13 +91,19 @@ def load_dataset(name: str = "digits", root=None) -> LoadedDataset:
         else ``root`` itself (one sub-folder per class, sorted names = class indices).
     root : str or Path, optional
         The folder for ``cifar10`` and ``imagenet``; not used by ``digits``.
+    allow_partial : bool, default False
+        Accept an ``imagenet`` folder whose class folders are ImageNet synsets
+        (``n01440764``, ...) but not all 1000 of them. Refused by default: the class index
+        is the position among the folders present, which is the ImageNet index (the
+        model's output) only when all 1000 are there, so true labels would be wrong.
 
     Raises
     ------
     FileNotFoundError
         The folder (or the CIFAR-10 files in it) is not there; the message names it.
     ValueError
-        An unknown name, or a missing ``root``.
+        An unknown name, a missing ``root``, or (without ``allow_partial``) an ImageNet
+        folder with some but not all of the 1000 synsets.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset ({name!r}) is not known; choose one of {', '.join(DATASETS)}")
@@ -127,4 +134,16 @@ def load_dataset(name: str = "digits", root=None) -> LoadedDataset:
     except (FileNotFoundError, RuntimeError) as exc:
         raise FileNotFoundError(f"no ImageNet class folders with images in {folder}: "
                                 f"{exc}") from exc
+    synsets = [c for c in data.classes if _SYNSET.fullmatch(c)]
+    if synsets and len(synsets) != 1000 and not allow_partial:
+        raise ValueError(
+            f"{folder} holds {len(data.classes)} class folders, {len(synsets)} of them ImageNet "
+            "synsets, not all 1000: class indices come from the sorted folder names, so the true "
+            "labels would not be the model's ImageNet indices. Point --data-root at the full "
+            "validation set and choose images with --indices, --skip or --max"
+        )
     return LoadedDataset(data, "imagenet val", len(data.classes))
+
+
+#: ImageNet's class folder names: WordNet noun synset ids.
+_SYNSET = re.compile(r"n\d{8}")

@@ -265,7 +265,10 @@ def test_imagenet_folder_transforms(tmp_path):
         for i in range(2):
             pixels = rng.integers(0, 256, size=(300, 400, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(tmp_path / "val" / cls / f"{i}.png")
-    data = load_dataset("imagenet", tmp_path)
+    # Two of ImageNet's 1000 synsets: their folder positions are not ImageNet's indices.
+    with pytest.raises(ValueError, match="2 of them ImageNet synsets, not all 1000"):
+        load_dataset("imagenet", tmp_path)
+    data = load_dataset("imagenet", tmp_path, allow_partial=True)
     assert len(data.dataset) == 4 and data.num_classes == 2
     x, y = data.dataset[3]
     assert x.shape == (3, 224, 224) and y == 1
@@ -321,3 +324,14 @@ def test_cifar10_folder_in_torchvision_layout(tmp_path, monkeypatch):
         np.testing.assert_array_equal(s.true_label, labels)
         np.testing.assert_array_equal(s.image_index, np.arange(5))
         assert s.labels().shape == (5, 20) and int(s.labels().max()) < 10
+
+
+def test_image_folder_with_own_class_names_is_accepted(tmp_path):
+    """The synset check applies to ImageNet folders only: a folder of one's own classes loads."""
+    from PIL import Image
+
+    for cls in ("cat", "dog", "fox"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(np.full((32, 48, 3), 7, dtype=np.uint8)).save(tmp_path / cls / "a.png")
+    data = load_dataset("imagenet", tmp_path)
+    assert data.num_classes == 3 and [y for _, y in data.dataset] == [0, 1, 2]
