@@ -31,6 +31,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    """Lay out, write and close a figure (closing frees it: sweeps draw many)."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _cost(ds):
     """The x axis: estimated minutes where the sampling time is known, else mean samples."""
     minutes = ds.est_minutes.values
@@ -106,11 +115,7 @@ def plot_acr_vs_time(ds, path) -> Path:
     ax.set_title(f"ACR against cost, {ds.sizes['image']} images, sigma = {ds.attrs['sigma']:g}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_certified_accuracy(ds, path) -> Path:
@@ -145,11 +150,7 @@ def plot_certified_accuracy(ds, path) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_k_hat(ds, path) -> Path | None:
@@ -182,11 +183,7 @@ def plot_k_hat(ds, path) -> Path | None:
     ax.set_title("ISS sample size per image")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, markerscale=2)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_all(ds, directory) -> list[Path]:
