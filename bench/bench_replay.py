@@ -120,7 +120,6 @@ def main() -> None:
     n_pol = len(policies)
     size_gb = store_path.stat().st_size / 1e9
 
-    from isskit.metrics import default_reference
     from isskit.replay import DEFAULT_MAX_BYTES, build_index, evaluate, index_blocks, replay
 
     # compile (or load from numba's cache) outside the timings
@@ -141,7 +140,7 @@ def main() -> None:
     for _, _block in store.iter_chunks(max_bytes=DEFAULT_MAX_BYTES):
         pass
     t_read = time.perf_counter() - t
-    refs = [default_reference(p, policies) for p in policies]
+    refs = [p.default_reference(policies) for p in policies]
     every = list(dict.fromkeys([*policies, *refs]))
     tracemalloc.start()
     t = time.perf_counter()

@@ -34,16 +34,14 @@ from isskit._provenance import make_attrs
 from isskit.metrics import (
     acr,
     certified_accuracy,
-    default_reference,
     est_minutes,
     mad,
     mean_samples,
     speedup,
     total_samples,
 )
-from isskit.policies import IAS, ISS, Cohen, parse_policies
-from isskit.psi import psi_table
-from isskit.stats import certified_radius, cp_interval, cp_lower
+from isskit.policies import CountPlan, RadiusPolicy, parse_policies
+from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
     "StreamIndex",
@@ -405,9 +403,8 @@ def _check_static_needs(policies, n, first_image):
     """Policies whose selection or fixed budget exceeds N fail for every image: say so now."""
     img = int(first_image[0]) if len(first_image) else 0
     for p in policies:
-        need = p.max_samples if isinstance(p, IAS | Cohen) else p.selection_size
-        if need > n:
-            raise _too_many(p, img, need, n)
+        if p.static_need > n:
+            raise _too_many(p, img, p.static_need, n)
 
 
 def _cp_lower(k_A, k, alpha):
@@ -450,53 +447,47 @@ def _cp_lower(k_A, k, alpha):
 class _Planner:
     """Per policy, the count range of every image: where it starts, how long, what it costs.
 
-    Everything that depends only on the pilot (its count's two-sided interval and the
-    k_hat psi gives it) is computed once per distinct pilot count and spread back, since a
-    pilot of k0 samples has at most k0 + 1 distinct counts.
+    A policy's plan depends on its selection count alone (:meth:`RadiusPolicy.plan`), and a
+    selection of m samples has at most m + 1 distinct counts: each policy is asked once per
+    distinct count of its checkpoint, and the answers are spread back over the images.
     """
 
     def __init__(self, index: StreamIndex, sigma: float, image_ids):
         self.index = index
         self.sigma = float(sigma)
         self.ids = index.rows if image_ids is None else np.asarray(image_ids)
-        self._pilots: dict = {}
+        self._distinct: dict = {}
         # per checkpoint, contiguous over images
         self.slot_T = np.ascontiguousarray(index.slot.T)
         self.modes_T = np.ascontiguousarray(index.modes.T)
 
-    def _pilot(self, j, k0, alpha):
-        key = (j, k0, alpha)
-        if key not in self._pilots:
+    def _counts(self, j):
+        if j not in self._distinct:
             uniq, inv = np.unique(self.index.mode_counts[:, j], return_inverse=True)
-            low, up = cp_interval(uniq, np.full(uniq.shape, k0), alpha)
-            self._pilots[key] = (np.atleast_1d(low), np.atleast_1d(up), inv.reshape(-1))
-        return self._pilots[key]
+            self._distinct[j] = (uniq.astype(np.int64), inv.reshape(-1))
+        return self._distinct[j]
 
     def plan(self, policy):
         """(column j, start, k, samples, k_hat), arrays of shape (n,) or scalars."""
         n = self.index.n_samples
+        if not isinstance(policy, RadiusPolicy):
+            raise ValueError(f"policy ({policy!r}) is not a radius policy")
         _check_static_needs([policy], n, self.ids[:1])
         j = self.index.column(policy.selection_size)
-        if isinstance(policy, IAS):
-            return j, 0, policy.n, policy.n, -1
-        if isinstance(policy, Cohen):
-            return j, policy.n0, policy.n, policy.n0 + policy.n, -1
-        if not isinstance(policy, ISS):
-            raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS")
-        low, up, inv = self._pilot(j, policy.k0, policy.alpha)
-        table = psi_table(policy.k_bar, policy.U, policy.decline, self.sigma, policy.alpha,
-                          policy.delta, mapping=policy.mapping)
-        k_hat = np.asarray(table.k_hat(low, up), dtype=np.int64).reshape(-1)[inv]
-        if policy.fresh:
-            start, samples = policy.k0, policy.k0 + k_hat
-        else:
-            start, samples = 0, np.maximum(policy.k0, k_hat)
-        over = start + k_hat > n
+        if policy.fixed_samples:
+            plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
+            return j, plan.start, plan.k, policy.samples_consumed(plan), plan.k_hat
+        x, inv = self._counts(j)
+        plan = policy.plan(x, sigma=self.sigma)
+        start, k, k_hat = (np.broadcast_to(np.asarray(v, np.int64), x.shape)[inv]
+                           for v in (plan.start, plan.k, plan.k_hat))
+        samples = policy.samples_consumed(CountPlan(start, k))
+        over = start + k > n
         if np.any(over):
             i = int(np.flatnonzero(over)[0])
-            raise _too_many(policy, int(self.ids[i]), int(start + k_hat[i]), n,
+            raise _too_many(policy, int(self.ids[i]), int(start[i] + k[i]), n,
                             int(over.sum()))
-        return j, start, k_hat, samples, k_hat
+        return j, start, k, samples, k_hat
 
 
 def _count_batch(index, planner, policies, out=None):
@@ -568,19 +559,42 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
             "samples": c["samples"][0], "k_hat": c["k_hat"][0]}
 
 
+def _missing(values):
+    """What a policy without a parameter gets in that coordinate, by the others' type."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, bool | np.bool_) for v in present):
+        return False
+    if all(isinstance(v, int | np.integer) for v in present):
+        return 0
+    if all(isinstance(v, int | float | np.number) for v in present):
+        return math.nan
+    return ""
+
+
+def _coord_value(v):
+    # tuples (a decision policy's stages) are stored as the spec writes them: 100/1000
+    return "/".join(str(x) for x in v) if isinstance(v, tuple) else v
+
+
 def _policy_coords(policies, references):
-    coords = {key: [] for key in _COORDS}
+    """Policy parameters as coordinates along ``policy``: every key any policy has."""
+    params = []
     for p in policies:
-        params = {**p.params(), "k_bar": p.k_bar}  # IAS and Cohen: their n
-        for key, missing in _COORDS.items():
-            coords[key].append(params.get(key, missing))
-    out = {
-        key: np.array(values, dtype=object if isinstance(_COORDS[key], str) else None)
-        for key, values in coords.items()
-    }
-    out["kind"] = out["kind"].astype(str)
-    out["decline"] = out["decline"].astype(str)
-    out["mapping"] = out["mapping"].astype(str)
+        d = {key: _coord_value(v) for key, v in p.params().items()}
+        if hasattr(p, "k_bar"):
+            d.setdefault("k_bar", p.k_bar)  # IAS and Cohen: their n
+        params.append(d)
+    keys = list(_COORDS) + list(dict.fromkeys(k for d in params for k in d if k not in _COORDS))
+    out = {}
+    for key in keys:
+        values = [d.get(key) for d in params]
+        fill = _COORDS[key] if key in _COORDS else _missing(values)
+        values = [fill if v is None else v for v in values]
+        if isinstance(fill, str):
+            out[key] = np.array([str(v) for v in values], dtype=str)
+        else:
+            out[key] = np.array(values)
+    out["validity"] = np.array([p.validity for p in policies], dtype=str)
     out["reference"] = np.array([r.name for r in references], dtype=str)
     return out
 
@@ -661,7 +675,7 @@ def replay(
     if not policies:
         raise ValueError("policies ([]) must name at least one policy")
     if reference is None:
-        references = [default_reference(p, policies) for p in policies]
+        references = [p.default_reference(policies) for p in policies]
     else:
         ref = parse_policies(reference)
         if len(ref) != 1:

@@ -9,7 +9,6 @@ import xarray as xr
 from scipy import stats as st
 
 from isskit._provenance import file_sha256
-from isskit.metrics import default_reference
 from isskit.policies import IAS, ISS, Cohen, parse_policies
 from isskit.psi import psi_table
 from isskit.replay import build_index, load_results, replay, save_results
@@ -98,7 +97,7 @@ def test_values_match_the_reference(results, store_path):
         np.testing.assert_array_equal(got.prediction, want["prediction"])
         np.testing.assert_array_equal(got.samples, want["samples"])
         np.testing.assert_allclose(got.radius, want["radius"], rtol=0, atol=1e-12)
-        r = default_reference(p, parse_policies(SPECS))
+        r = p.default_reference(parse_policies(SPECS))
         ref_rad = ref.ref_replay(labels, r, SIGMA, psi_table)["radius"]
         assert float(got.acr) == pytest.approx(
             ref.ref_acr(want["prediction"], want["radius"], true), abs=1e-12)
@@ -138,7 +137,7 @@ def test_given_reference_seconds_and_grid(store_path):
 def test_open_store_object_and_prebuilt_index(store_path, results):
     pols = parse_policies(SPECS)
     with open_store(store_path) as store:
-        every = pols + [default_reference(p, pols) for p in pols]
+        every = pols + [p.default_reference(pols) for p in pols]
         index = build_index(store, every, max_bytes=2 * N * 3)  # 3 rows per block
         ds = replay(store, SPECS, index=index)
     xr.testing.assert_equal(ds.drop_attrs(), results.drop_attrs())
