@@ -66,15 +66,17 @@ def _table(ds) -> str:
     cols = _table_radii(ds.radius_grid.values)
     radii = ds.radius_grid.values[cols]
     width = max([len("Policy")] + [len(str(p)) for p in ds.policy.values])
+    vwidth = max([len("Validity")] + [len(str(v)) for v in ds.validity.values])
     head = (
-        f"{'Policy':<{width}}  {'Avg samples':>11}  {'Time (min)':>10}  {'Speed-up':>8}  "
+        f"{'Policy':<{width}}  {'Validity':<{vwidth}}  {'Avg samples':>11}  {'Time (min)':>10}  {'Speed-up':>8}  "
         f"{'MAD':>6}  {'ACR':>6}  " + "  ".join(f"{r:>6.2f}" for r in radii)
     )
     lines = [head, "-" * len(head)]
     for i, name in enumerate(ds.policy.values):
         ca = ds.certified_accuracy.values[i, cols] * 100
         lines.append(
-            f"{name!s:<{width}}  {_fmt(float(ds.mean_samples[i]), '11.0f')}  "
+            f"{name!s:<{width}}  {ds.validity.values[i]!s:<{vwidth}}  "
+            f"{_fmt(float(ds.mean_samples[i]), '11.0f')}  "
             f"{_fmt(float(ds.est_minutes[i]), '10.1f')}  {_fmt(float(ds.speedup[i]), '7.2f')}x  "
             f"{float(ds.mad[i]):6.3f}  {float(ds.acr[i]):6.3f}  "
             + "  ".join(f"{v:6.1f}" for v in ca)
@@ -92,6 +94,7 @@ def _summary(ds, policies, extra) -> dict:
             {
                 "name": str(name),
                 "params": policy.params(),
+                "validity": policy.validity,
                 "reference": str(ds.reference.values[i]),
                 "acr": float(ds.acr[i]),
                 "mad": float(ds.mad[i]),
