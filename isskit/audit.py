@@ -22,8 +22,9 @@ Two computations, which check each other:
   reaches the failure threshold. That count is ``Binomial(k, p)`` on a range after the
   selection (Cohen, fresh ISS); on a range from 0 that covers the selection (IAS, ISS
   reusing its pilot with ``k_hat >= k0``) it is ``pilot + Binomial(k - k0, p)``, and on a
-  range inside it ``Hypergeometric(k0, pilot, k)`` (ISS with ``k_hat < k0``). These are exactly the distributions of the counts a replay over a
-  stream of i.i.d. samples takes, given the pilot count.
+  range inside it ``Hypergeometric(k0, pilot, k)`` (ISS with ``k_hat < k0``). These are
+  exactly the distributions of the counts a replay over a stream of i.i.d. samples takes,
+  given the pilot count.
 * :func:`simulate`, Monte Carlo: draws the same counts for ``trials`` independent images
   (the shortcut: counts, not streams, since only counts enter the certificate) and
   reports the failure rate with a two-sided Clopper-Pearson interval. ``tests/test_audit.py``

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import betainc, ndtr, ndtri
 
+from isskit._bisect import bisect, bisect_float
 from isskit._validate import (
     check_alpha,
     check_decline,
@@ -103,30 +104,24 @@ def _bisect_betainc(p, q_star, k_bar, alpha) -> np.ndarray:
     the search runs on ``betainc``; the caller re-checks the answer with the exact
     inverse. Assumes the predicate is monotone in k (see :func:`psi_exact`).
     """
-    lo = np.zeros(p.shape, dtype=np.int64)  # fails (k = 0: no samples)
-    hi = np.full(p.shape, k_bar, dtype=np.int64)  # meets: decline(k_bar) = 0 <= U
-    while True:
-        todo = hi - lo > 1
-        if not np.any(todo):
-            return hi
-        mid = (lo + hi) // 2
+
+    def meets(mid, rows):
         kf = mid.astype(np.float64)
-        a = p * kf
-        ok = betainc(a, kf - a + 1.0, q_star) <= alpha
-        hi = np.where(todo & ok, mid, hi)
-        lo = np.where(todo & ~ok, mid, lo)
+        a = p[rows] * kf
+        return betainc(a, kf - a + 1.0, q_star[rows]) <= alpha
+
+    # k = 0 fails (no samples); k_bar meets (decline(k_bar) = 0 <= U)
+    _, hi = bisect(np.zeros(p.shape, np.int64), np.full(p.shape, k_bar, np.int64), meets)
+    return hi
 
 
 def _bisect_exact(p, r_bar, k_bar, U, decline, sigma, alpha) -> np.ndarray:
     """Bisection on the exact predicate (:func:`_meets`); the fallback of the fast search."""
-    lo = np.zeros(p.shape, dtype=np.int64)
-    hi = np.full(p.shape, k_bar, dtype=np.int64)
-    while np.any(hi - lo > 1):
-        todo = hi - lo > 1
-        mid = (lo + hi) // 2
-        ok = _meets(mid, p, r_bar, U, decline, sigma, alpha)
-        hi = np.where(todo & ok, mid, hi)
-        lo = np.where(todo & ~ok, mid, lo)
+
+    def meets(mid, rows):
+        return _meets(mid, p[rows], r_bar[rows], U, decline, sigma, alpha)
+
+    _, hi = bisect(np.zeros(p.shape, np.int64), np.full(p.shape, k_bar, np.int64), meets)
     return hi
 
 
@@ -606,15 +601,11 @@ def _threshold_cells(k) -> np.ndarray:
 
 def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
     """The smallest float p in (lo, hi] where the target radius is > 0 (bisection to an ulp)."""
-    while True:
-        mid = 0.5 * (lo + hi)
-        if mid <= lo or mid >= hi:
-            return hi
-        r_bar = np.asarray(expected_radius(k_bar, mid, sigma, alpha))
-        if _target(r_bar, U, decline) > 0:
-            hi = mid
-        else:
-            lo = mid
+
+    def positive(p):
+        return bool(_target(np.asarray(expected_radius(k_bar, p, sigma, alpha)), U, decline) > 0)
+
+    return bisect_float(lo, hi, positive)
 
 
 def _threshold_samples(lo, hi, k_bar, U, decline, sigma, alpha) -> np.ndarray:
