@@ -48,6 +48,7 @@ from isskit.stats import cp_interval, cp_lower
 __all__ = [
     "DEFAULT_P_A",
     "AuditRow",
+    "Simulation",
     "audit",
     "default_policies",
     "failure_probability",
@@ -253,7 +254,32 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
 # --------------------------------------------------------------------------- Monte Carlo
 
 
-def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5) -> dict:
+@dataclass(frozen=True)
+class Simulation:
+    """Counts a replay would take for independent images of a known p_A (:func:`simulate`).
+
+    Attributes
+    ----------
+    prediction : ndarray of int64
+        0 the top class, 1 the runner-up, -1 an abstention.
+    p_lower : ndarray of float64
+        The certificate's bound (0 without an estimate).
+    samples : ndarray of int64
+        Samples consumed.
+    p_true : ndarray of float64
+        True probability of the chosen class.
+    failure : ndarray of bool
+        Certified with ``p_lower`` above ``p_true``.
+    """
+
+    prediction: np.ndarray
+    p_lower: np.ndarray
+    samples: np.ndarray
+    p_true: np.ndarray
+    failure: np.ndarray
+
+
+def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5) -> Simulation:
     """Draw the counts a replay would take for ``trials`` independent images.
 
     Parameters
@@ -271,10 +297,8 @@ def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5) -> dict:
 
     Returns
     -------
-    dict
-        Arrays per image: ``prediction`` (0 top class, 1 runner-up, -1 abstain),
-        ``p_lower``, ``samples`` (consumed), ``p_true`` (true probability of the chosen
-        class) and ``failure``.
+    Simulation
+        Arrays, one entry per image.
     """
     policy = _check_policy(policy)
     p = _check_p(p_A)
@@ -294,13 +318,13 @@ def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5) -> dict:
     p_lower = np.where(k > 0, cp_lower(count, np.maximum(k, 1), policy.alpha), 0.0)
     certified = (k > 0) & (p_lower >= 0.5)
     prediction = np.where(certified, np.where(top, 0, 1), -1)
-    return {
-        "prediction": prediction,
-        "p_lower": p_lower,
-        "samples": np.array(samples),
-        "p_true": p_c,
-        "failure": certified & (p_lower > p_c),
-    }
+    return Simulation(
+        prediction=prediction,
+        p_lower=p_lower,
+        samples=np.array(samples),
+        p_true=p_c,
+        failure=certified & (p_lower > p_c),
+    )
 
 
 def audit(
@@ -358,10 +382,10 @@ def audit(
             if trials:
                 rng = np.random.default_rng(seeds[i * len(ps) + j])
                 sim = simulate(policy, p, trials, rng, sigma)
-                failures = int(sim["failure"].sum())
+                failures = int(sim.failure.sum())
                 lo, hi = cp_interval(failures, trials, 1.0 - confidence)
-                certified = float(np.mean(sim["prediction"] >= 0))
-                mean_samples = float(np.mean(sim["samples"]))
+                certified = float(np.mean(sim.prediction >= 0))
+                mean_samples = float(np.mean(sim.samples))
             else:
                 failures, lo, hi, certified, mean_samples = 0, 0.0, 1.0, np.nan, np.nan
             rows.append(

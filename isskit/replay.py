@@ -44,6 +44,7 @@ from isskit.policies import CountPlan, RadiusPolicy, parse_policies
 from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
+    "PolicyResult",
     "StreamIndex",
     "build_index",
     "evaluate",
@@ -528,14 +529,39 @@ def _certify(chosen, k_A, k, alpha, sigma):
 _BATCH_CELLS = 2_000_000
 
 
-def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
+@dataclass(frozen=True)
+class PolicyResult:
+    """One radius policy replayed over every stream of an index (:func:`evaluate`).
+
+    Attributes
+    ----------
+    prediction : ndarray of int64
+        The class certified, -1 for an abstention.
+    radius : ndarray of float64
+        ``sigma * Phi^-1(p_lower)``, 0 when abstaining.
+    p_lower : ndarray of float64
+        One-sided Clopper-Pearson bound; NaN where no estimate was made (``k = 0``).
+    samples : ndarray of int64
+        Samples consumed.
+    k_hat : ndarray of int64
+        The input-specific sample size (-1 for policies whose size is fixed).
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    p_lower: np.ndarray
+    samples: np.ndarray
+    k_hat: np.ndarray
+
+
+def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> PolicyResult:
     """Replay one policy over every stream of an index.
 
     Parameters
     ----------
     index : StreamIndex
         Built for (at least) this policy's selection size.
-    policy : Cohen, IAS or ISS
+    policy : RadiusPolicy
         The policy.
     sigma : float
         Noise level of the store (for the radius and ISS's mapping psi).
@@ -544,9 +570,8 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
 
     Returns
     -------
-    dict of ndarray, each of shape (n,)
-        ``prediction`` (int64, -1 abstains), ``radius``, ``p_lower`` (NaN where no estimate
-        was made), ``samples`` (int64), ``k_hat`` (int64; -1 for policies other than ISS).
+    PolicyResult
+        Arrays of shape (n,).
 
     Raises
     ------
@@ -555,8 +580,8 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
     """
     c = _count_batch(index, _Planner(index, sigma, image_ids), [policy])
     prediction, radius, p_lower = _certify(c["chosen"], c["k_A"], c["k"], [policy.alpha], sigma)
-    return {"prediction": prediction[0], "radius": radius[0], "p_lower": p_lower[0],
-            "samples": c["samples"][0], "k_hat": c["k_hat"][0]}
+    return PolicyResult(prediction=prediction[0], radius=radius[0], p_lower=p_lower[0],
+                        samples=c["samples"][0], k_hat=c["k_hat"][0])
 
 
 def _missing(values):

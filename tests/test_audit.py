@@ -103,7 +103,7 @@ def test_iss_below_and_above_pilot_both_exercised():
     for decline in ("ad", "rd"):
         policy = ISS(k_bar=3000, U=0.1, decline=decline, k0=300, alpha=0.05, delta=0.01)
         sim = simulate(policy, 0.93, 5_000, np.random.default_rng(0), sigma=0.5)
-        assert np.mean(sim["samples"] == 300) > 0.1 and np.mean(sim["samples"] > 300) > 0.1
+        assert np.mean(sim.samples == 300) > 0.1 and np.mean(sim.samples > 300) > 0.1
 
 
 @pytest.mark.parametrize(
@@ -210,11 +210,11 @@ def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
         sim = simulate(policy, p, 20_000, np.random.default_rng(5), sigma=0.5)
         replayed = np.asarray(r.samples)
         if np.ptp(replayed) > 0:
-            assert st.ks_2samp(replayed, sim["samples"]).pvalue > 1e-3, policy.name
+            assert st.ks_2samp(replayed, sim.samples).pvalue > 1e-3, policy.name
         else:
-            assert np.all(sim["samples"] == replayed[0])
-        c_rep, c_sim = int(np.sum(pred >= 0)), int(np.sum(sim["prediction"] >= 0))
+            assert np.all(sim.samples == replayed[0])
+        c_rep, c_sim = int(np.sum(pred >= 0)), int(np.sum(sim.prediction >= 0))
         table = [[c_rep, T - c_rep], [c_sim, 20_000 - c_sim]]
         assert st.fisher_exact(table).pvalue > 1e-3, (policy.name, table)
         # and the failure rates agree in the large: both near the exact probability
-        assert abs(failures / T - sim["failure"].mean()) < 0.05
+        assert abs(failures / T - sim.failure.mean()) < 0.05

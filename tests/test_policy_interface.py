@@ -115,7 +115,7 @@ def test_toy_policy_replays_audits_exports(toy, store_path, tmp_path):
                 total += st.binom.pmf(x0, 25, p) * st.binom.pmf(y, x, pc)
     assert exact == pytest.approx(total, rel=1e-9, abs=1e-15)
     sim = simulate(policy, p, 20_000, np.random.default_rng(0), sigma=SIGMA)
-    assert np.all(sim["samples"] >= 25) and np.all(sim["samples"] <= 50)
+    assert np.all(sim.samples >= 25) and np.all(sim.samples <= 50)
     (row,) = audit([policy], [p], trials=20_000, sigma=SIGMA)
     assert row.ci_low <= exact <= row.ci_high
 
