@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._extras import require_extra
 from isskit.metrics import certified_accuracy
 
 __all__ = ["plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
@@ -23,7 +24,7 @@ MAX_FAMILIES = 8
 
 
 def _plt():
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "plot", "figures (--plot)")
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -20,10 +20,14 @@ def library_errors() -> Iterator[None]:
     """Turn a library ``ValueError`` into a click usage error: exit status 2, no traceback.
 
     The library's messages already name the bad value, so they are passed on as they are.
+    A missing optional dependency (:class:`isskit.MissingExtraError`) is a usage error too:
+    its message is the ``pip install`` line.
     """
+    from isskit import MissingExtraError
+
     try:
         yield
-    except ValueError as exc:
+    except (ValueError, MissingExtraError) as exc:
         raise click.UsageError(str(exc)) from None
 
 

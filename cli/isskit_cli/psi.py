@@ -138,6 +138,10 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
 
 def _check_plot_format(path) -> None:
     """Refuse a --plot file whose suffix matplotlib cannot write, before any work."""
+    from isskit import require_extra
+
+    with library_errors():
+        require_extra("matplotlib", "plot", "--plot")
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = FigureCanvasBase.get_supported_filetypes()

@@ -182,6 +182,11 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     for d, opt in ((export_cohen, "--export-cohen"), (plot_dir, "--plot")):
         if d is not None and d.exists() and not d.is_dir():
             raise click.UsageError(f"{opt} {d} exists and is not a directory")
+    if plot_dir is not None:
+        from isskit import require_extra
+
+        with library_errors():  # before the replay, not after it
+            require_extra("matplotlib", "plot", "--plot")
 
     from isskit.replay import export_cohen as _export_cohen
     from isskit.replay import replay as _replay

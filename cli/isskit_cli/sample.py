@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import check_output_file, echo_json
+from isskit_cli._common import check_output_file, echo_json, library_errors
 
 __all__ = ["sample"]
 
@@ -162,8 +162,12 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         N = DEFAULT_N
     _check_out(out)
 
+    from isskit import require_extra
     from isskit._validate import check_positive_int, check_sample_size, check_sigma
     from isskit.store import StoreError, StoreLockedError, StoreMismatchError
+
+    with library_errors():
+        require_extra("torch", "torch", "isskit sample")
 
     try:
         check_sigma(sigma)
