@@ -68,7 +68,8 @@ def _table(ds) -> str:
     width = max([len("Policy")] + [len(str(p)) for p in ds.policy.values])
     vwidth = max([len("Validity")] + [len(str(v)) for v in ds.validity.values])
     head = (
-        f"{'Policy':<{width}}  {'Validity':<{vwidth}}  {'Avg samples':>11}  {'Time (min)':>10}  {'Speed-up':>8}  "
+        f"{'Policy':<{width}}  {'Validity':<{vwidth}}  {'Avg samples':>11}  "
+        f"{'Time (min)':>10}  {'Speed-up':>8}  "
         f"{'MAD':>6}  {'ACR':>6}  " + "  ".join(f"{r:>6.2f}" for r in radii)
     )
     lines = [head, "-" * len(head)]
