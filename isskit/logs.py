@@ -612,7 +612,7 @@ def import_log(
 ) -> ImportResult:
     """Turn a Cohen-format certification log into a synthetic stream store.
 
-    Each row becomes an i.i.d. label stream (:func:`isskit.synthetic.write_synthetic_store`,
+    Each row becomes an i.i.d. label stream (:func:`isskit.studies.synthetic.write_synthetic_store`,
     seeded per row by ``(seed, idx)``) whose top class is drawn with the p_A the log
     implies:
 
@@ -676,7 +676,7 @@ def import_log(
         reproduces, the lines and every (n, alpha) pair tried; for a missing sigma or
         class count, what to pass.
     """
-    from isskit.synthetic import OTHER_RULES, write_synthetic_store
+    from isskit.studies.synthetic import OTHER_RULES, write_synthetic_store
 
     path = Path(path)
     log = read_cohen_log(path)

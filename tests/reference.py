@@ -124,7 +124,7 @@ def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
 
 
 # ---------------------------------------------------------------------------------------------
-# replay (issue 4): twins of isskit._kernels / isskit.replay / isskit.metrics.
+# replay (issue 4): twins of isskit.replay._kernels / isskit.replay / isskit.replay.metrics.
 # Per image, plain loops over the raw labels; Beta quantiles from scipy.stats.beta.ppf.
 # ---------------------------------------------------------------------------------------------
 

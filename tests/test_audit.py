@@ -1,5 +1,5 @@
-"""isskit.audit: exact failure probabilities against a slow scipy enumeration, the Monte Carlo
-shortcut against the exact values, and the CLI.
+"""isskit.studies.audit: exact failure probabilities against a slow scipy enumeration, the
+Monte Carlo shortcut against the exact values, and the CLI.
 
 The slow reference enumerates every pilot count and every final count, with scipy.stats
 (beta.ppf for the bounds, binom / hypergeom pmf for the probabilities) and no isskit.stats.
@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from isskit_cli.main import cli
 from scipy import stats as st
 
-from isskit.audit import audit, failure_probability, simulate
 from isskit.policies import IAS, ISS, Cohen
 from isskit.psi import psi_table
+from isskit.studies.audit import audit, failure_probability, simulate
 
 
 def _lower(y, k, alpha):
@@ -186,7 +186,7 @@ def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
     # failure counts against the exact probability (binomial test), and the samples consumed
     # and certified shares against the shortcut's simulation (two-sample tests).
     from isskit.replay import replay
-    from isskit.synthetic import write_synthetic_store
+    from isskit.studies.synthetic import write_synthetic_store
 
     T = 3000
     policies = [

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from isskit_cli.main import cli
 
 from isskit.replay import load_results, replay
-from isskit.synthetic import realistic_p_A, write_synthetic_store
+from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'cli'}"}

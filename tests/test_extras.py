@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.synthetic import write_synthetic_store
 
 REPO = Path(__file__).resolve().parents[1]
 LOG = REPO / "data" / "published" / "certify-logs" / \

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isskit.metrics import (
+from isskit.policies import IAS, ISS, Cohen
+from isskit.replay.metrics import (
     acr,
     certified_accuracy,
     est_minutes,
@@ -14,7 +15,6 @@ from isskit.metrics import (
     speedup,
     total_samples,
 )
-from isskit.policies import IAS, ISS, Cohen
 from tests import reference as ref
 
 # Four images, worked by hand: true labels 1, 2, 3, 4.

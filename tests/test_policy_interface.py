@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from isskit.audit import audit, failure_probability, simulate
 from isskit.policies import KINDS, CountPlan, RadiusPolicy, parse_policy_spec, register
 from isskit.replay import export_cohen, replay
 from isskit.store import open_store
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.audit import audit, failure_probability, simulate
+from isskit.studies.synthetic import write_synthetic_store
 
 N, C, SIGMA, ALPHA = 400, 3, 0.5, 0.01
 

@@ -13,7 +13,7 @@ from isskit.policies import IAS, ISS, Cohen, parse_policies
 from isskit.psi import psi_table
 from isskit.replay import build_index, load_results, replay, save_results
 from isskit.store import StoreError, open_for_writing, open_store
-from isskit.synthetic import realistic_p_A, write_synthetic_store
+from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 from tests import reference as ref
 
 N = 3000

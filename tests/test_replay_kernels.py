@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from isskit import _cbeta, _kernels
 from isskit.policies import IAS, ISS, Cohen
 from isskit.psi import psi_table
-from isskit.replay import _cp_lower, evaluate, index_blocks
+from isskit.replay.engine import _cbeta, _cp_lower, _kernels, evaluate, index_blocks
 from isskit.stats import cp_lower
 from tests import reference as ref
 

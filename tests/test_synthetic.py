@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from isskit.store import StoreMismatchError, open_store
-from isskit.synthetic import (
+from isskit.studies.synthetic import (
     DEFAULT_SOURCE,
     read_recovered,
     realistic_p_A,
@@ -222,7 +222,7 @@ def test_realistic_p_A_other_source_and_errors(published):
 def test_one_data_folder_variable(tmp_path, monkeypatch):
     """ISSKIT_DATA names one folder laid out like data/: published logs and shipped files."""
     from isskit._data import data_file
-    from isskit.synthetic import published_dir
+    from isskit.studies.synthetic import published_dir
 
     (tmp_path / "published" / "recovered").mkdir(parents=True)
     (tmp_path / "digits").mkdir()

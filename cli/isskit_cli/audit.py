@@ -1,6 +1,6 @@
 """``isskit audit``: measure each policy's failure rate on streams with a known p_A.
 
-Parses options, calls :func:`isskit.audit.audit`, prints a table or one JSON object. No
+Parses options, calls :func:`isskit.studies.audit.audit`, prints a table or one JSON object. No
 statistics here.
 """
 
@@ -52,9 +52,9 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json, progress):
     import numpy as np
 
     from isskit._progress import progress_bar
-    from isskit.audit import audit as run_audit
-    from isskit.audit import default_policies
     from isskit.policies import parse_policies
+    from isskit.studies.audit import audit as run_audit
+    from isskit.studies.audit import default_policies
 
     with library_errors():
         ps = parse_floats(p_A, "p_A")

@@ -189,9 +189,9 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
         with library_errors():  # before the replay, not after it
             require_extra("matplotlib", "plot", "--plot")
 
-    from isskit.replay import export_cohen as _export_cohen
-    from isskit.replay import replay as _replay
     from isskit.replay import save_results
+    from isskit.replay.engine import export_cohen as _export_cohen
+    from isskit.replay.engine import replay as _replay
 
     with library_errors():
         ds = _replay(store, policies, reference=reference,
@@ -205,7 +205,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
         with writing("--export-cohen", export_cohen):
             extra["export_cohen"] = [str(p) for p in _export_cohen(ds, export_cohen)]
     if plot_dir is not None:
-        from isskit.replay_plots import plot_all
+        from isskit.replay.plots import plot_all
 
         with writing("--plot", plot_dir):
             extra["plots"] = [str(p) for p in plot_all(ds, plot_dir)]

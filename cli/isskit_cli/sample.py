@@ -209,7 +209,8 @@ def _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip
          indices, seed, device, amp, channels_last, num_classes, out, progress):
     import dataclasses
 
-    from isskit import datasets, models, sampling
+    from isskit import sampling
+    from isskit.sampling import datasets, models
 
     if model_spec:
         loaded = models.load_factory(model_spec)

@@ -1,6 +1,6 @@
 """``isskit verify``: check Propositions 1 and 2 for one ISS mapping table.
 
-Parses options, calls :func:`isskit.verify.verify`, prints "holds" or the worst
+Parses options, calls :func:`isskit.psi.verify.verify`, prints "holds" or the worst
 violation, and exits 0 when both hold, 1 when one is violated (2: bad input).
 """
 
@@ -43,7 +43,7 @@ def verify(ctx, k_bar, U, decline, sigma, alpha, delta, mapping, as_json, fine, 
     \b
         isskit verify --k-bar 100000 --U 0.01 --decline rd --sigma 0.5
     """
-    from isskit.verify import verify as run_verify
+    from isskit.psi.verify import verify as run_verify
 
     with library_errors():
         k_bars, Us = parse_list(k_bar, "k_bar"), parse_list(U, "U")

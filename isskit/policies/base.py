@@ -4,7 +4,7 @@ A policy is a frozen, self-validating dataclass deriving from :class:`Policy`. I
 says everything about it (DESIGN.md, "A policy is one unit"): its parameters and their
 checks, which samples of a stream it reads in which order, how it decides from counts,
 what it consumes and its validity class. Replay (:mod:`isskit.replay`), the validity audit
-(:mod:`isskit.audit`), the oracle comparison and online certification all execute that one
+(:mod:`isskit.studies.audit`), the oracle comparison and online certification all execute that one
 definition; none of them knows a policy class by name.
 
 A *radius policy* (:class:`RadiusPolicy`, "what radius can I certify?") works in two steps

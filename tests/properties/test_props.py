@@ -15,8 +15,8 @@ from scipy import stats as sst
 from strategies import alphas, k_bars, mapping_params, sigmas
 
 from isskit.psi import psi_exact, psi_table
+from isskit.psi.verify import verify
 from isskit.stats import cp_interval, cp_lower, expected_radius
-from isskit.verify import verify
 
 
 @given(mapping_params(), st.sampled_from(["paper", "sup"]))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from isskit._extras import require_extra
-from isskit.metrics import certified_accuracy
+from isskit.replay.metrics import certified_accuracy
 
 __all__ = ["plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
 

@@ -1,6 +1,6 @@
 """Replay certification policies over stored label streams, offline: no model, no GPU.
 
-Three layers (DESIGN.md): :mod:`isskit._kernels` (numba, arrays only) answers counting
+Three layers (DESIGN.md): :mod:`isskit.replay._kernels` (numba, arrays only) answers counting
 queries; this module reads the store once into a :class:`StreamIndex` (:func:`build_index`),
 evaluates each policy over it (:func:`evaluate`) and labels the results as one
 ``xarray.Dataset`` (:func:`replay`, layout in DESIGN.md "Results"); the CLI prints and plots.
@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from isskit import _cbeta, _kernels
 from isskit._progress import progress_bar
 from isskit._provenance import make_attrs
-from isskit.metrics import (
+from isskit.policies import CountPlan, RadiusPolicy, parse_policies
+from isskit.replay import _cbeta, _kernels
+from isskit.replay.metrics import (
     acr,
     certified_accuracy,
     est_minutes,
@@ -40,7 +41,6 @@ from isskit.metrics import (
     speedup,
     total_samples,
 )
-from isskit.policies import CountPlan, RadiusPolicy, parse_policies
 from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
@@ -76,7 +76,7 @@ _COORDS = {
 
 @dataclass
 class StreamIndex:
-    """Everything the policies need from a store, read in one pass (see :mod:`isskit._kernels`).
+    """Everything the policies need from a store, read in one pass (:mod:`isskit.replay._kernels`).
 
     Attributes
     ----------
@@ -652,7 +652,7 @@ def replay(
         Policies or specs (:func:`isskit.policies.parse_policy_spec`); specs expand to grids.
     reference : str or policy, optional
         One policy every policy's MAD and speed-up are measured against. Default: per policy
-        :func:`isskit.metrics.default_reference` (``IAS(k_bar, alpha)``).
+        :func:`isskit.replay.metrics.default_reference` (``IAS(k_bar, alpha)``).
     seconds_per_sample : float, optional
         Seconds per sample for the estimated runtime; default the store's measured rate.
     radius_grid : array_like of float, optional

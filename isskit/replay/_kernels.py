@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from isskit import _cbeta
+from isskit.replay import _cbeta
 
 __all__: list[str] = []
 

@@ -226,7 +226,7 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
 
     Examples
     --------
-    >>> from isskit.audit import failure_probability
+    >>> from isskit.studies.audit import failure_probability
     >>> from isskit.policies import Cohen
     >>> bool(failure_probability(Cohen(n0=100, n=10_000), 0.9) <= 0.001)
     True

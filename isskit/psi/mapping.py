@@ -148,7 +148,7 @@ def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
     search relies on ("k meets, k - 1 fails" is then the global minimum). That is
     checked, not assumed: a Hypothesis property in the tests, exhaustive scans recorded
     in ``docs/mapping.md``, and
-    :func:`isskit.verify.verify` with ``check_minimal=True`` scans every k below psi for
+    :func:`isskit.psi.verify.verify` with ``check_minimal=True`` scans every k below psi for
     the user's parameters. For ``alpha >= 1/2`` the bound is not monotone in k (above the
     median, more samples pull the quantile down towards p), and this function scans k
     upward instead, which finds the exact minimum without that assumption.
@@ -578,7 +578,7 @@ def _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha) -> np.ndarra
 
     Where psi is monotone across a cell its sup is at one of the cell's ends, so the
     neighbour max is the sup (that psi is monotone inside every other cell is what
-    :mod:`isskit.verify` checks on a fine grid). The cells where the target radius
+    :mod:`isskit.psi.verify` checks on a fine grid). The cells where the target radius
     turns positive hold a jump of psi from 0 up to its right limit at the sign change
     p0 (k_bar itself for RD, where R(k_bar, p0) = 0 leaves no room for any decline);
     there psi is evaluated on points packed geometrically towards p0.

@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import betainc, ndtr
 
-from isskit import psi as _psi
 from isskit._progress import progress_bar
 from isskit._validate import check_positive_int, check_sample_size
+from isskit.psi import mapping as _psi
 from isskit.stats import cp_interval, expected_radius
 
 __all__ = ["VerifyResult", "Violation", "verify", "verify_table"]
