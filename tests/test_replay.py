@@ -11,7 +11,6 @@ from scipy import stats as st
 from isskit._provenance import file_sha256
 from isskit.metrics import default_reference
 from isskit.policies import IAS, ISS, Cohen, parse_policies
-from isskit.psi import psi_table
 from isskit.replay import build_index, load_results, replay, save_results
 from isskit.store import StoreError, open_for_writing, open_store
 from isskit.synthetic import realistic_p_A, write_synthetic_store
@@ -93,13 +92,13 @@ def test_values_match_the_reference(results, store_path):
         labels = store.labels()
         true = store.true_label
     for p in parse_policies(SPECS):
-        want = ref.ref_replay(labels, p, SIGMA, psi_table)
+        want = ref.ref_replay(labels, p, SIGMA)
         got = results.sel(policy=p.name)
         np.testing.assert_array_equal(got.prediction, want["prediction"])
         np.testing.assert_array_equal(got.samples, want["samples"])
         np.testing.assert_allclose(got.radius, want["radius"], rtol=0, atol=1e-12)
         r = default_reference(p, parse_policies(SPECS))
-        ref_rad = ref.ref_replay(labels, r, SIGMA, psi_table)["radius"]
+        ref_rad = ref.ref_replay(labels, r, SIGMA)["radius"]
         assert float(got.acr) == pytest.approx(
             ref.ref_acr(want["prediction"], want["radius"], true), abs=1e-12)
         assert float(got.mad) == pytest.approx(ref.ref_mad(want["radius"], ref_rad), abs=1e-12)
