@@ -149,7 +149,13 @@ def test_netcdf_round_trip(results, tmp_path):
     xr.testing.assert_identical(back, results)
     assert back.fresh.dtype == bool and back.prediction.dtype == np.int64
     with h5py.File(path) as f:  # really netCDF-4 (HDF5 underneath), written by h5netcdf
-        assert "_NCProperties" in f.attrs or "prediction" in f
+        # the netCDF-4 format stamps "_NCProperties" ("version=2,<library>=<version>,...")
+        props = f.attrs["_NCProperties"]
+        props = props.decode() if isinstance(props, bytes) else str(props)
+        assert props.startswith("version=2,h5netcdf="), props
+        # variables are HDF5 datasets attached to their dimension scales
+        assert f["prediction"].attrs["DIMENSION_LIST"].shape == (2,)
+        assert f["policy"].attrs["CLASS"] == b"DIMENSION_SCALE"
 
 
 def test_unknown_sampling_time_gives_nan_minutes(tmp_path):
@@ -205,9 +211,16 @@ def test_policy_needing_more_than_the_streams_hold(store_path):
         replay(store_path, [ISS(3000, 0.01, "ad", k0=1000, delta=0.01, fresh=True)])
 
 
-@pytest.mark.parametrize("bad", ["bogus n=1", "ias n=0", []])
-def test_bad_policies(store_path, bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("bogus n=1", r"unknown policy kind 'bogus'"),
+        ("ias n=0", r"n \(0\) must be an integer >= 1"),
+        ([], r"policies \(\[\]\) must name at least one policy"),
+    ],
+)
+def test_bad_policies(store_path, bad, message):
+    with pytest.raises(ValueError, match=message):
         replay(store_path, bad)
 
 
