@@ -6,6 +6,8 @@ numerical engine, and never shares code with ``isskit`` beyond argument values.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import math
 
@@ -42,6 +44,110 @@ def psi_bruteforce(p, k_bar, U, decline, sigma, alpha):
     return np.array(out, dtype=np.int64)
 
 
+def psi_bisect_ref(p, k_bar, U, decline, sigma, alpha):
+    """psi(p) by a plain bisection over k in [1, k_bar], every p at once.
+
+    The definition and the floating-point operations of :func:`psi_bruteforce` (the first
+    k whose decline is <= U; 0 where the target radius is <= 0), found in about
+    log2(k_bar) steps instead of a scan of every k, so that whole grids at k_bar = 100000
+    stay cheap. Bisection needs R(k, p) non-decreasing in k, true for alpha < 1/2 (the
+    Hypothesis property ``test_radius_non_decreasing_in_k``; ``tests/test_reference.py``
+    checks this function against the scan); for alpha >= 1/2 it is the scan.
+    """
+    p = np.atleast_1d(np.asarray(p, dtype=np.float64))
+    if alpha >= 0.5:
+        return psi_bruteforce(p, k_bar, U, decline, sigma, alpha)
+    out = np.zeros(p.shape, dtype=np.int64)
+    r_bar = radius_ref(k_bar, p, sigma, alpha)
+    target = r_bar - U if decline == "ad" else (1.0 - U) * r_bar
+    live = np.flatnonzero(target > 0)
+    pl, rl = p[live], r_bar[live]
+    lo = np.zeros(live.size, dtype=np.int64)  # k = 0 (no samples) never meets the bound
+    hi = np.full(live.size, k_bar, dtype=np.int64)  # k_bar meets it: decline 0
+    while np.any(hi - lo > 1):
+        todo = hi - lo > 1
+        mid = (lo + hi) // 2
+        drop = rl - radius_ref(np.maximum(mid, 1), pl, sigma, alpha)
+        if decline == "rd":
+            drop = drop / rl
+        meets = drop <= U
+        hi = np.where(todo & meets, mid, hi)
+        lo = np.where(todo & ~meets, mid, lo)
+    out[live] = hi
+    return out
+
+
+def psi_grid_ref(k_bar, U, decline, sigma, alpha, delta):
+    """The grid ``p = i / steps`` (``steps = round(1 / delta)``) and psi on it, by bisection."""
+    steps = round(1.0 / delta)
+    p = np.array([i / steps for i in range(steps + 1)])
+    return p, psi_bisect_ref(p, k_bar, U, decline, sigma, alpha)
+
+
+def threshold_ref(k_bar, U, decline, sigma, alpha):
+    """The smallest float p where the target radius turns positive; None if it never does.
+
+    Plain bisection on p over [1/2, 1] with scipy's radius (for alpha < 1/2 the target is
+    negative at p <= 1/2 and increasing in p): where psi jumps from 0.
+    """
+
+    def positive(q):
+        r_bar = float(radius_ref(k_bar, q, sigma, alpha))
+        return (r_bar - U if decline == "ad" else (1.0 - U) * r_bar) > 0
+
+    lo, hi = 0.5, 1.0
+    if positive(lo) or not positive(hi):
+        return None
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            return hi
+        if positive(mid):
+            hi = mid
+        else:
+            lo = mid
+
+
+@functools.cache
+def _psi_grid_cached(k_bar, U, decline, sigma, alpha, delta) -> tuple[int, ...]:
+    return tuple(int(k) for k in psi_grid_ref(k_bar, U, decline, sigma, alpha, delta)[1])
+
+
+def k_hat_ref(p_low, p_up, k_bar, U, decline, sigma, alpha, delta, mapping="paper") -> int:
+    """ISS's sample size for the pilot interval ``[p_low, p_up]``, read off DESIGN.md.
+
+    psi at the grid points ``i / steps`` (``steps = round(1 / delta)``) comes from
+    :func:`psi_grid_ref`, once per parameter set. ``"paper"`` (Eq. 6, Alg. 2):
+    ``max(psi_iss(p_low), psi_iss(p_up))``, psi_iss being psi on the grid and, off it, the
+    larger of the two neighbouring grid values. ``"sup"``: the largest psi over the whole
+    interval: the grid points inside it and the sup of psi over every cell that meets its
+    inside. psi_AD is non-decreasing in p (the property ``test_psi_ad_non_decreasing_in_p``)
+    and psi_RD falls then rises after the sign change of R(k_bar, p) (docs/mapping.md), so
+    a cell's sup is its larger end, except for RD in the cell where psi leaves 0: there it
+    is k_bar, the limit of psi at the sign change p0 (R(k_bar, p0) = 0 > R(k, p0) for every
+    k < k_bar).
+    """
+    steps = round(1.0 / delta)
+    grid = [i / steps for i in range(steps + 1)]
+    psi = _psi_grid_cached(k_bar, U, decline, sigma, alpha, 1.0 / steps).__getitem__
+
+    def cell_sup(c):
+        if mapping == "sup" and decline == "rd" and psi(c) == 0 < psi(c + 1):
+            return k_bar
+        return max(psi(c), psi(c + 1))
+
+    def psi_iss(q):
+        j = bisect.bisect_left(grid, q)  # first grid point >= q
+        return psi(j) if grid[j] == q else cell_sup(j - 1)
+
+    out = max(psi_iss(p_low), psi_iss(p_up))
+    if mapping == "sup":
+        for c in range(steps):
+            if grid[c] < p_up and grid[c + 1] > p_low:
+                out = max(out, cell_sup(c))
+    return out
+
+
 def clipped_decline_ref(k, p, k_bar, decline, sigma, alpha):
     """Decline of a certificate of k samples (k = 0: abstain) on radii clipped at 0."""
     r_bar = float(radius_ref(k_bar, p, sigma, alpha))
@@ -49,6 +155,22 @@ def clipped_decline_ref(k, p, k_bar, decline, sigma, alpha):
     drop = max(r_bar, 0.0) - r_k
     if decline == "rd":
         return drop / r_bar if r_bar > 0 else 0.0
+    return drop
+
+
+def clipped_declines_ref(ks, points, k_bar, decline, sigma, alpha):
+    """:func:`clipped_decline_ref` of every k in ``ks`` (rows) at every p in ``points`` (columns).
+
+    The same scipy operations, element by element, on arrays: one call for a whole matrix.
+    """
+    ks = np.asarray(ks, dtype=np.int64)[:, None]
+    pts = np.asarray(points, dtype=np.float64)[None, :]
+    r_bar = radius_ref(k_bar, pts, sigma, alpha)
+    r_k = np.where(ks >= 1, np.maximum(radius_ref(np.maximum(ks, 1), pts, sigma, alpha), 0.0),
+                   0.0)
+    drop = np.maximum(r_bar, 0.0) - r_k
+    if decline == "rd":
+        return np.where(r_bar > 0, drop / np.where(r_bar > 0, r_bar, 1.0), 0.0)
     return drop
 
 
@@ -67,21 +189,50 @@ def prop1_bruteforce(table, points, intervals=None):
         a_all = np.array([iv[0] for iv in intervals])
         b_all = np.array([iv[1] for iv in intervals])
     k_hat = np.asarray(table.k_hat(a_all, b_all))
-    decl = {}
-    for k in np.unique(k_hat):
-        decl[int(k)] = np.array([
-            clipped_decline_ref(int(k), p, table.k_bar, table.decline, table.sigma, table.alpha)
-            for p in pts
-        ])
-    best = (-np.inf, None, None, None, None)
-    for a, b, k in zip(a_all, b_all, k_hat, strict=True):
-        inside = (pts >= a) & (pts <= b)
-        if not np.any(inside):
+    ks, which = np.unique(k_hat, return_inverse=True)
+    decl = clipped_declines_ref(ks, pts, table.k_bar, table.decline, table.sigma, table.alpha)
+    # One row per interval: the decline of its k_hat at each point, -inf outside it.
+    inside = (pts[None, :] >= a_all[:, None]) & (pts[None, :] <= b_all[:, None])
+    d = np.where(inside, decl[which.ravel()], -np.inf)
+    j = np.argmax(d, axis=1)  # the worst point of each interval (the first, on ties)
+    worst = d[np.arange(d.shape[0]), j] - table.U
+    if not np.any(inside):
+        return (-np.inf, None, None, None, None)
+    i = int(np.argmax(worst))  # the first interval with the largest excess
+    return (float(worst[i]), float(a_all[i]), float(b_all[i]), float(pts[j[i]]), int(k_hat[i]))
+
+
+def prop2_bruteforce(table, points):
+    """Prop. 2 by brute force over every grid-ended interval and every k < k_hat.
+
+    For each interval ``[a, b]`` with both ends on the table's grid (``a <= b``) and each
+    ``k = 0 .. k_hat(a, b) - 1``: the largest ``decline(k; p) - U`` over the ``points`` in
+    ``[a, b]`` (scipy.stats declines on clipped radii; > 0: k breaks the bound there, as
+    tightness needs). Every k, not only ``k_hat - 1``: one decline matrix over
+    ``k = 0 .. max k_hat - 1``, so keep k_bar small.
+
+    Returns (margin, a, b, k, k_hat): the smallest such maximum over all intervals and k,
+    with where it is; margin <= 0 means that k meets the bound at every point checked in
+    ``[a, b]``, so k_hat is not tight there. ``(inf, None, None, None, None)`` when every
+    k_hat is 0.
+    """
+    pts = np.unique(np.asarray(points, dtype=np.float64))
+    grid = np.asarray(table.p, dtype=np.float64)
+    ia, ib = np.triu_indices(grid.size)
+    k_hat = np.asarray(table.k_hat(grid[ia], grid[ib]))
+    if k_hat.max() == 0:
+        return (np.inf, None, None, None, None)
+    excess = clipped_declines_ref(np.arange(int(k_hat.max())), pts, table.k_bar, table.decline,
+                                  table.sigma, table.alpha) - table.U
+    best = (np.inf, None, None, None, None)
+    for i, j, kh in zip(ia, ib, k_hat, strict=True):
+        if kh == 0:
             continue
-        d = np.where(inside, decl[int(k)], -np.inf)
-        j = int(np.argmax(d))
-        if d[j] - table.U > best[0]:
-            best = (d[j] - table.U, float(a), float(b), float(pts[j]), int(k))
+        inside = (pts >= grid[i]) & (pts <= grid[j])
+        worst_p = excess[:kh, inside].max(axis=1) if np.any(inside) else np.full(kh, -np.inf)
+        k = int(np.argmin(worst_p))
+        if worst_p[k] < best[0]:
+            best = (float(worst_p[k]), float(grid[i]), float(grid[j]), k, int(kh))
     return best
 
 # --- sampling (isskit.sampling) ---------------------------------------------
@@ -168,12 +319,11 @@ class RefTooFewSamples(ValueError):
     """A policy needs more samples than the stream holds (the reference's error)."""
 
 
-def ref_certify_image(labels, policy, sigma, psi_table=None) -> dict:
+def ref_certify_image(labels, policy, sigma) -> dict:
     """One policy on one image's stream, read straight off DESIGN.md's policy table.
 
-    ``psi_table(k_bar, U, decline, sigma, alpha, delta, mapping=...)`` gives ISS's mapping
-    (its ``k_hat(p_low, p_up)``; isskit.psi, tested on its own against psi_bruteforce).
-    Raises :class:`RefTooFewSamples` when the stream is too short.
+    ISS's k_hat comes from :func:`k_hat_ref` (psi by bisection on scipy's radius), never
+    from isskit's tables. Raises :class:`RefTooFewSamples` when the stream is too short.
     """
     n_stream = len(labels)
     kind = policy.kind
@@ -190,9 +340,8 @@ def ref_certify_image(labels, policy, sigma, psi_table=None) -> dict:
             raise RefTooFewSamples(f"{policy.name}: pilot {sel_stop} > {n_stream}")
         cls, pilot = ref_mode(labels[0 : policy.k0])
         p_low, p_up = ref_cp_interval(pilot, policy.k0, policy.alpha)
-        table = psi_table(policy.k_bar, policy.U, policy.decline, sigma, policy.alpha,
-                          policy.delta, mapping=policy.mapping)
-        k_hat = int(table.k_hat([p_low], [p_up])[0])
+        k_hat = k_hat_ref(p_low, p_up, policy.k_bar, policy.U, policy.decline, sigma,
+                          policy.alpha, policy.delta, policy.mapping)
         k = k_hat
         if policy.fresh:
             start, samples = policy.k0, policy.k0 + k_hat
@@ -214,12 +363,12 @@ def ref_certify_image(labels, policy, sigma, psi_table=None) -> dict:
             "k_hat": k_hat}
 
 
-def ref_replay(labels_2d, policy, sigma, psi_table=None) -> dict:
+def ref_replay(labels_2d, policy, sigma) -> dict:
     """:func:`ref_certify_image` for every row; lists per field."""
     out: dict[str, list] = {"prediction": [], "radius": [], "p_lower": [], "samples": [],
                             "k_hat": []}
     for row in labels_2d:
-        res = ref_certify_image(list(row), policy, sigma, psi_table)
+        res = ref_certify_image(list(row), policy, sigma)
         for key in out:
             out[key].append(res[key])
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from isskit_cli.main import cli
+from reference import clipped_decline_ref, psi_bisect_ref, psi_grid_ref
 
 from isskit.psi import PsiTable, psi_table
 
@@ -32,7 +33,10 @@ def test_psi_prints_k_at_a_few_p():
     lines = {line.split()[0]: line.split()[1:] for line in res.output.splitlines()[2:]}
     for p in ("0.5", "0.9", "0.99", "1"):
         assert lines[p] == [str(t.psi_iss(float(p)))]
-    assert lines["0.9"] == ["2051"] and lines["1"] == ["67040"]  # see tests/test_psi.py
+    # scipy: the first k in 1..100000 with R(1e5, p) - R(k, p) <= 0.05, R(k, p) = 0.5 *
+    # norm.ppf(beta.ppf(0.001, p k, k - p k + 1)): 2051 at p = 0.9, 67040 at p = 1 (the full
+    # scan is tests/test_psi.py::test_psi_at_paper_scale_against_scipy_scan)
+    assert lines["0.9"] == ["2051"] and lines["1"] == ["67040"]
 
 
 def test_psi_out_writes_p_k_for_every_grid_point(tmp_path):
@@ -54,7 +58,27 @@ def test_psi_json_is_one_object():
     (table,) = obj["tables"]
     assert table["mapping"] == "sup" and table["decline"] == "rd"
     t = psi_table(100_000, 0.01, "rd", 0.5, 0.001, 0.001)
-    assert table["k_at"]["0.9"] == int(t.psi_iss(0.9)) == 32396
+    # scipy: the first k with (R(1e5, 0.9) - R(k, 0.9)) / R(1e5, 0.9) <= 0.01 is 32396
+    # (tests/reference.py's bisection on scipy.stats' radius computes it here)
+    want = int(psi_bisect_ref(0.9, 100_000, 0.01, "rd", 0.5, 0.001)[0])
+    assert table["k_at"]["0.9"] == int(t.psi_iss(0.9)) == want == 32396
+
+
+def _paper_rd_worst_violation():
+    """The worst Prop. 1 violation of RD U = 0.01, k_bar = 100000, sigma = 0.5, from scipy.
+
+    psi on the grid without isskit (tests/reference.py): it is 0 up to p = 0.504 (R(k_bar,
+    p) <= 0) and at least 31243 after, the bottom of its U at p = 0.943. The interval
+    [0.504, 0.943] gets max(psi(0.504), psi(0.943)) = 31243; at p_A = 0.505, the first grid
+    point past the sign change, R(31243, 0.505) < 0: the certificate abstains, RD = 1, and
+    RD - U = 0.99. Every p_A up to near 0.943 loses as much; the first one is reported.
+    """
+    p, k = psi_grid_ref(100_000, 0.01, "rd", 0.5, 0.001, 0.001)
+    first = int(np.argmax(k > 0))
+    bottom = first + int(np.argmin(k[first:]))
+    k_hat = int(k[bottom])
+    excess = clipped_decline_ref(k_hat, p[first], 100_000, "rd", 0.5, 0.001) - 0.01
+    return float(p[first - 1]), float(p[bottom]), float(p[first]), k_hat, excess
 
 
 def test_psi_plot_several_U_and_k_bar(tmp_path):
@@ -72,7 +96,10 @@ def test_verify_exit_status_and_output():
     assert res.exit_code == 0 and res.output.strip().endswith("holds")
     res = _run("verify", *RD)
     assert res.exit_code == 1
-    assert "worst violation of Prop. 1: p_low=0.504 p_up=0.943 p_A=0.505 k_hat=31243" in res.output
+    p_low, p_up, p_A, k_hat, _ = _paper_rd_worst_violation()
+    assert (p_low, p_up, p_A, k_hat) == (0.504, 0.943, 0.505, 31243)  # docs/mapping.md
+    assert (f"worst violation of Prop. 1: p_low={p_low:g} p_up={p_up:g} p_A={p_A:g} "
+            f"k_hat={k_hat}") in res.output
     assert res.output.strip().endswith("violated")
     res = _run("verify", *RD, "--mapping", "sup", "--k0", "1000")
     assert res.exit_code == 0, res.output
@@ -82,8 +109,11 @@ def test_verify_json():
     res = CliRunner().invoke(cli, ["verify", *RD, "--json"])
     assert res.exit_code == 1
     obj = json.loads(res.stdout)
-    assert obj["holds"] is False and obj["worst"]["k_hat"] == 31243
-    assert obj["worst"]["decline_minus_U"] == pytest.approx(0.99)
+    p_low, p_up, p_A, k_hat, excess = _paper_rd_worst_violation()
+    assert obj["holds"] is False and obj["worst"]["k_hat"] == k_hat == 31243
+    assert (obj["worst"]["p_low"], obj["worst"]["p_up"], obj["worst"]["p_A"]) == (p_low, p_up,
+                                                                                  p_A)
+    assert obj["worst"]["decline_minus_U"] == pytest.approx(excess) == pytest.approx(0.99)
 
 
 BAD = [

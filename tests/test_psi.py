@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from reference import psi_bruteforce, radius_ref
+from reference import k_hat_ref, psi_bruteforce, psi_grid_ref, radius_ref
 from scipy import stats as st
 
 from isskit.psi import PsiTable, psi_exact, psi_table
@@ -48,6 +48,9 @@ def test_psi_at_paper_scale_against_scipy_scan():
     for U, decline, p in ((0.05, "ad", [0.9, 1.0]), (0.01, "rd", [0.9, 0.999])):
         got = psi_exact(p, 100_000, U, decline, 0.5, 0.001)
         np.testing.assert_array_equal(got, psi_bruteforce(p, 100_000, U, decline, 0.5, 0.001))
+    # The scan above, spelt out: k = np.arange(1, 100_001); R = 0.5 * scipy.stats.norm.ppf(
+    # scipy.stats.beta.ppf(0.001, p * k, k - p * k + 1)); first k with R[-1] - R <= 0.05
+    # is 2051 at p = 0.9 and 67040 at p = 1 (tests/test_cli_psi.py prints these).
     assert psi_exact([0.9, 1.0], 100_000, 0.05, "ad", 0.5, 0.001).tolist() == [2051, 67040]
 
 
@@ -67,8 +70,12 @@ def test_psi_is_a_minimum_of_the_stats_decline():
     for decline, fn, U in (("ad", absolute_decline, 0.05), ("rd", relative_decline, 0.02)):
         p = np.linspace(0.55, 1.0, 46)
         k = psi_exact(p, 200_000, U, decline, 0.25, 0.001)
-        # AD at sigma = 0.25: R(k_bar, p) <= U up to p = 0.57 (psi = 0 there, tested below)
-        assert np.sum(k == 0) == (4 if decline == "ad" else 0)
+        # AD at sigma = 0.25: R(k_bar, p) <= U = 0.05 at p = 0.55 .. 0.58 (scipy:
+        # radius_ref(200_000, 0.58, 0.25, 0.001) = 0.0483, at 0.59 it is 0.0547): psi = 0
+        # exactly there. RD: R(k_bar, p) > 0 from p = 0.55 on, psi > 0 everywhere.
+        zero = radius_ref(200_000, p, 0.25, 0.001) <= U if decline == "ad" else p < 0
+        assert zero.sum() == (4 if decline == "ad" else 0)
+        np.testing.assert_array_equal(k == 0, zero)
         p, k = p[k > 0], k[k > 0]
         assert np.all(fn(k, 200_000, p, 0.25, 0.001) <= U)
         below = k > 1
@@ -79,7 +86,7 @@ def test_psi_zero_where_target_not_positive():
     # p <= 1/2: R(k_bar, p) < 0. AD: also zero while R(k_bar, p) <= U.
     p = np.array([0.0, 0.3, 0.5])
     assert psi_exact(p, 10_000, 0.1, "rd", 0.5, 0.001).tolist() == [0, 0, 0]
-    r_bar = radius_ref(10_000, 0.56, 0.5, 0.001)  # about 0.07 < U = 0.1
+    r_bar = radius_ref(10_000, 0.56, 0.5, 0.001)  # about 0.056 < U = 0.1
     assert 0 < r_bar < 0.1
     assert psi_exact(0.56, 10_000, 0.1, "ad", 0.5, 0.001) == 0
     assert psi_exact(0.6, 10_000, 0.1, "ad", 0.5, 0.001) > 0
@@ -96,8 +103,10 @@ def test_exact_bisection_fallback_matches_bruteforce():
 def test_psi_iss_on_and_off_grid():
     t = psi_table(100_000, 0.05, "ad", 0.5, 0.001, 0.001)
     assert t.p.size == 1001 and t.p[0] == 0.0 and t.p[-1] == 1.0 and t.p[900] == 0.9
-    np.testing.assert_array_equal(t.k, psi_exact(np.arange(1001) / 1000, 100_000, 0.05, "ad",
-                                                 0.5, 0.001))
+    # the grid values against psi computed without isskit (bisection on scipy's radius)
+    p_ref, k_ref = psi_grid_ref(100_000, 0.05, "ad", 0.5, 0.001, 0.001)
+    np.testing.assert_array_equal(t.p, p_ref)
+    np.testing.assert_array_equal(t.k, k_ref)
     # on the grid: the grid values; off it: max of the two neighbours (Eq. 6)
     assert t.psi_iss(0.9) == t.k[900]
     assert t.psi_iss(0.9004) == max(t.k[900], t.k[901]) == t.k[901]
@@ -117,6 +126,9 @@ def test_k_hat_paper_is_max_of_endpoint_lookups():
     assert np.asarray(t.k_hat(0.2, 0.4)).item() == 0
     # broadcast: one p_low against several p_up
     np.testing.assert_array_equal(t.k_hat(0.6, [0.7, 0.8]), [t.k[700], t.k[800]])
+    # each lookup as the reference twin reads Eq. 6 and Alg. 2 (its psi without isskit)
+    for a, b in zip([*p_low, 0.2, 0.6, 0.6], [*p_up, 0.4, 0.7, 0.8], strict=True):
+        assert t.k_hat(a, b) == k_hat_ref(a, b, 100_000, 0.05, "ad", 0.5, 0.001, 0.001)
 
 
 def test_k_hat_rejects_bad_intervals():
@@ -130,20 +142,30 @@ def test_k_hat_rejects_bad_intervals():
 
 
 def test_sup_mapping_raises_the_rd_jump_cell_to_k_bar():
-    paper = psi_table(100_000, 0.01, "rd", 0.5, 0.001, 0.001)
-    sup = psi_table(100_000, 0.01, "rd", 0.5, 0.001, 0.001, mapping="sup")
+    params = (100_000, 0.01, "rd", 0.5, 0.001, 0.001)
+    paper = psi_table(*params)
+    sup = psi_table(*params, mapping="sup")
     np.testing.assert_array_equal(paper.k, sup.k)  # same grid values, different lookups
+    # psi without isskit (bisection on scipy's radius, tests/reference.py): 0 at 0.504,
+    # 99956 at 0.505, 68491 at 0.607 and 68261 at 0.608 (falling: the left arm of the U)
+    _, k_ref = psi_grid_ref(*params)
+    np.testing.assert_array_equal(paper.k, k_ref)
+    assert k_ref[[504, 505, 607, 608]].tolist() == [0, 99_956, 68_491, 68_261]
     # R(k_bar, p) turns positive inside the cell (0.504, 0.505): psi jumps from 0 to k_bar
     assert paper.k[504] == 0 and paper.k[505] == 99_956
     assert sup.k_cell[504] == 100_000 and paper.k_cell[504] == 99_956
     raised = sup.k_cell != paper.k_cell
     assert raised.sum() == 1
     # an interval straddling the jump: the paper takes its ends, sup the whole interval
-    assert paper.k_hat(0.5035, 0.6076) == max(paper.k[607], paper.k[608]) == paper.k[607]
+    assert paper.k_hat(0.5035, 0.6076) == max(k_ref[607], k_ref[608]) == 68_491
     assert sup.k_hat(0.5035, 0.6076) == 100_000
     # grid-ended: the same where psi is quasi-convex (U-shaped), k_bar across the jump
-    assert sup.k_hat(0.6, 0.95) == paper.k_hat(0.6, 0.95) == paper.k[600:951].max()
-    assert sup.k_hat(0.5, 0.6) == 100_000 > paper.k_hat(0.5, 0.6) == paper.k[600]
+    assert sup.k_hat(0.6, 0.95) == paper.k_hat(0.6, 0.95) == k_ref[600:951].max()
+    assert sup.k_hat(0.5, 0.6) == 100_000 > paper.k_hat(0.5, 0.6) == k_ref[600]
+    # and each lookup as the reference twin reads DESIGN.md
+    for a, b in ((0.5035, 0.6076), (0.6, 0.95), (0.5, 0.6), (0.5049, 0.5049), (0.97, 0.9704)):
+        for table in (paper, sup):
+            assert table.k_hat(a, b) == k_hat_ref(a, b, *params, table.mapping), (a, b)
 
 
 def test_sup_equals_paper_for_ad_tables():

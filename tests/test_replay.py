@@ -10,7 +10,6 @@ from scipy import stats as st
 
 from isskit._provenance import file_sha256
 from isskit.policies import IAS, ISS, Cohen, parse_policies
-from isskit.psi import psi_table
 from isskit.replay import build_index, load_results, replay, save_results
 from isskit.store import StoreError, open_for_writing, open_store
 from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
@@ -92,13 +91,13 @@ def test_values_match_the_reference(results, store_path):
         labels = store.labels()
         true = store.true_label
     for p in parse_policies(SPECS):
-        want = ref.ref_replay(labels, p, SIGMA, psi_table)
+        want = ref.ref_replay(labels, p, SIGMA)
         got = results.sel(policy=p.name)
         np.testing.assert_array_equal(got.prediction, want["prediction"])
         np.testing.assert_array_equal(got.samples, want["samples"])
         np.testing.assert_allclose(got.radius, want["radius"], rtol=0, atol=1e-12)
         r = p.default_reference(parse_policies(SPECS))
-        ref_rad = ref.ref_replay(labels, r, SIGMA, psi_table)["radius"]
+        ref_rad = ref.ref_replay(labels, r, SIGMA)["radius"]
         assert float(got.acr) == pytest.approx(
             ref.ref_acr(want["prediction"], want["radius"], true), abs=1e-12)
         assert float(got.mad) == pytest.approx(ref.ref_mad(want["radius"], ref_rad), abs=1e-12)
@@ -149,7 +148,13 @@ def test_netcdf_round_trip(results, tmp_path):
     xr.testing.assert_identical(back, results)
     assert back.fresh.dtype == bool and back.prediction.dtype == np.int64
     with h5py.File(path) as f:  # really netCDF-4 (HDF5 underneath), written by h5netcdf
-        assert "_NCProperties" in f.attrs or "prediction" in f
+        # the netCDF-4 format stamps "_NCProperties" ("version=2,<library>=<version>,...")
+        props = f.attrs["_NCProperties"]
+        props = props.decode() if isinstance(props, bytes) else str(props)
+        assert props.startswith("version=2,h5netcdf="), props
+        # variables are HDF5 datasets attached to their dimension scales
+        assert f["prediction"].attrs["DIMENSION_LIST"].shape == (2,)
+        assert f["policy"].attrs["CLASS"] == b"DIMENSION_SCALE"
 
 
 def test_unknown_sampling_time_gives_nan_minutes(tmp_path):
@@ -205,9 +210,16 @@ def test_policy_needing_more_than_the_streams_hold(store_path):
         replay(store_path, [ISS(3000, 0.01, "ad", k0=1000, delta=0.01, fresh=True)])
 
 
-@pytest.mark.parametrize("bad", ["bogus n=1", "ias n=0", []])
-def test_bad_policies(store_path, bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("bogus n=1", r"unknown policy kind 'bogus'"),
+        ("ias n=0", r"n \(0\) must be an integer >= 1"),
+        ([], r"policies \(\[\]\) must name at least one policy"),
+    ],
+)
+def test_bad_policies(store_path, bad, message):
+    with pytest.raises(ValueError, match=message):
         replay(store_path, bad)
 
 

@@ -11,7 +11,6 @@ import pytest
 from scipy import stats as st
 
 from isskit.policies import IAS, ISS, Cohen
-from isskit.psi import psi_table
 from isskit.replay.engine import _cbeta, _cp_lower, _kernels, evaluate, index_blocks
 from isskit.stats import cp_lower
 from tests import reference as ref
@@ -192,7 +191,7 @@ def test_unique_pairs_against_a_set():
 def test_policy_matches_reference(policy):
     idx = _index(LABELS, POLICIES)
     got = evaluate(idx, policy, SIGMA)
-    want = ref.ref_replay(LABELS, policy, SIGMA, psi_table)
+    want = ref.ref_replay(LABELS, policy, SIGMA)
     np.testing.assert_array_equal(got.prediction, want["prediction"])
     np.testing.assert_array_equal(got.samples, want["samples"])
     np.testing.assert_array_equal(got.k_hat, want["k_hat"])
@@ -245,6 +244,6 @@ def test_streams_too_short_are_errors_naming_the_image(policy):
                       .groups())
     assert need > N
     with pytest.raises(ref.RefTooFewSamples):
-        ref.ref_certify_image(list(short[image - 100]), policy, SIGMA, psi_table)
+        ref.ref_certify_image(list(short[image - 100]), policy, SIGMA)
     for i in range(image - 100):  # every earlier image fits
-        ref.ref_certify_image(list(short[i]), policy, SIGMA, psi_table)
+        ref.ref_certify_image(list(short[i]), policy, SIGMA)

@@ -3,6 +3,11 @@
 Where a property fails for the paper-faithful mapping (Prop. 1 for RD), the failure is
 asserted with numbers in tests/test_verify.py and recorded in docs/mapping.md; here the
 property is asserted for the mapping that is meant to satisfy it.
+
+Props. 1 and 2 are decided by brute force in tests/reference.py (isskit's ``k_hat`` on
+every interval, declines from scipy.stats), not by :func:`isskit.psi.verify.verify`, whose
+verdict is asserted beside it. Grids are coarse (at most 20 cells) so that every pair
+of points can be an interval, and Prop. 2's scan over every k < k_hat keeps k_bar <= 500.
 """
 
 from __future__ import annotations
@@ -10,33 +15,70 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, note
 from hypothesis import strategies as st
-from reference import psi_bruteforce
+from reference import (
+    prop1_bruteforce,
+    prop2_bruteforce,
+    psi_bruteforce,
+    psi_grid_ref,
+    threshold_ref,
+)
 from scipy import stats as sst
 from strategies import alphas, k_bars, mapping_params, sigmas
 
-from isskit.psi import psi_exact, psi_table
+from isskit.psi import PsiTable, psi_exact, psi_table
 from isskit.psi.verify import verify
 from isskit.stats import cp_interval, cp_lower, expected_radius
 
 
-@given(mapping_params(), st.sampled_from(["paper", "sup"]))
+def _points(table: PsiTable, fine: int = 2) -> np.ndarray:
+    """The p_A to check: the grid, ``fine`` points inside every cell, and the sign change.
+
+    The sign change p0 of the target radius (tests/reference.py, by bisection) and points
+    packed geometrically after it, up to the next grid point: there psi jumps (to about
+    k_bar for RD), which is where a wrong mapping breaks Prop. 1 and where the sup
+    mapping's raised cell is tight.
+    """
+    p = table.p
+    t = np.arange(1, fine + 1) / (fine + 1)
+    inner = (p[:-1, None] + t * (p[1:] - p[:-1])[:, None]).ravel()
+    extra = []
+    p0 = threshold_ref(table.k_bar, table.U, table.decline, table.sigma, table.alpha)
+    if p0 is not None:
+        nxt = p[np.searchsorted(p, p0)]
+        extra = p0 + np.concatenate([[0.0], np.geomspace(1e-12, 1.0, 13)]) * (nxt - p0)
+    return np.unique(np.concatenate([p, inner, extra]))
+
+
+@given(mapping_params(max_k_bar=500, max_steps=20), st.sampled_from(["paper", "sup"]))
 def test_prop2_tightness_on_grid(params, mapping):
+    table = psi_table(**params, mapping=mapping)
+    margin, a, b, k, k_hat = prop2_bruteforce(table, _points(table))
+    note(f"every p in [{a}, {b}] meets the bound at k = {k} < k_hat = {k_hat}: {margin}")
+    assert margin > 0
     res = verify(**params, mapping=mapping, fine=2)
     note(str(res.worst_prop2))
     assert res.prop2
 
 
-@given(mapping_params(decline="ad"))
+@given(mapping_params(decline="ad", max_steps=20))
 def test_prop1_paper_mapping_ad(params):
     # The paper's claim, for its mapping and its decline: holds on every example so far.
+    table = psi_table(**params, mapping="paper")
+    excess, a, b, p_A, k_hat = prop1_bruteforce(table, _points(table))
+    note(f"[{a}, {b}] contains p_A = {p_A}, where k_hat = {k_hat} loses U + {excess}")
+    assert excess <= 0
     res = verify(**params, mapping="paper", fine=4)
     note(str(res.worst_prop1))
     assert res.prop1
 
 
-@given(mapping_params())
+@given(mapping_params(max_steps=20))
 def test_prop1_sup_mapping_ad_and_rd(params):
     # The corrected mapping, meant to hold for RD too (the paper's fails there).
+    table = psi_table(**params, mapping="sup")
+    excess, a, b, p_A, k_hat = prop1_bruteforce(table, _points(table))
+    note(f"[{a}, {b}] contains p_A = {p_A}, where k_hat = {k_hat} loses U + {excess}")
+    assert excess <= 0
     res = verify(**params, mapping="sup", fine=4)
     note(str(res.worst_prop1))
     assert res.prop1
@@ -109,9 +151,10 @@ def test_two_sided_cp_coverage(p, n, alpha, seed):
 
 
 @given(mapping_params(max_k_bar=20_000))
-def test_table_matches_psi_exact_on_its_grid(params):
+def test_table_matches_psi_on_its_grid(params):
+    # The table against psi computed without isskit: bisection on scipy's radius
+    # (tests/reference.py), on the grid i / steps.
     t = psi_table(**params)
-    steps = round(1 / params["delta"])
-    assert np.array_equal(t.p, np.arange(steps + 1) / steps)
-    del params["delta"]
-    np.testing.assert_array_equal(t.k, psi_exact(t.p, **params))
+    p, k = psi_grid_ref(**params)
+    np.testing.assert_array_equal(t.p, p)
+    np.testing.assert_array_equal(t.k, k)
