@@ -50,6 +50,7 @@ __all__ = [
     "StoreMismatchError",
     "StreamStore",
     "StreamWriter",
+    "is_stream_store",
     "merge_stores",
     "open_for_writing",
     "open_store",
@@ -702,6 +703,35 @@ def open_store(path) -> StreamStore:
     except BaseException:
         f.close()
         raise
+
+
+def is_stream_store(path) -> bool:
+    """Whether ``path`` is a file that holds, or may hold, a stream store.
+
+    True for an HDF5 file with a ``schema_version`` root attr and a ``/labels`` dataset
+    (valid or not), and for a file with the HDF5 signature that does not open (a store
+    too damaged to tell). Writers of other outputs (results, tables, figures) use it to
+    never replace one: a store can hold days of sampling.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    bool
+        False for a missing file, a folder, or any other file (a netCDF results file too).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r", locking=False) as f:
+            return "schema_version" in f.attrs and "labels" in f
+    except OSError:
+        return True
 
 
 class StreamStore:
