@@ -19,13 +19,16 @@ This module never prints and never imports torch or click; every bad input raise
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from isskit._atomic import atomic_path
 from isskit._bisect import bisect
 from isskit._provenance import file_sha256
 from isskit._validate import check_alpha, check_positive_int, check_sigma
@@ -642,7 +645,11 @@ def import_log(
     path : str or path-like
         The log.
     out : str or path-like
-        The stream store to write.
+        The stream store to write. A new store is built under a temporary name in the
+        same folder and renamed into place only when every row is written
+        (:func:`isskit._atomic.atomic_path`), so a failed or killed import leaves no
+        ``out``. An existing ``out`` is resumed if it is this import's store (the same run)
+        and refused otherwise; nothing else is ever overwritten.
     n : int or sequence of int
         Estimation sample size of the logged certification (Cohen et al.: 100,000); a
         sequence is tried in order.
@@ -722,35 +729,40 @@ def import_log(
         p_A = np.where(cert, p_A, rng.uniform(0.0, 1.0, len(log)) * ranges.kA_max / n_fit)
     # The log's time column is the wall time of n0 + n samples (Cohen's CERTIFY).
     seconds_per_sample = log.time / (n_fit + _COHEN_N0)
-    write_synthetic_store(
-        out,
-        p_A,
-        predicted=predicted,
-        true_label=log.label,
-        N=N,
-        num_classes=num_classes,
-        sigma=sigma,
-        seed=seed,
-        other=other,
-        image_index=log.idx,
-        seconds_per_sample=seconds_per_sample,
-        progress=progress,
-        attrs={
-            "dataset": _dataset_name(num_classes),
-            "model": f"imported from the certification log {path.name} (i.i.d. streams)",
-            "noise": "gaussian",
-            "source_log": path.name,
-            "source_sha256": file_sha256(path),
-            "source_n": n_fit,
-            "source_alpha": alpha_fit,
-            "source_alphas_fitting": ",".join(f"{a:g}" for _, a in fit.fits),
-            "source_radius_format": log.radius_format,
-            "p_A_rule": "certified rows: kA_mid / n, the recovered range's midpoint",
-            "abstain_rule": abstain,
-        },
-    )
+    out = Path(out)
+    # A new store appears only when whole; an existing one is resumed in place (the
+    # writer refuses another run's store, and any file that is not a store).
+    resume = os.path.lexists(out)
+    with contextlib.nullcontext(out) if resume else atomic_path(out, overwrite=False) as target:
+        write_synthetic_store(
+            target,
+            p_A,
+            predicted=predicted,
+            true_label=log.label,
+            N=N,
+            num_classes=num_classes,
+            sigma=sigma,
+            seed=seed,
+            other=other,
+            image_index=log.idx,
+            seconds_per_sample=seconds_per_sample,
+            progress=progress,
+            attrs={
+                "dataset": _dataset_name(num_classes),
+                "model": f"imported from the certification log {path.name} (i.i.d. streams)",
+                "noise": "gaussian",
+                "source_log": path.name,
+                "source_sha256": file_sha256(path),
+                "source_n": n_fit,
+                "source_alpha": alpha_fit,
+                "source_alphas_fitting": ",".join(f"{a:g}" for _, a in fit.fits),
+                "source_radius_format": log.radius_format,
+                "p_A_rule": "certified rows: kA_mid / n, the recovered range's midpoint",
+                "abstain_rule": abstain,
+            },
+        )
     return ImportResult(
-        path=Path(out),
+        path=out,
         log=log,
         fit=fit,
         ranges=ranges,

@@ -38,6 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from isskit._atomic import atomic_path
 from isskit._progress import progress_bar
 from isskit._provenance import file_sha256, make_attrs
 from isskit._validate import check_positive_int, check_sigma
@@ -50,6 +51,7 @@ __all__ = [
     "StoreMismatchError",
     "StreamStore",
     "StreamWriter",
+    "is_stream_store",
     "merge_stores",
     "open_for_writing",
     "open_store",
@@ -704,6 +706,35 @@ def open_store(path) -> StreamStore:
         raise
 
 
+def is_stream_store(path) -> bool:
+    """Whether ``path`` is a file that holds, or may hold, a stream store.
+
+    True for an HDF5 file with a ``schema_version`` root attr and a ``/labels`` dataset
+    (valid or not), and for a file with the HDF5 signature that does not open (a store
+    too damaged to tell). Writers of other outputs (results, tables, figures) use it to
+    never replace one: a store can hold days of sampling.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    bool
+        False for a missing file, a folder, or any other file (a netCDF results file too).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r", locking=False) as f:
+            return "schema_version" in f.attrs and "labels" in f
+    except OSError:
+        return True
+
+
 class StreamStore:
     """A stream store opened read-only; made by :func:`open_store`.
 
@@ -1009,7 +1040,10 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
     Parameters
     ----------
     out_path : str or Path
-        The merged store; must not exist yet.
+        The merged store; must not exist yet. It is built under a temporary name in the
+        same folder (:func:`isskit._atomic.atomic_path`) and renamed into place only when
+        every row is copied, so a merge that fails or is killed leaves no ``out_path``, and
+        its temporary is removed by the next merge into ``out_path``.
     in_paths : sequence of str or Path
         The per-rank stores: same run parameters (:data:`RUN_PARAMS`), every row complete,
         no image index in two of them. If they carry ``rank`` and ``world_size`` attrs,
@@ -1034,10 +1068,10 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
     in_paths = [Path(p) for p in in_paths]
     if not in_paths:
         raise StoreError("merge needs at least one input store")
-    if out_path.exists():
-        raise StoreError(f"merge output {out_path} already exists; refusing to overwrite it")
     if any(p.resolve() == out_path.resolve() for p in in_paths):
         raise StoreError(f"merge output {out_path} is also an input")
+    if os.path.lexists(out_path):
+        raise StoreError(f"merge output {out_path} already exists; refusing to overwrite it")
     with contextlib.ExitStack() as stack:
         stores = [stack.enter_context(open_store(p)) for p in in_paths]
         _check_mergeable(stores)
@@ -1079,9 +1113,12 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
         columns = {name: np.concatenate([s.columns[name] for s in stores])[order] for name in names}
         attrs["created_at"] = None  # make_attrs stamps the merge time
         attrs["isskit_version"] = None
-        try:
+        # Built under a temporary name and renamed only when whole: a merge that fails or
+        # is killed leaves no half-merged OUT (that --allow-incomplete would replay) and
+        # nothing a rerun would refuse as "already exists".
+        with atomic_path(out_path, overwrite=False) as tmp:
             with open_for_writing(
-                out_path,
+                tmp,
                 image_index=all_index[order],
                 true_label=all_true[order],
                 samples_per_image=first.samples_per_image,
@@ -1104,13 +1141,6 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
                 finally:
                     if bar is not None:
                         bar.close()
-        except BaseException as exc:
-            # Nothing half-merged is left behind: the output did not exist before (unless
-            # another process made it meanwhile and holds its lock: that one is not ours).
-            if not isinstance(exc, StoreLockedError):
-                with contextlib.suppress(OSError):
-                    out_path.unlink()
-            raise
     return out_path
 
 

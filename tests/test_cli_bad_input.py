@@ -67,13 +67,17 @@ def test_psi_plot_format_matplotlib_cannot_write(tmp_path, name):
     assert not (tmp_path / name).exists()
 
 
-def test_psi_out_write_failure_is_a_usage_error(tmp_path, monkeypatch):
-    # a full or read-only disk: the OSError arrives only when writing
+def test_psi_out_write_failure_is_exit_1(tmp_path, monkeypatch):
+    # a full or read-only disk: the OSError arrives only when writing, and is a runtime
+    # failure (exit 1), not bad input (exit 2)
     def refuse(self, path):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(PsiTable, "save", refuse)
-    _usage_error(_run("psi", *AD, "--out", tmp_path / "t.csv"), "--out", "Permission denied")
+    res = _run("psi", *AD, "--out", tmp_path / "t.csv")
+    assert res.exit_code == 1, (res.exit_code, res.output)
+    assert "cannot write --out" in res.output and "Permission denied" in res.output
+    assert "Traceback" not in res.output and "Usage:" not in res.output
 
 
 def test_replay_out_under_a_file(store, tmp_path):

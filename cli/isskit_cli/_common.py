@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import numpy as np
 
-__all__ = ["check_output_file", "echo_json", "library_errors", "parse_floats", "writing"]
+__all__ = [
+    "check_output_dir",
+    "check_output_file",
+    "check_overwrites",
+    "echo_json",
+    "library_errors",
+    "parse_floats",
+    "writing",
+]
 
 
 @contextlib.contextmanager
@@ -61,14 +71,107 @@ def check_output_file(path, option: str) -> None:
                                  param_hint=option)
 
 
+def check_output_dir(path, option: str) -> None:
+    """Refuse an output folder that exists as a file or cannot be made, before any work.
+
+    The folder may be missing (it is created); its nearest existing ancestor must then be
+    a writable folder.
+    """
+    if path is None:
+        return
+    if Path(path).exists() and not Path(path).is_dir():
+        raise click.BadParameter(f"{path} exists and is not a directory", param_hint=option)
+    ancestor = Path(path).absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise click.BadParameter(f"{path}: {ancestor} is not a directory", param_hint=option)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{path}: directory {ancestor} is not writable",
+                                 param_hint=option)
+
+
+def _identity(path: Path):
+    """What makes two paths one file: device and inode, else (not there) the resolved path.
+
+    Device and inode match hard links, symlinks and bind mounts, as ``os.path.samefile``.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:  # not there (yet)
+        return ("path", str(path.resolve()))
+    return ("inode", st.st_dev, st.st_ino)
+
+
+def check_overwrites(outputs, inputs=(), *, stores: bool = False) -> None:
+    """Refuse, before any work, outputs that would destroy an input, a store or each other.
+
+    Parameters
+    ----------
+    outputs : iterable of (str, path)
+        Every file the command would write, each with the option that names it as the
+        user typed it (``"--out"``, ``"OUT"``); ``None`` paths are skipped.
+    inputs : iterable of (str, path)
+        Every file the command reads, each with how to name it (``"the input STORE"``);
+        ``None`` paths are skipped.
+    stores : bool, default False
+        True where the outputs are themselves stream stores (merge, import-log): the
+        library resumes the same run or refuses, so an existing store is left to it.
+        Otherwise an existing stream store (:func:`isskit.store.is_stream_store`) is
+        refused: a results file, table or figure must never replace days of sampling.
+
+    Raises
+    ------
+    click.BadParameter
+        Exit status 2, naming the file and the option.
+    """
+    from isskit.store import is_stream_store  # h5py: not at import, --help stays light
+
+    read = {_identity(Path(p)): what for what, p in inputs if p is not None}
+    written: dict = {}
+    for option, out in outputs:
+        if out is None:
+            continue
+        out = Path(out)
+        key = _identity(out)
+        if key in read:
+            raise click.BadParameter(
+                f"{out} is {read[key]}; writing it would destroy what this command reads:"
+                " name another file", param_hint=option)
+        if key in written:
+            raise click.BadParameter(f"{out} would also be written by {written[key]}",
+                                     param_hint=option)
+        written[key] = option
+        if not stores and is_stream_store(out):
+            raise click.BadParameter(
+                f"{out} is a stream store (or an HDF5 file too damaged to tell);"
+                " refusing to overwrite it: name another file", param_hint=option)
+
+
 @contextlib.contextmanager
 def writing(option: str, path) -> Iterator[None]:
-    """Turn an ``OSError`` while writing ``path`` into a usage error naming the option."""
+    """Turn an ``OSError`` while writing ``path`` into an error naming the option: exit 1.
+
+    A failed write (disk full, quota, I/O error) is a runtime failure, not bad input
+    (exit 2, :func:`library_errors`); on a full disk the message says how much is free
+    where. Outputs are written through :func:`isskit._atomic.atomic_path`, so the file
+    being written when it failed is left as it was. Put it inside
+    :func:`library_errors`, so an error that is both a ``ValueError`` and an ``OSError``
+    counts as a failed write.
+    """
     try:
         yield
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise click.UsageError(f"cannot write {option} {path}: {reason}") from None
+        msg = f"cannot write {option} {path}: {reason}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            folder = Path(path).absolute().parent
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(folder).free
+                size = f"{free / 1e6:.1f} MB" if free >= 1e6 else f"{free / 1e3:.0f} kB"
+                msg += f" ({size} free in {folder})"
+            msg += f"; free space there or give {option} on another disk, then run again"
+        raise click.ClickException(msg) from None
 
 
 def _jsonable(obj):

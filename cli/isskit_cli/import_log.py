@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import echo_json, library_errors
+from isskit_cli._common import (
+    check_output_file,
+    check_overwrites,
+    echo_json,
+    library_errors,
+    writing,
+)
 
 __all__ = ["import_log"]
 
@@ -61,6 +67,8 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
     """
     from isskit.logs import import_log as run_import
 
+    check_output_file(out, "--out")
+    check_overwrites([("--out", out)], [("the input LOG", log)], stores=True)
     with library_errors():
         ns = []
         for item in n.split(","):
@@ -68,9 +76,10 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
                 ns.append(int(float(item)) if float(item).is_integer() else float(item))
             except ValueError:
                 raise ValueError(f"n ({item.strip()!r}) must be an integer") from None
-        result = run_import(log, out, n=ns, alpha=alpha, sigma=sigma, samples=samples,
-                            seed=seed, other=other, num_classes=num_classes, abstain=abstain,
-                            progress=not as_json)
+        with writing("--out", out):
+            result = run_import(log, out, n=ns, alpha=alpha, sigma=sigma, samples=samples,
+                                seed=seed, other=other, num_classes=num_classes,
+                                abstain=abstain, progress=not as_json)
     summary = result.summary()
     if as_json:
         echo_json(summary)

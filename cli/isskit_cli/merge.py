@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import echo_json, library_errors
+from isskit_cli._common import (
+    check_output_file,
+    check_overwrites,
+    echo_json,
+    library_errors,
+    writing,
+)
 
 __all__ = ["merge"]
 
@@ -25,7 +31,9 @@ def merge(out: str, inputs: tuple[str, ...], as_json: bool, progress: bool) -> N
     The inputs must come from one run (same sigma, N, model, seed, dataset, classes,
     noise), hold disjoint image indices and be complete; otherwise nothing is written
     and the message names the differing parameters or the missing or doubled images.
-    OUT must not exist. Labels are copied in blocks, so stores larger than memory merge.
+    OUT must not exist; it appears only when complete (a failed or killed merge leaves
+    none, and a rerun starts afresh). Labels are copied in blocks, so stores larger than
+    memory merge.
     Example, after a two-GPU run (torchrun --nproc_per_node 2 -m isskit_cli.main sample
     ... --out run.h5 writes one store per rank):
 
@@ -34,8 +42,11 @@ def merge(out: str, inputs: tuple[str, ...], as_json: bool, progress: bool) -> N
     """
     from isskit.store import merge_stores, open_store
 
+    check_output_file(out, "OUT")
+    check_overwrites([("OUT", out)], [("one of the INPUTS", p) for p in inputs], stores=True)
     with library_errors():
-        path = merge_stores(out, inputs, progress=progress)
+        with writing("OUT", out):
+            path = merge_stores(out, inputs, progress=progress)
         with open_store(path) as s:
             summary = s.summary()
     if as_json:

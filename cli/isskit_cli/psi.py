@@ -13,6 +13,7 @@ import click
 
 from isskit_cli._common import (
     check_output_file,
+    check_overwrites,
     echo_json,
     library_errors,
     parse_floats,
@@ -89,12 +90,14 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
         isskit psi --k-bar 100000 --U 0.05 --decline ad --sigma 0.5 --out table.csv
         isskit psi --k-bar 1e5,5e5 --U 0.01,0.05 --decline rd --sigma 0.5 --plot fig6.png
     """
-    from isskit.psi import psi_table
+    from isskit.psi import psi_table, table_files
 
     check_output_file(out, "--out")
     check_output_file(plot, "--plot")
     if plot:
         _check_plot_format(plot)
+    check_overwrites([*(("--out", f) for f in (table_files(out) if out else ())),
+                      ("--plot", plot)])
     with library_errors():
         k_bars = parse_list(k_bar, "k_bar")
         Us = parse_list(U, "U")
@@ -158,6 +161,8 @@ def _plot(tables, path) -> None:
     """Draw the sample size against p_A on [0.5, 1], one line per table."""
     import matplotlib
 
+    from isskit._atomic import atomic_path
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -174,5 +179,8 @@ def _plot(tables, path) -> None:
     ax.set_ylabel("sample size k = psi(p_A), log scale")
     ax.set_title(f"ISS mapping ({t0.decline.upper()}, sigma={t0.sigma:g}, alpha={t0.alpha:g})")
     ax.legend(fontsize="small")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # the temporary keeps the suffix: same format
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)

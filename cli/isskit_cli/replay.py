@@ -13,7 +13,14 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import check_output_file, echo_json, library_errors, writing
+from isskit_cli._common import (
+    check_output_dir,
+    check_output_file,
+    check_overwrites,
+    echo_json,
+    library_errors,
+    writing,
+)
 
 __all__ = ["replay"]
 
@@ -180,18 +187,27 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
                                  param_hint="--seconds-per-sample")
     grid = _radii(radii)
     check_output_file(out, "--out")
-    for d, opt in ((export_cohen, "--export-cohen"), (plot_dir, "--plot")):
-        if d is not None and d.exists() and not d.is_dir():
-            raise click.UsageError(f"{opt} {d} exists and is not a directory")
+    check_output_dir(export_cohen, "--export-cohen")
+    check_output_dir(plot_dir, "--plot")
     if plot_dir is not None:
         from isskit import require_extra
 
         with library_errors():  # before the replay, not after it
             require_extra("matplotlib", "plot", "--plot")
 
-    from isskit.replay import save_results
-    from isskit.replay.engine import export_cohen as _export_cohen
-    from isskit.replay.engine import replay as _replay
+    from isskit.replay import cohen_log_paths, save_results
+    from isskit.replay import export_cohen as _export_cohen
+    from isskit.replay import replay as _replay
+    from isskit.replay.plots import FIGURES
+
+    outputs = [("--out", out)]
+    if export_cohen is not None:
+        names = [policy.name for policy in policies]
+        outputs += [("--export-cohen", f) for f in cohen_log_paths(names, export_cohen)]
+    if plot_dir is not None:
+        outputs += [("--plot", plot_dir / name) for name in FIGURES]
+    check_overwrites(outputs, [("the input STORE", store),
+                               ("the --policies-file", policies_file)])
 
     with library_errors():
         ds = _replay(store, policies, reference=reference,

@@ -9,6 +9,7 @@ from isskit.psi.mapping import (
     PsiTable,
     psi_exact,
     psi_table,
+    table_files,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "PsiTable",
     "psi_exact",
     "psi_table",
+    "table_files",
 ]

@@ -39,7 +39,9 @@ from pathlib import Path
 import numpy as np
 from scipy.special import betainc, ndtr, ndtri
 
+from isskit._atomic import atomic_path
 from isskit._bisect import bisect, bisect_float
+from isskit._provenance import file_sha256
 from isskit._validate import (
     check_alpha,
     check_decline,
@@ -50,7 +52,7 @@ from isskit._validate import (
 )
 from isskit.stats import expected_radius
 
-__all__ = ["MAPPINGS", "PsiTable", "psi_exact", "psi_table"]
+__all__ = ["MAPPINGS", "PsiTable", "psi_exact", "psi_table", "table_files"]
 
 #: Mapping names: how ``k_hat`` is looked up from the grid (see :class:`PsiTable`).
 MAPPINGS = ("paper", "sup")
@@ -451,27 +453,43 @@ class PsiTable:
         their two grid values, go to a JSON sidecar ``<path>.json`` (``table.csv.json``),
         which :meth:`load` reads. ``.npz`` holds everything in one file.
 
+        Each file is written atomically (:func:`isskit._atomic.atomic_path`), the CSV
+        first; the sidecar records the CSV's SHA-256, so a save killed between the two
+        (a new CSV beside the old sidecar) is refused by :meth:`load`, never read with
+        the old table's parameters.
+
         Returns
         -------
         pathlib.Path
             ``path``.
+
+        Raises
+        ------
+        OSError
+            A file could not be written (disk full, ...); that file is unchanged.
         """
-        path = Path(path)
-        if path.suffix == ".npz":
-            np.savez(path, p=self.p, k=self.k, k_cell=self.k_cell,
-                     **{k: np.asarray(v) for k, v in self.params().items()})
+        path, *sidecar = table_files(path)
+        if not sidecar:
+            # the temporary ends in .npz too, so savez appends nothing to its name
+            with atomic_path(path) as tmp:
+                np.savez(tmp, p=self.p, k=self.k, k_cell=self.k_cell,
+                         **{k: np.asarray(v) for k, v in self.params().items()})
             return path
         raised = np.flatnonzero(self.k_cell > np.maximum(self.k[:-1], self.k[1:]))
+        lines = ["p,k"] + [
+            f"{p!r},{k}" for p, k in zip(self.p.tolist(), self.k.tolist(), strict=True)
+        ]
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+            digest = file_sha256(tmp)
         meta = {
             "format": "isskit psi table",
             **self.params(),
             "k_cell_raised": {str(int(i)): int(self.k_cell[i]) for i in raised},
+            "csv_sha256": digest,
         }
-        lines = ["p,k"] + [
-            f"{p!r},{k}" for p, k in zip(self.p.tolist(), self.k.tolist(), strict=True)
-        ]
-        path.write_text("\n".join(lines) + "\n")
-        _sidecar(path).write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_path(sidecar[0]) as tmp:
+            tmp.write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
     @classmethod
@@ -510,6 +528,13 @@ class PsiTable:
             meta = json.loads(_sidecar(path).read_text())
             raised = meta.pop("k_cell_raised", {})
             meta.pop("format", None)
+            digest = meta.pop("csv_sha256", None)  # absent in sidecars before it was added
+            if digest is not None and digest != file_sha256(path):
+                raise ValueError(
+                    f"{path} does not match its sidecar {_sidecar(path).name} (the sidecar"
+                    " records another table's SHA-256: an interrupted save, or an edited"
+                    " file); save the table again"
+                )
             clash = {k: (meta[k], v) for k, v in params.items() if k in meta and meta[k] != v}
             if clash:
                 raise ValueError(f"parameters given for {path} differ from its sidecar: {clash}")
@@ -535,6 +560,12 @@ class PsiTable:
 def _sidecar(path: Path) -> Path:
     """The JSON file beside a CSV table that holds its parameters: ``table.csv.json``."""
     return path.with_name(path.name + ".json")
+
+
+def table_files(path) -> list[Path]:
+    """The files :meth:`PsiTable.save` writes: a ``.npz`` alone, or the CSV and its sidecar."""
+    path = Path(path)
+    return [path] if path.suffix == ".npz" else [path, _sidecar(path)]
 
 
 def _sparse_max(values: np.ndarray) -> list[np.ndarray]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._atomic import atomic_path
 from isskit._progress import progress_bar
 from isskit._provenance import make_attrs
 from isskit.policies import CountPlan, RadiusPolicy, parse_policies
@@ -47,6 +48,7 @@ __all__ = [
     "PolicyResult",
     "StreamIndex",
     "build_index",
+    "cohen_log_paths",
     "evaluate",
     "export_cohen",
     "index_blocks",
@@ -860,14 +862,25 @@ def save_results(ds, path) -> Path:
     ds : xarray.Dataset
         From :func:`replay`.
     path : str or Path
-        Output file.
+        Output file, written atomically (:func:`isskit._atomic.atomic_path`): a failed or
+        killed write leaves the previous file as it was.
 
     Returns
     -------
     Path
+
+    Raises
+    ------
+    OSError
+        The file could not be written (disk full, ...); ``path`` is unchanged.
     """
     path = Path(path)
-    ds.to_netcdf(path, engine="h5netcdf")
+    # Serialised in memory, then written with plain file I/O: HDF5 failing a write
+    # mid-file (a full disk) fails its close too and leaves the library in a state that
+    # crashes the interpreter at exit. The Dataset is in memory already; this is a copy.
+    data = ds.to_netcdf(engine="h5netcdf")
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(data)
     return path
 
 
@@ -893,6 +906,23 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
 
 
+def cohen_log_paths(names, directory) -> list[Path]:
+    """The files :func:`export_cohen` writes for these policy names: ``<name>.tsv`` each.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Policy names (``ds.policy`` values, or the policies' ``name``).
+    directory : str or Path
+
+    Returns
+    -------
+    list of Path
+    """
+    d = Path(directory)
+    return [d / f"{_safe_name(str(name))}.tsv" for name in names]
+
+
 def export_cohen(ds, directory) -> list[Path]:
     """Write each policy's per-image results as a Cohen-format certification log.
 
@@ -909,25 +939,26 @@ def export_cohen(ds, directory) -> list[Path]:
     ds : xarray.Dataset
         Replay results.
     directory : str or Path
-        Created if needed.
+        Created if needed. Each file is written atomically
+        (:func:`isskit._atomic.atomic_path`).
 
     Returns
     -------
     list of Path
-        The files written, in policy order.
+        The files written, in policy order (:func:`cohen_log_paths`).
     """
     d = Path(directory)
+    paths = cohen_log_paths(ds.policy.values, d)
     d.mkdir(parents=True, exist_ok=True)
     sps = float(ds.attrs.get("seconds_per_sample", math.nan))
     idx = ds.image_index.values
     label = ds.true_label.values
     out = []
-    for i, name in enumerate(ds.policy.values):
+    for i, path in enumerate(paths):
         pred = ds.prediction.values[i]
         rad = ds.radius.values[i]
         samples = ds.samples.values[i]
-        path = d / f"{_safe_name(str(name))}.tsv"
-        with path.open("w") as f:
+        with atomic_path(path) as tmp, tmp.open("w") as f:
             f.write("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
             for j in range(idx.size):
                 t = (

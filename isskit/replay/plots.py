@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._atomic import atomic_path
 from isskit._extras import require_extra
 from isskit.replay.metrics import certified_accuracy
 
-__all__ = ["plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
+__all__ = ["FIGURES", "plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
 
+#: The files :func:`plot_all` writes into its folder (the last only with ISS policies).
+FIGURES = ("acr_vs_time.png", "certified_accuracy.png", "k_hat_vs_p_A.png")
 #: Most policies drawn one by one in a figure; beyond, the figure says how many were left out.
 MAX_CURVES = 12
 #: Most ISS families (all parameters but U) drawn as curves of their own in the ACR-time
@@ -33,11 +36,14 @@ def _plt():
 
 
 def _save(plt, fig, path) -> Path:
-    """Lay out, write and close a figure (closing frees it: sweeps draw many)."""
-    fig.tight_layout()
+    """Lay out, write (atomically) and close a figure (closing frees it: sweeps draw many)."""
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -191,11 +197,12 @@ def plot_all(ds, directory) -> list[Path]:
     """Write every figure into ``directory`` (created if needed); return the files written."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    acr, ca, k_hat = (d / name for name in FIGURES)
     out = [
-        plot_acr_vs_time(ds, d / "acr_vs_time.png"),
-        plot_certified_accuracy(ds, d / "certified_accuracy.png"),
+        plot_acr_vs_time(ds, acr),
+        plot_certified_accuracy(ds, ca),
     ]
-    k = plot_k_hat(ds, d / "k_hat_vs_p_A.png")
+    k = plot_k_hat(ds, k_hat)
     if k is not None:
         out.append(k)
     return out
