@@ -201,14 +201,16 @@ def test_merge_killed_at_any_moment_leaves_no_output_and_a_rerun_works(tmp_path)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(60)
-        if proc.returncode == 0:  # finished first: then the output is whole
+        if out.exists():
+            # published before the kill (on a loaded machine the whole merge can fit in the
+            # delay, the kill landing on the exit): then the output is whole
             _assert_merged(out, expected)
             out.unlink()
             continue
-        landed += 1
         # never a half-merged store under the final name (one --allow-incomplete would
         # replay, and one a rerun would refuse as "already exists")
-        assert not out.exists()
+        assert proc.returncode == -signal.SIGKILL
+        landed += 1
     assert landed, "no kill landed before the merge finished"
 
     # Killed with the temporary store complete, before its fsync and before it is
