@@ -283,6 +283,7 @@ def _validate(f: h5py.File, path: Path) -> dict:
         )
     if version < 1:
         raise StoreError(f"stream store {path}: schema_version ({version}) must be >= 1")
+    _check_attrs(attrs, path)
     for name, (rank, dtype) in _DATASETS.items():
         obj = f[name]
         if not isinstance(obj, h5py.Dataset):
@@ -307,10 +308,33 @@ def _validate(f: h5py.File, path: Path) -> dict:
             f"stream store {path}: attr samples_per_image ({attrs['samples_per_image']}) does"
             f" not match /labels' {N} columns"
         )
-    k = attrs["num_classes"]
-    if not isinstance(k, int) or not 1 <= k <= _MAX_CLASSES:
-        raise StoreError(f"stream store {path}: num_classes ({k!r}) must be in [1, {_MAX_CLASSES}]")
     return attrs
+
+
+def _check_attrs(attrs: dict, path: Path) -> None:
+    """Refuse numeric root attrs that make no sense, naming the attr, its value and the file.
+
+    Read code turns these into numbers (``float(sigma)``, ``int(num_classes)``), where a
+    bad value would fail with a message that names neither the attr nor the file, or,
+    worse, not fail.
+    """
+
+    def bad(name: str, rule: str) -> StoreError:
+        return StoreError(f"stream store {path}: root attr {name} ({attrs[name]!r}) {rule}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    try:
+        check_sigma(attrs["sigma"])
+    except ValueError:
+        raise bad("sigma", "must be a finite number > 0") from None
+    if not is_int(attrs["num_classes"]) or not 1 <= attrs["num_classes"] <= _MAX_CLASSES:
+        raise bad("num_classes", f"must be an integer in [1, {_MAX_CLASSES}] (uint16 labels)")
+    if not is_int(attrs["samples_per_image"]) or attrs["samples_per_image"] < 0:
+        raise bad("samples_per_image", "must be an integer >= 0")
+    if "seed" in attrs and not is_int(attrs["seed"]):
+        raise bad("seed", "must be an integer")
 
 
 def _check_columns(columns, n: int) -> dict:
@@ -711,7 +735,10 @@ def open_store(path) -> StreamStore:
     ------
     StoreError
         Missing file, not HDF5, truncated or damaged, an HDF5 file that is not a store,
-        a newer schema version, or datasets with the wrong shapes or dtypes.
+        a newer schema version, datasets with the wrong shapes or dtypes, a numeric root
+        attr that makes no sense (naming it, its value and the file), or a true label,
+        image index or sampling time no writer makes (naming the dataset, row and file).
+        Labels are checked later, as they are read.
     """
     path = Path(path)
     f = _open_h5(path, "r")
@@ -749,10 +776,47 @@ class StreamStore:
         self.num_classes = int(attrs["num_classes"])
         self.sigma = float(attrs["sigma"])
         self.schema_version = int(attrs["schema_version"])
+        self._check_per_image()
+
+    def _check_per_image(self) -> None:
+        """Refuse per-image values no writer makes, naming the dataset, row and file.
+
+        A true label out of range would be scored (ACR, ``--export-cohen``) as a class that
+        does not exist, and a doubled image_index would count one image twice.
+        """
+        K = self.num_classes
+
+        def refuse(name: str, bad: np.ndarray, rule: str) -> None:
+            rows = np.flatnonzero(bad)
+            if rows.size == 0:
+                return
+            r = int(rows[0])
+            more = f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""
+            value = getattr(self, name)[r]
+            raise StoreError(
+                f"stream store {self.path} is damaged: /{name} of row {r} (image"
+                f" {int(self.image_index[r])}) is {value.item()!r}{more}; {rule}"
+            )
+
+        refuse("true_label", (self.true_label < 0) | (self.true_label >= K),
+               f"true labels must be in [0, num_classes={K})")
+        # NaN is a time not measured (synthetic stores); anything else must be a real time.
+        refuse("seconds", np.isinf(self.seconds) | (self.seconds < 0),
+               "sampling seconds must be finite and >= 0 (NaN for unknown)")
+        order = np.argsort(self.image_index, kind="stable")
+        doubled = np.flatnonzero(np.diff(self.image_index[order]) == 0)
+        if doubled.size:
+            first, again = sorted(int(v) for v in order[doubled[0] : doubled[0] + 2])
+            raise StoreError(
+                f"stream store {self.path} is damaged: /image_index repeats image"
+                f" {int(self.image_index[first])} (rows {first} and {again}"
+                + (f", and {doubled.size - 1} more repeats" if doubled.size > 1 else "")
+                + "); every row must be a different image"
+            )
 
     # -- labels
     def labels(self, rows=slice(None), samples=slice(None)) -> np.ndarray:
-        """Read labels of some rows and samples (only those are decompressed).
+        """Read labels of some rows and samples (only the chunks that hold them are inflated).
 
         Parameters
         ----------

@@ -213,3 +213,88 @@ def test_a_label_not_below_num_classes_is_refused_by_every_reader(
     for args in (["info", path, "--no-progress"],
                  ["replay", path, "--policy", "ias n=300000", "--no-progress"]):
         _usage_error(_run(*args), str(path), f"row 1 (image 11): label {label} at sample 200000")
+
+
+# ------------------------------------------------------------------ per-image datasets
+
+
+def _damaged(clean: Path, tmp_path: Path, dataset: str, row: int, value) -> Path:
+    path = _copy(clean, tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f[dataset][row] = value
+    return path
+
+
+@pytest.mark.parametrize("value", [99, 10, -1])
+def test_a_true_label_out_of_range_is_refused(clean, tmp_path, value):
+    path = _damaged(clean, tmp_path, "true_label", 2, value)
+    with pytest.raises(StoreError, match=rf"/true_label of row 2 \(image 12\) is {value};"
+                       r" true labels must be in \[0, num_classes=10\)") as err:
+        open_store(path)
+    assert str(path) in str(err.value)
+    cohen = tmp_path / "cohen"
+    _usage_error(_run("replay", path, "--policy", "ias n=1000", "--export-cohen", cohen,
+                      "--no-progress"), str(path), "/true_label of row 2 (image 12)")
+    assert not cohen.exists()  # no log with label 99 was written
+
+
+def test_a_doubled_image_index_is_refused(clean, tmp_path):
+    path = _damaged(clean, tmp_path, "image_index", 2, IMAGES[0])
+    with pytest.raises(StoreError, match=r"/image_index repeats image 10 \(rows 0 and 2\)"):
+        open_store(path)
+    _usage_error(_run("info", path, "--no-progress"), str(path), "repeats image 10")
+    with pytest.raises(StoreError, match="repeats image 10"):
+        merge_stores(tmp_path / "m.h5", [path])
+    assert not (tmp_path / "m.h5").exists()
+
+
+@pytest.mark.parametrize("value", [-3.0, np.inf, -np.inf])
+def test_negative_or_infinite_seconds_are_refused_naming_the_dataset(clean, tmp_path, value):
+    path = _damaged(clean, tmp_path, "seconds", 1, value)
+    with pytest.raises(StoreError, match=rf"/seconds of row 1 \(image 11\) is {value}"):
+        open_store(path)
+    res = _run("replay", path, "--policy", "ias n=1000", "--no-progress")
+    _usage_error(res, str(path), "/seconds of row 1")
+    assert "seconds_per_sample" not in res.output
+
+
+def test_an_unknown_time_stays_unknown(clean, tmp_path):
+    path = _damaged(clean, tmp_path, "seconds", 1, np.nan)
+    with open_store(path) as s:
+        assert np.isnan(s.seconds_per_sample())
+
+
+# ------------------------------------------------------------------ root attrs
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("sigma", "abc"), ("sigma", np.nan), ("sigma", -0.25), ("sigma", 0.0),
+        ("sigma", np.inf), ("sigma", True),
+        ("num_classes", 0), ("num_classes", 70_000), ("num_classes", "ten"),
+        ("num_classes", 10.0), ("num_classes", True),
+        ("samples_per_image", -1), ("samples_per_image", "many"), ("samples_per_image", 3e5),
+        ("seed", "seven"), ("seed", 1.5),
+    ],
+)
+def test_a_bad_numeric_attr_is_named_with_its_value_and_file(clean, tmp_path, name, value):
+    path = _copy(clean, tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs[name] = value
+    with pytest.raises(StoreError) as err:
+        open_store(path)
+    msg = str(err.value)
+    assert str(path) in msg and f"root attr {name} (" in msg, msg
+    assert repr(value if not isinstance(value, np.floating) else float(value)) in msg, msg
+
+
+def test_attr_sigma_abc_through_the_cli(clean, tmp_path):
+    path = _copy(clean, tmp_path / "s.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["sigma"] = "abc"
+    for command in ("info", "replay"):
+        args = [command, path, "--no-progress"]
+        if command == "replay":
+            args += ["--policy", "ias n=1000"]
+        _usage_error(_run(*args), str(path), "root attr sigma ('abc') must be a finite number")
