@@ -1058,7 +1058,10 @@ class StreamStore:
         return float(self.seconds[done].sum() / n) if n else float("nan")
 
     def top_class_frequency(self, max_bytes: int = 16 << 20, *, progress: bool = False):
-        """Empirical frequency of each row's most frequent label (NaN for incomplete rows).
+        """Empirical frequency of each row's most frequent label.
+
+        NaN for incomplete rows, and for every row of a store of ``N = 0`` samples (no
+        label, so no frequency).
 
         Parameters
         ----------
@@ -1073,6 +1076,8 @@ class StreamStore:
         """
         out = np.full(self.n_images, np.nan)
         K, N = self.num_classes, self.samples_per_image
+        if N == 0:
+            return out
         blocks = self.iter_chunks(max_bytes)
         if progress:
             per = self.rows_per_chunk(max_bytes)

@@ -10,6 +10,8 @@ filter (h5py reading the row), which inflates whole chunks and checks zlib's adl
 
 from __future__ import annotations
 
+import json
+import warnings
 import zlib
 from pathlib import Path
 
@@ -298,3 +300,45 @@ def test_attr_sigma_abc_through_the_cli(clean, tmp_path):
         if command == "replay":
             args += ["--policy", "ias n=1000"]
         _usage_error(_run(*args), str(path), "root attr sigma ('abc') must be a finite number")
+
+
+# ------------------------------------------------------------------ empty stores
+
+
+def _empty_rows(clean: Path, tmp_path: Path) -> Path:
+    """A store of two complete images with N = 0 samples each (no writer refuses it here)."""
+    path = _copy(clean, tmp_path / "n0.h5")
+    with h5py.File(path, "r+") as f:
+        del f["labels"]
+        f["labels"] = np.zeros((3, 0), np.uint16)
+        f.attrs["samples_per_image"] = 0
+    return path
+
+
+def test_info_on_a_store_of_zero_samples_per_image_warns_nothing(clean, tmp_path):
+    path = _empty_rows(clean, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as pytest's config does; said here for the reader
+        with open_store(path) as s:
+            np.testing.assert_array_equal(s.top_class_frequency(), [np.nan] * 3)
+        res = _run("info", path, "--json", "--no-progress")
+        assert res.exit_code == 0, res.output
+        out = json.loads(res.stdout)
+        assert out["samples_per_image"] == 0 and out["complete"] == 3
+        assert out["top_class_frequency"]["counts"] == [0] * 10
+        assert out["top_class_frequency"]["mean"] is None  # NaN: no frequency to average
+        res = _run("info", path, "--no-progress")
+        assert res.exit_code == 0, res.output
+        assert "mean unknown, median unknown" in res.stdout
+
+
+def test_info_on_a_store_of_zero_images_warns_nothing(tmp_path):
+    path = tmp_path / "empty.h5"
+    write_synthetic_store(path, np.zeros(0), predicted=np.zeros(0, int),
+                          true_label=np.zeros(0, int), N=100, num_classes=10, sigma=0.25,
+                          seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = _run("info", path, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert "0 (0 complete, 0 incomplete)" in res.stdout
