@@ -285,6 +285,7 @@ def _validate(f: h5py.File, path: Path) -> dict:
         )
     if version < 1:
         raise StoreError(f"stream store {path}: schema_version ({version}) must be >= 1")
+    _check_attrs(attrs, path)
     for name, (rank, dtype) in _DATASETS.items():
         obj = f[name]
         if not isinstance(obj, h5py.Dataset):
@@ -309,10 +310,33 @@ def _validate(f: h5py.File, path: Path) -> dict:
             f"stream store {path}: attr samples_per_image ({attrs['samples_per_image']}) does"
             f" not match /labels' {N} columns"
         )
-    k = attrs["num_classes"]
-    if not isinstance(k, int) or not 1 <= k <= _MAX_CLASSES:
-        raise StoreError(f"stream store {path}: num_classes ({k!r}) must be in [1, {_MAX_CLASSES}]")
     return attrs
+
+
+def _check_attrs(attrs: dict, path: Path) -> None:
+    """Refuse numeric root attrs that make no sense, naming the attr, its value and the file.
+
+    Read code turns these into numbers (``float(sigma)``, ``int(num_classes)``), where a
+    bad value would fail with a message that names neither the attr nor the file, or,
+    worse, not fail.
+    """
+
+    def bad(name: str, rule: str) -> StoreError:
+        return StoreError(f"stream store {path}: root attr {name} ({attrs[name]!r}) {rule}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    try:
+        check_sigma(attrs["sigma"])
+    except ValueError:
+        raise bad("sigma", "must be a finite number > 0") from None
+    if not is_int(attrs["num_classes"]) or not 1 <= attrs["num_classes"] <= _MAX_CLASSES:
+        raise bad("num_classes", f"must be an integer in [1, {_MAX_CLASSES}] (uint16 labels)")
+    if not is_int(attrs["samples_per_image"]) or attrs["samples_per_image"] < 0:
+        raise bad("samples_per_image", "must be an integer >= 0")
+    if "seed" in attrs and not is_int(attrs["seed"]):
+        raise bad("seed", "must be an integer")
 
 
 def _check_columns(columns, n: int) -> dict:
@@ -355,12 +379,31 @@ def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _inflate_into(raw: bytes, dest: np.ndarray) -> None:
-    """Inflate one deflate-compressed chunk into ``dest`` (only as many bytes as it needs)."""
-    need = 2 * dest.size
-    data = zlib.decompressobj().decompress(raw, need)
-    if len(data) < need:
-        raise zlib.error(f"chunk inflated to {len(data)} bytes, expected at least {need}")
+def _inflate_into(raw: bytes, dest: np.ndarray, chunk_bytes: int) -> None:
+    """Inflate one whole deflate-compressed chunk, check it, and copy its head into ``dest``.
+
+    The chunk is inflated to its end even when ``dest`` (a prefix) needs less of it: only
+    there does zlib compare the stream's adler32 with what it inflated, so stopping early
+    would hand back labels that a flipped bit has changed. The chunk must inflate to exactly
+    ``chunk_bytes`` (HDF5 stores edge chunks whole) with nothing after the stream's end.
+    Raises ``zlib.error`` saying what is wrong.
+    """
+    d = zlib.decompressobj()
+    data = d.decompress(raw, chunk_bytes)
+    if not d.eof:
+        # With the output full, zlib may stop before the stream's last code and its adler32;
+        # what is left may finish the stream, but must not inflate to one byte more.
+        if d.decompress(d.unconsumed_tail, 1):
+            raise zlib.error(f"chunk inflates to more than the {chunk_bytes} bytes of a chunk")
+        if not d.eof:
+            raise zlib.error(
+                f"chunk's deflate stream ends early (after {len(data)} of {chunk_bytes} bytes,"
+                " no adler32 checksum): truncated"
+            )
+    if d.unused_data:
+        raise zlib.error(f"{len(d.unused_data)} stray bytes after the chunk's deflate stream")
+    if len(data) != chunk_bytes:
+        raise zlib.error(f"chunk inflated to {len(data)} bytes, expected {chunk_bytes}")
     dest[:] = np.frombuffer(data, dtype="<u2", count=dest.size)
 
 
@@ -694,7 +737,10 @@ def open_store(path) -> StreamStore:
     ------
     StoreError
         Missing file, not HDF5, truncated or damaged, an HDF5 file that is not a store,
-        a newer schema version, or datasets with the wrong shapes or dtypes.
+        a newer schema version, datasets with the wrong shapes or dtypes, a numeric root
+        attr that makes no sense (naming it, its value and the file), or a true label,
+        image index or sampling time no writer makes (naming the dataset, row and file).
+        Labels are checked later, as they are read.
     """
     path = Path(path)
     f = _open_h5(path, "r")
@@ -761,10 +807,47 @@ class StreamStore:
         self.num_classes = int(attrs["num_classes"])
         self.sigma = float(attrs["sigma"])
         self.schema_version = int(attrs["schema_version"])
+        self._check_per_image()
+
+    def _check_per_image(self) -> None:
+        """Refuse per-image values no writer makes, naming the dataset, row and file.
+
+        A true label out of range would be scored (ACR, ``--export-cohen``) as a class that
+        does not exist, and a doubled image_index would count one image twice.
+        """
+        K = self.num_classes
+
+        def refuse(name: str, bad: np.ndarray, rule: str) -> None:
+            rows = np.flatnonzero(bad)
+            if rows.size == 0:
+                return
+            r = int(rows[0])
+            more = f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""
+            value = getattr(self, name)[r]
+            raise StoreError(
+                f"stream store {self.path} is damaged: /{name} of row {r} (image"
+                f" {int(self.image_index[r])}) is {value.item()!r}{more}; {rule}"
+            )
+
+        refuse("true_label", (self.true_label < 0) | (self.true_label >= K),
+               f"true labels must be in [0, num_classes={K})")
+        # NaN is a time not measured (synthetic stores); anything else must be a real time.
+        refuse("seconds", np.isinf(self.seconds) | (self.seconds < 0),
+               "sampling seconds must be finite and >= 0 (NaN for unknown)")
+        order = np.argsort(self.image_index, kind="stable")
+        doubled = np.flatnonzero(np.diff(self.image_index[order]) == 0)
+        if doubled.size:
+            first, again = sorted(int(v) for v in order[doubled[0] : doubled[0] + 2])
+            raise StoreError(
+                f"stream store {self.path} is damaged: /image_index repeats image"
+                f" {int(self.image_index[first])} (rows {first} and {again}"
+                + (f", and {doubled.size - 1} more repeats" if doubled.size > 1 else "")
+                + "); every row must be a different image"
+            )
 
     # -- labels
     def labels(self, rows=slice(None), samples=slice(None)) -> np.ndarray:
-        """Read labels of some rows and samples (only those are decompressed).
+        """Read labels of some rows and samples (only the chunks that hold them are inflated).
 
         Parameters
         ----------
@@ -776,6 +859,11 @@ class StreamStore:
         Returns
         -------
         ndarray of uint16, shape (rows, samples) (or (samples,) for an int row)
+
+        Raises
+        ------
+        StoreError
+            A damaged chunk or a label >= ``num_classes``, naming the file, row and image.
         """
         self._check_open()
         if isinstance(samples, numbers.Integral):
@@ -787,27 +875,38 @@ class StreamStore:
             samples = slice(0, k)
         if not isinstance(samples, slice):
             raise StoreError(f"samples ({samples!r}) must be an int (a prefix) or a slice")
-        try:
-            if isinstance(rows, numbers.Integral):
-                r = int(rows)
-                if not -self.n_images <= r < self.n_images:
-                    raise StoreError(f"row {r} outside [0, {self.n_images}) in {self.path}")
-                return self._labels[r % self.n_images, samples]
-            if isinstance(rows, slice):
-                return self._labels[rows, samples]
+        cols = range(*samples.indices(self.samples_per_image))
+        if isinstance(rows, numbers.Integral):
+            r = int(rows)
+            if not -self.n_images <= r < self.n_images:
+                raise StoreError(f"row {r} outside [0, {self.n_images}) in {self.path}")
+            read = np.array([r % self.n_images])
+        elif isinstance(rows, slice):
+            read = np.arange(*rows.indices(self.n_images))
+        else:
             idx = np.asarray(rows)
             if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
                 raise StoreError(f"rows must be an int, a slice or a 1-D int array, got {rows!r}")
             if idx.size and (idx.min() < 0 or idx.max() >= self.n_images):
                 raise StoreError(f"rows outside [0, {self.n_images}) in {self.path}")
             # h5py wants increasing, distinct indices: read those, then reorder.
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            n_cols = len(range(*samples.indices(self.samples_per_image)))
-            if uniq.size == 0:
-                return np.empty((0, n_cols), dtype=np.uint16)
-            return self._labels[uniq, samples][inverse]
-        except OSError as exc:
-            raise StoreError(f"cannot read labels of {self.path} (damaged?): {exc}") from None
+            read, inverse = np.unique(idx, return_inverse=True)
+        # HDF5 inflates whole chunks, so zlib checks each chunk's adler32 on this path too.
+        try:
+            if read.size == 0:
+                out = np.empty((0, len(cols)), dtype=np.uint16)
+            elif isinstance(rows, numbers.Integral):
+                out = self._labels[int(read[0]), samples]
+            elif isinstance(rows, slice):
+                out = self._labels[rows, samples]
+            else:
+                out = self._labels[read, samples]
+        except (OSError, RuntimeError) as exc:
+            raise self._find_damage(read.tolist(), samples, exc) from None
+        self._check_label_range(out, read, cols)
+        if isinstance(rows, numbers.Integral | slice) or read.size == 0:
+            return out
+        return out[inverse]
 
     def rows_per_chunk(self, max_bytes: int = 64 << 20, samples: int | None = None) -> int:
         """Rows per block of :meth:`iter_chunks` for a memory bound of ``max_bytes``."""
@@ -835,9 +934,9 @@ class StreamStore:
             Restrict to a contiguous range of rows (default all).
         threads : int, optional
             Threads that inflate chunks (zlib releases the GIL): default the number of
-            cores, at most 4. With 1, chunks are inflated in the calling thread, and only as far as
-            the prefix of ``samples`` needs; 0 leaves all decompression to HDF5 (which
-            inflates whole chunks). Stores whose filters are not this module's (gzip, no
+            cores, at most 4. With 1, chunks are inflated in the calling thread; 0 leaves
+            all decompression to HDF5. Either way every chunk read is inflated whole and
+            its checksum checked. Stores whose filters are not this module's (gzip, no
             shuffle, one row per chunk) are always read through HDF5.
 
         Yields
@@ -845,7 +944,14 @@ class StreamStore:
         row_start : int
             Index of the block's first row.
         labels_block : ndarray of uint16, shape (block_rows, samples)
-            A fresh array for each block, so a consumer may keep it.
+            A fresh array for each block, so a consumer may keep it. Every label is
+            below ``num_classes``.
+
+        Raises
+        ------
+        StoreError
+            A damaged chunk (its zlib checksum or size is wrong) or a label >=
+            ``num_classes``: the message names the file, the row and its image.
         """
         self._check_open()
         max_bytes = check_positive_int(max_bytes, "max_bytes")
@@ -867,18 +973,17 @@ class StreamStore:
             for start in range(lo, hi, block):
                 stop = min(start + block, hi)
                 out = np.empty((stop - start, k), dtype=np.uint16)
-                try:
-                    if raw:
-                        self._read_raw(pool, start, stop, out)
-                    elif k:
+                if raw:
+                    self._read_raw(pool, start, stop, out)
+                elif k:
+                    try:
                         # read_direct decompresses straight into the block (no temporary).
                         self._labels.read_direct(
                             out, np.s_[start:stop, 0:k], np.s_[0 : stop - start]
                         )
-                except (OSError, RuntimeError, zlib.error) as exc:
-                    raise StoreError(
-                        f"cannot read rows {start}..{stop} of {self.path} (damaged?): {exc}"
-                    ) from None
+                    except (OSError, RuntimeError) as exc:
+                        raise self._find_damage(range(start, stop), slice(0, k), exc) from None
+                self._check_label_range(out, range(start, stop), range(k))
                 yield start, out
         finally:
             if pool is not None:
@@ -896,32 +1001,82 @@ class StreamStore:
         """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool`` (or here).
 
         HDF5 hands over the compressed chunks in this thread (h5py serialises its calls
-        anyway); the pool, if any, inflates them in parallel.
+        anyway); the pool, if any, inflates them in parallel. Only the chunks that hold
+        ``out``'s prefix of each row are read, each inflated whole and checked
+        (:func:`_inflate_into`). A chunk that fails is a StoreError naming its row.
         """
         ds = self._labels
         dsid = ds.id
         C = ds.chunks[1]
+        chunk_bytes = 2 * C  # one row of C uint16 labels; edge chunks are stored whole
         k = out.shape[1]
         jobs = []
         for r in range(start, stop):
             for c0 in range(0, k, C):
                 dest = out[r - start, c0 : min(c0 + C, k)]
                 try:
-                    mask, raw = dsid.read_direct_chunk((r, c0))
-                except RuntimeError:
-                    if dsid.get_chunk_info_by_coord((r, c0)).byte_offset is not None:
-                        raise
-                    dest[:] = ds.fillvalue  # a row never written: HDF5 would return the same
-                    continue
-                if mask:  # the filter was skipped for this chunk: let HDF5 read it
-                    dest[:] = ds[r, c0 : c0 + dest.size]
-                    continue
-                if pool is None:
-                    _inflate_into(raw, dest)
-                else:
-                    jobs.append(pool.submit(_inflate_into, raw, dest))
-        for job in jobs:
-            job.result()
+                    try:
+                        mask, raw = dsid.read_direct_chunk((r, c0))
+                    except RuntimeError:
+                        if dsid.get_chunk_info_by_coord((r, c0)).byte_offset is not None:
+                            raise
+                        dest[:] = ds.fillvalue  # a row never written: HDF5 returns the same
+                        continue
+                    if mask:  # the filter was skipped for this chunk: let HDF5 read it
+                        dest[:] = ds[r, c0 : c0 + dest.size]
+                    elif pool is None:
+                        _inflate_into(raw, dest, chunk_bytes)
+                    else:
+                        jobs.append((r, c0, pool.submit(_inflate_into, raw, dest, chunk_bytes)))
+                except (OSError, RuntimeError, zlib.error) as exc:
+                    raise self._damaged(r, self._chunk_problem(c0, exc)) from None
+        for r, c0, job in jobs:
+            try:
+                job.result()
+            except zlib.error as exc:
+                raise self._damaged(r, self._chunk_problem(c0, exc)) from None
+
+    # -- checks of what is read
+    def _chunk_problem(self, c0: int, exc: Exception) -> str:
+        c1 = min(c0 + self._labels.chunks[1], self.samples_per_image)
+        return f"its compressed chunk of samples {c0}..{c1} does not read back intact ({exc})"
+
+    def _damaged(self, row: int, why: str) -> StoreError:
+        return StoreError(
+            f"stream store {self.path} is damaged: /labels row {row}"
+            f" (image {int(self.image_index[row])}): {why}"
+        )
+
+    def _find_damage(self, rows, samples: slice, exc: Exception) -> StoreError:
+        """The error for an HDF5 read of ``rows`` that failed: find the row, one by one.
+
+        HDF5 says only that a filter failed somewhere in the selection; users need the row.
+        """
+        for r in rows:
+            try:
+                self._labels[r, samples]
+            except (OSError, RuntimeError) as row_exc:
+                return self._damaged(r, f"HDF5 cannot read it back ({row_exc})")
+        return StoreError(f"cannot read /labels rows {_short(np.asarray(rows))} of {self.path}"
+                          f" (damaged?): {exc}")
+
+    def _check_label_range(self, block: np.ndarray, rows, samples) -> None:
+        """Refuse labels >= num_classes, naming the first one's row and sample.
+
+        One vectorised max per block (uint16 reads at several GB/s): every reader of the
+        labels (replay's index, info's histogram, merge) gets only labels below
+        ``num_classes``, so none of them can count a label into another class's (or
+        another row's) bin.
+        """
+        if block.size == 0 or int(block.max()) < self.num_classes:
+            return
+        block = block.reshape(-1, block.shape[-1])  # a single row (labels(int)) too
+        i, q = (int(v) for v in np.argwhere(block >= self.num_classes)[0])
+        label = int(block[i, q])
+        raise self._damaged(
+            rows[i],
+            f"label {label} at sample {samples[q]} is not below num_classes ({self.num_classes})",
+        )
 
     # -- summaries
     def seconds_per_sample(self) -> float:
@@ -934,7 +1089,10 @@ class StreamStore:
         return float(self.seconds[done].sum() / n) if n else float("nan")
 
     def top_class_frequency(self, max_bytes: int = 16 << 20, *, progress: bool = False):
-        """Empirical frequency of each row's most frequent label (NaN for incomplete rows).
+        """Empirical frequency of each row's most frequent label.
+
+        NaN for incomplete rows, and for every row of a store of ``N = 0`` samples (no
+        label, so no frequency).
 
         Parameters
         ----------
@@ -949,6 +1107,8 @@ class StreamStore:
         """
         out = np.full(self.n_images, np.nan)
         K, N = self.num_classes, self.samples_per_image
+        if N == 0:
+            return out
         blocks = self.iter_chunks(max_bytes)
         if progress:
             per = self.rows_per_chunk(max_bytes)
@@ -957,7 +1117,8 @@ class StreamStore:
         for start, block in blocks:
             b = block.shape[0]
             # One bincount over the whole block: label + K * row makes each row's counts
-            # land in its own stretch of K bins.
+            # land in its own stretch of K bins (iter_chunks refuses labels >= K, which
+            # would land in the next row's).
             dtype = np.int32 if b * K < 2**31 else np.int64  # int32 halves the memory traffic
             offs = block.astype(dtype)
             offs += (K * np.arange(b, dtype=dtype))[:, None]
