@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from isskit.store import open_for_writing, open_store
 
@@ -85,7 +86,7 @@ N_ROWS = 5
 
 
 def _row(i: int) -> np.ndarray:
-    # Ten uniformly drawn labels: about 1.1 compressed bytes per sample, a row > 5 pages.
+    # Ten uniformly drawn labels: about 0.6 compressed bytes per sample, three pages a row.
     return np.random.default_rng([12345, i]).integers(0, 10, N).astype(np.uint16)
 
 
@@ -240,3 +241,154 @@ def test_any_write_failure_is_a_clean_error(tmp_path, reference):
         assert s.complete.tolist() == [True] + [False] * (N_ROWS - 1)
         assert s.labels(0).tobytes() == ref.labels(0).tobytes()
     _resume_and_compare(path, reference[0])
+
+
+# ------------------------------------------------------------------ isskit sample
+
+# The embedded default model, 30 ms slower per forward pass (tests/sampling_helpers.py),
+# in 9 batches a row: every row takes over the 0.25 s after which isskit.sampling writes
+# it on its own, so the rows reach the store one by one as they do in the library test.
+# Images 18, 20 and 0 have the least compressible rows of the first 30 digits (the model
+# is least sure of them): 20,000 labels take more than a page each (checked below).
+SAMPLE = ["sample", "--model", "sampling_helpers:slow_default", "--sigma", "0.25", "--N",
+          "20000", "--batch", "2223", "--indices", "18,20,0", "--no-progress"]
+
+
+def _sample(out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "isskit_cli.main", *SAMPLE, "--out", str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.torch
+def test_sample_on_a_full_disk_exits_1_and_resumes_to_the_same_store(small_fs, tmp_path):
+    from isskit_cli.main import cli
+
+    ref = tmp_path / "ref.h5"
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        res = CliRunner().invoke(cli, [*SAMPLE, "--out", str(ref)])
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    assert res.exit_code == 0, res.output
+    extents = _chunk_extents(ref)
+
+    where = small_fs(FS_BYTES)
+    page = _page(where)
+    out = where / "s.h5"
+    assert extents[0][1] > page and extents[2][1] > page, "rows 0 and 2 must fail on their own"
+
+    # Room for the lock file and the empty store only: the first row fails. (No room for
+    # the lock file at all: test_merge_... and test_import_log_... below.)
+    _leave_free(where, 1 + _pages(extents[0][0], page))
+    err = _no_crash(_sample(out), rc=1)
+    assert f"cannot write {out} row 0: No space left on device; free at least" in err
+    assert "the 0 complete row(s) are kept" in err and "run the same command again" in err
+    assert _left(where) == ["s.h5"]
+    with open_store(out) as s:
+        assert not s.complete.any()
+
+    # Room for rows 0 and 1 (the store holds the failed row's partial chunk: count what
+    # it takes now): the last row fails.
+    used = os.stat(out).st_blocks * 512 // page
+    _leave_free(where, 1 + _pages(extents[2][0], page) - used)
+    err = _no_crash(_sample(out), rc=1)
+    assert f"cannot write {out} row 2: No space left on device" in err
+    assert "the 2 complete row(s) are kept" in err and _left(where) == ["s.h5"]
+    with open_store(out) as s:
+        assert s.complete.tolist() == [True, True, False]
+
+    (where / ".filler").unlink()
+    res = _sample(out)
+    _no_crash(res)
+    assert "1 images sampled, 2 already complete, of 3" in res.stdout
+    with open_store(out) as s, open_store(ref) as r:
+        assert s.complete.all()
+        assert s.labels().tobytes() == r.labels().tobytes()
+        assert s.attrs["model"] == r.attrs["model"]
+    assert _left(where) == ["s.h5"]
+
+
+# ------------------------------------------------------------------ merge and import-log
+
+
+def _run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "isskit_cli.main", *map(str, args)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def rank_stores(tmp_path_factory) -> list[Path]:
+    from isskit.synthetic import write_synthetic_store
+
+    folder = tmp_path_factory.mktemp("ranks")
+    paths = []
+    for rank in (0, 1):
+        index = np.arange(rank, 12, 2)
+        paths.append(write_synthetic_store(
+            folder / f"r{rank}.h5", np.linspace(0.3, 0.9, index.size), predicted=index % 10,
+            true_label=index % 10, N=N, num_classes=10, sigma=0.5, seed=1, image_index=index,
+            attrs={"rank": rank, "world_size": 2}))
+    return paths
+
+
+@pytest.mark.parametrize("room", ["none", "empty store"])
+def test_merge_on_a_full_disk_exits_1_and_leaves_nothing(small_fs, rank_stores, tmp_path, room):
+    from isskit.store import merge_stores
+
+    merge_stores(tmp_path / "ref.h5", rank_stores)
+    where = small_fs(FS_BYTES)
+    page = _page(where)
+    _leave_free(where, 0 if room == "none" else 1 + _pages(_chunk_extents(tmp_path / "ref.h5")
+                                                           [0][0], page))
+    out = where / "m.h5"
+    err = _no_crash(_run_cli("merge", out, *rank_stores, "--no-progress"), rc=1)
+    assert "No space left on device" in err and str(where) in err
+    assert ("the lock file" if room == "none" else f"cannot write {out} row") in err
+    assert _left(where) == []  # neither the half-merged store nor its lock
+
+
+@pytest.mark.parametrize("room", ["none", "empty store"])
+def test_import_log_on_a_full_disk_exits_1_with_no_lock_left(small_fs, published, tmp_path,
+                                                             room):
+    from isskit.logs import import_log
+
+    log = published / "certify-logs" / "cohen2019__cifar10_resnet110_noise_0.12_test_sigma_0.50"
+    import_log(log, tmp_path / "ref.h5", samples=3000)
+    where = small_fs(FS_BYTES)
+    page = _page(where)
+    _leave_free(where, 0 if room == "none" else 1 + _pages(_chunk_extents(tmp_path / "ref.h5")
+                                                           [0][0], page))
+    out = where / "c.h5"
+    err = _no_crash(_run_cli("import-log", log, "--out", out, "--samples", 3000), rc=1)
+    assert "No space left on device" in err and str(where) in err
+    assert not (where / "c.h5.lock").exists()
+
+
+# ------------------------------------------------------------------ stale lock through the CLI
+
+
+@pytest.mark.torch
+def test_sample_takes_over_a_stale_lock_with_a_note(tmp_path):
+    import socket
+    import warnings
+
+    from isskit_cli.main import cli
+
+    from isskit.store import StaleLockWarning
+
+    out = tmp_path / "s.h5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)  # a process that ran and is gone
+    Path(f"{out}.lock").write_text(f"pid {pid} on {socket.gethostname()}\n")
+    with warnings.catch_warnings():
+        # As outside pytest (whose filter turns warnings into errors): shown, once.
+        warnings.simplefilter("default", StaleLockWarning)
+        res = CliRunner().invoke(cli, ["sample", "--N", "50", "--indices", "0",
+                                       "--no-progress", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines() == [
+        f"note: taking over stale lock left by pid {pid} on {socket.gethostname()} (that"
+        f" process is gone); lock file {out}.lock"
+    ]
+    assert "1 images sampled" in res.stdout and not Path(f"{out}.lock").exists()
