@@ -241,6 +241,7 @@ def _alive(pid: int) -> bool:
 #: 'No space left on device', ..."), with no errno of its own on the Python exception.
 _HDF5_ERRNO = re.compile(r"errno = (\d+)")
 _RAW_BYTES_PER_SAMPLE = 2  # uint16 labels before compression: the most a sample can take
+_SLACK_BYTES = 1_000_000  # asked for on top of an estimate: HDF5's metadata, estimation error
 
 
 def _write_error(exc: BaseException, what: str, path: Path, *,
@@ -249,8 +250,8 @@ def _write_error(exc: BaseException, what: str, path: Path, *,
 
     The reason is the system's (errno) without HDF5's internal trace (addresses, buffer
     pointers, timestamps), which says nothing to a user. On a full disk or quota the
-    message adds what to free: ``need`` bytes when given (``basis`` says how it was
-    estimated), and the space free now.
+    message adds what to free: what ``need`` (the bytes still to write; ``basis`` says
+    how they were estimated) exceeds the free space by, plus a margin.
     """
     code = exc.errno if isinstance(exc, OSError) and exc.errno else None
     if code is None:
@@ -265,13 +266,15 @@ def _write_error(exc: BaseException, what: str, path: Path, *,
     if code in (errno.ENOSPC, errno.EDQUOT):
         folder = path.absolute().parent
         try:
-            free = f"{_mb(shutil.disk_usage(folder).free)} free now"
+            free = shutil.disk_usage(folder).free
+            now = f"{_size(free)} free now"
         except OSError:
-            free = "free space unknown"
+            free, now = 0, "free space unknown"
         if need:
-            msg += f"; free at least {_mb(need)} in {folder} ({free}{basis})"
+            more = max(need - free, 0) + _SLACK_BYTES
+            msg += f"; free at least {_size(more, up=True)} in {folder} ({now}{basis})"
         else:
-            msg += f"; free space in {folder} ({free})"
+            msg += f"; free space in {folder} ({now})"
     return StoreWriteError(msg, errno=code, filename=path)
 
 
@@ -289,9 +292,16 @@ def _space_needed(samples: int, bytes_per_sample: float | None) -> tuple[float, 
         f"; {samples:,} samples to write at up to {_RAW_BYTES_PER_SAMPLE} bytes per sample")
 
 
-def _mb(nbytes: float) -> str:
-    # Rounded up: "free at least" must not ask for less than it means.
-    return f"{np.ceil(max(float(nbytes), 0.0) / 1e5) / 10:.1f} MB"
+def _size(nbytes: float, *, up: bool = False) -> str:
+    """``nbytes`` in B, kB, MB, GB or TB (one decimal); ``up`` rounds up, for "at least"."""
+    value, unit = max(float(nbytes), 0.0), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    if unit == "B":
+        return f"{np.ceil(value) if up else round(value):.0f} B"
+    return f"{np.ceil(value * 10) / 10 if up else value:.1f} {unit}"
 
 
 def _abandon(f: h5py.File) -> None:

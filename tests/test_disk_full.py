@@ -177,18 +177,29 @@ def test_full_disk_stops_cleanly_keeps_complete_rows_and_resumes(small_fs, refer
     if level == "lock":
         assert out["filename"] == f"{path}.lock"
         assert msg == (f"cannot write the lock file {path}.lock: No space left on device;"
-                       f" free space in {where} (0.0 MB free now)")
+                       f" free space in {where} (0 B free now)")
     elif level == "create":
-        # Nothing written yet: the estimate is the uncompressed size, 2 bytes a sample.
+        # Nothing written yet: the estimate is the uncompressed size, 2 bytes a sample, less
+        # what is free (all but the lock file's page once the temporary file is gone), plus
+        # a margin of 1 MB.
         assert out["filename"] == str(path)
-        assert msg.startswith(f"cannot write the new stream store {path}: No space left on"
-                              f" device; free at least {2 * N * N_ROWS / 1e6:.1f} MB in {where}")
+        now = (free - 1) * page
+        more = 2 * N * N_ROWS - now + 1e6
+        assert msg == (f"cannot write the new stream store {path}: No space left on device;"
+                       f" free at least {np.ceil(more / 1e5) / 10:.1f} MB in {where}"
+                       f" ({now / 1e3:.1f} kB free now; {N * N_ROWS:,} samples to write at up"
+                       " to 2 bytes per sample)")
     else:
         k = int(level.split()[1])
         assert out["filename"] == str(path)
         assert msg.startswith(f"cannot write {path} row {k}: No space left on device; free"
                               f" at least ")
-        assert f" MB in {where} (" in msg and f"the {k} complete row(s) are kept" in msg
+        assert f" MB in {where} (" in msg
+        left = (N_ROWS - k) * N
+        assert (f"{left:,} samples still to write at the " if k else
+                f"{left:,} samples to write at up to 2 bytes per sample") in msg
+        assert msg.endswith(f"; the {k} complete row(s) are kept; the other {N_ROWS - k} are"
+                            " redone when the store is opened for writing again")
         with open_store(path) as s, open_store(ref_path) as ref:  # opens: not damaged
             assert s.complete.tolist() == [True] * k + [False] * (N_ROWS - k)
             assert s.labels(slice(0, k)).tobytes() == ref.labels(slice(0, k)).tobytes()

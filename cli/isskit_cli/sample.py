@@ -179,7 +179,7 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
                           skip, max_index, indices, seed, device, amp, channels_last,
                           num_classes, out, progress)
     except StoreWriteError as exc:  # a full disk: runtime, and resumable
-        raise click.ClickException(f"{exc} (run the same command again)") from None
+        raise click.ClickException(f"{exc}; then run the same command again") from None
     except StoreLockedError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreMismatchError as exc:
