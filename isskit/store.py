@@ -17,8 +17,17 @@ Layout (DESIGN.md, "Stream store")::
                  samples_per_image, seed, dataset, model, device, torch_version,
                  batch_size, noise (and any further provenance)
 
+A failed write (a full disk, a quota, an I/O error) is a :class:`StoreWriteError` (an
+``OSError``) naming the file and the space to free. It never damages what was written
+before: the chunk index of ``/labels`` is built in full when the store is created, so a
+later write only changes metadata in place and a row's new chunk is referenced only once
+it is on disk; after a failure nothing more is written to the file (see :func:`_abandon`).
+Rows marked complete stay whole and readable, and reopening the store resumes it.
+
 This module never imports torch and never prints; every problem with a file is a
-:class:`StoreError` (a ``ValueError``) naming the path and what is wrong.
+:class:`StoreError` (a ``ValueError``) naming the path and what is wrong, except the
+write failures above. A lock file left by a killed writer is taken over with a
+:class:`StaleLockWarning`.
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ import fcntl
 import json
 import numbers
 import os
+import re
+import shutil
 import socket
+import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +59,11 @@ from isskit._validate import check_positive_int, check_sigma
 __all__ = [
     "RUN_PARAMS",
     "SCHEMA_VERSION",
+    "StaleLockWarning",
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
+    "StoreWriteError",
     "StreamStore",
     "StreamWriter",
     "is_stream_store",
@@ -99,19 +114,46 @@ class StoreLockedError(StoreError):
     """Another process is writing the store."""
 
 
+class StoreWriteError(OSError):
+    """Writing a store or its lock file failed: a full disk, a quota, an I/O error.
+
+    An ``OSError``, not a :class:`StoreError`: nothing was wrong with the input, and the
+    same call succeeds once the cause is gone. Rows marked complete before the failure
+    stay complete and whole; reopening the store resumes it. ``errno`` (``None`` where
+    neither the system nor HDF5 named one) and ``filename`` are set; the message names
+    the file and, on a full disk, the space to free.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, filename=None):
+        super().__init__(message)
+        self.errno = errno
+        self.filename = None if filename is None else str(filename)
+
+    def __str__(self) -> str:
+        # OSError would print "[Errno N] strerror: filename"; the message already says more.
+        return self.args[0]
+
+
+class StaleLockWarning(UserWarning):
+    """The lock file of a writer that is gone (killed, crashed) was taken over."""
+
+
 # --------------------------------------------------------------------------------------
 # locking
 
 
 class _WriterLock:
-    """An exclusive ``flock`` on the sidecar file ``<store>.lock``.
+    """An exclusive ``flock`` on the sidecar file ``<store>.lock``, which names its holder.
 
     ``flock`` locks belong to the open file and die with the process, so a writer killed
-    with SIGKILL leaves no lock behind (at most the file, which a later writer re-locks).
+    with SIGKILL leaves no lock behind, only the file with its ``pid N on HOST`` line. A
+    later writer locks that file again and takes it over with a :class:`StaleLockWarning`
+    naming the old pid; a live holder still refuses it (:class:`StoreLockedError`).
     """
 
     def __init__(self, store_path: Path):
         self.path = store_path.with_name(store_path.name + ".lock")
+        self._fd = None
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -139,8 +181,16 @@ class _WriterLock:
                 break
             os.close(fd)
         self._fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as exc:
+            # A full disk fails here first: writing the store could not succeed either.
+            self.release()
+            raise _write_error(exc, f"the lock file {self.path}", self.path) from None
+        if previous:
+            _warn_stale(self.path, previous)
 
     def release(self) -> None:
         if self._fd is None:
@@ -151,6 +201,135 @@ class _WriterLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def _warn_stale(path: Path, previous: str) -> None:
+    """Note that the lock file ``path``, left with the line ``previous``, is taken over.
+
+    Only a holder that died leaves its line behind (a writer that closes unlinks the
+    file), so the lock is stale whatever the line says; the note says whether its pid is
+    known to be gone (same host, no such process) so a user can tell a crash from a pid
+    that was reused.
+    """
+    m = re.fullmatch(r"pid (\d+) on (\S+)", previous)
+    if m is None:
+        who, gone = repr(previous), False
+    else:
+        pid, host = int(m[1]), m[2]
+        who, gone = f"pid {pid} on {host}", host == socket.gethostname() and not _alive(pid)
+    warnings.warn(
+        f"taking over stale lock left by {who}{' (that process is gone)' if gone else ''};"
+        f" lock file {path}",
+        StaleLockWarning,
+        stacklevel=4,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# write failures
+
+
+#: HDF5 reports a failed system call inside its message ("..., errno = 28, error message =
+#: 'No space left on device', ..."), with no errno of its own on the Python exception.
+_HDF5_ERRNO = re.compile(r"errno = (\d+)")
+_RAW_BYTES_PER_SAMPLE = 2  # uint16 labels before compression: the most a sample can take
+_SLACK_BYTES = 1_000_000  # asked for on top of an estimate: HDF5's metadata, estimation error
+
+
+def _write_error(exc: BaseException, what: str, path: Path, *,
+                 need: float | None = None, basis: str = "") -> StoreWriteError:
+    """The :class:`StoreWriteError` for a failed write of ``what`` (in the file ``path``).
+
+    The reason is the system's (errno) without HDF5's internal trace (addresses, buffer
+    pointers, timestamps), which says nothing to a user. On a full disk or quota the
+    message adds what to free: what ``need`` (the bytes still to write; ``basis`` says
+    how they were estimated) exceeds the free space by, plus a margin.
+    """
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    if code is None:
+        m = _HDF5_ERRNO.search(str(exc))
+        code = int(m[1]) if m else None
+    if code:
+        reason = os.strerror(code)
+    else:
+        # h5py's message is "what failed (HDF5's details)": keep the first part.
+        reason = str(exc).split(" (", 1)[0] or type(exc).__name__
+    msg = f"cannot write {what}: {reason}"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        folder = path.absolute().parent
+        try:
+            free = shutil.disk_usage(folder).free
+            now = f"{_size(free)} free now"
+        except OSError:
+            free, now = 0, "free space unknown"
+        if need:
+            more = max(need - free, 0) + _SLACK_BYTES
+            msg += f"; free at least {_size(more, up=True)} in {folder} ({now}{basis})"
+        else:
+            msg += f"; free space in {folder} ({now})"
+    return StoreWriteError(msg, errno=code, filename=path)
+
+
+def _space_needed(samples: int, bytes_per_sample: float | None) -> tuple[float, str]:
+    """Bytes to free for ``samples`` more samples, and how that was estimated.
+
+    At the rate of the rows written so far when there are any, else at the uncompressed
+    size (labels compress to well under that, so this asks for more than will be used).
+    """
+    if bytes_per_sample:
+        return samples * bytes_per_sample, (
+            f"; {samples:,} samples still to write at the {bytes_per_sample:.2g} bytes per"
+            " sample of the rows written so far")
+    return samples * _RAW_BYTES_PER_SAMPLE, (
+        f"; {samples:,} samples to write at up to {_RAW_BYTES_PER_SAMPLE} bytes per sample")
+
+
+def _size(nbytes: float, *, up: bool = False) -> str:
+    """``nbytes`` in B, kB, MB, GB or TB (one decimal); ``up`` rounds up, for "at least"."""
+    value, unit = max(float(nbytes), 0.0), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    if unit == "B":
+        return f"{np.ceil(value) if up else round(value):.0f} B"
+    return f"{np.ceil(value * 10) / 10 if up else value:.1f} {unit}"
+
+
+def _abandon(f: h5py.File) -> None:
+    """Close ``f`` after a failed write without writing anything more into its file.
+
+    HDF5 still holds what the failed write changed (dirty metadata, chunks in its cache)
+    and flushes it when the file closes: onto a full disk that fails again, half of it
+    may land on the good data, and a failed close leaves h5py's objects half closed (they
+    crash the interpreter when garbage-collected). So the file descriptor under HDF5 is
+    first pointed at a scratch file in memory; the close writes there and succeeds, and
+    the file on disk keeps what its last successful flush left, in which every row marked
+    complete is whole. (A reader of the same file in this process shares HDF5's
+    descriptor and sees the scratch file from now on; isskit never holds one next to a
+    writer.)
+    """
+    with contextlib.suppress(Exception):
+        fd = f.id.get_vfd_handle()
+        if hasattr(os, "memfd_create"):
+            scratch = os.memfd_create("isskit-abandoned-write")
+            os.dup2(scratch, fd)
+            os.close(scratch)
+        else:  # pragma: no cover - not Linux
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), fd)
+    with contextlib.suppress(Exception):
+        f.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -206,41 +385,67 @@ def _chunk_shape(samples_per_image: int) -> tuple[int, int]:
 def _create(
     path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict
 ) -> None:
-    """Write a new empty store, atomically: a temporary file renamed into place."""
+    """Write a new empty store, atomically: a temporary file renamed into place.
+
+    Every chunk of ``/labels`` is written here, as a deflated chunk of zeros (27 bytes
+    for 2,000 samples, 277 for 2^17: about 1 % of a written row, left as dead space once
+    the row is written). The chunk index (an HDF5 B-tree) then holds every chunk from the
+    start, and writing a row later only changes its index entry in place: no B-tree node
+    is added, split or moved, which on a full disk could reach the disk in part and cut
+    complete rows off the index.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = image_index.size
+    f = None
     try:
-        with h5py.File(tmp, "w", locking=False) as f:
-            f.create_dataset(
-                "labels",
-                shape=(n, samples_per_image),
-                dtype=np.uint16,
-                chunks=_chunk_shape(samples_per_image) if n else None,
-                compression=_COMPRESSION if n else None,
-                compression_opts=_COMPRESSION_LEVEL if n else None,
-                fillvalue=0,
-            )
-            # The small per-image datasets are contiguous and written in full now, so later
-            # updates rewrite bytes in place and never change the file's structure.
-            f.create_dataset("image_index", data=image_index)
-            f.create_dataset("true_label", data=true_label)
-            f.create_dataset("complete", data=np.zeros(n, dtype=bool))
-            f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
-            if columns:
-                extra = f.create_group("extra")
-                for name, values in columns.items():
-                    extra.create_dataset(name, data=values)
-            for key, value in attrs.items():
-                f.attrs[key] = value
+        f = h5py.File(tmp, "w", locking=False)
+        labels = f.create_dataset(
+            "labels",
+            shape=(n, samples_per_image),
+            dtype=np.uint16,
+            chunks=_chunk_shape(samples_per_image) if n else None,
+            compression=_COMPRESSION if n else None,
+            compression_opts=_COMPRESSION_LEVEL if n else None,
+            fillvalue=0,
+        )
+        if n:
+            C = labels.chunks[1]
+            # Level 9, unlike the rows' level 1: written once per chunk, it only has to be
+            # small. A zero chunk reads as the fill value HDF5 gives a chunk never written.
+            zeros = zlib.compress(bytes(2 * C), 9)
+            for r in range(n):
+                for c0 in range(0, samples_per_image, C):
+                    labels.id.write_direct_chunk((r, c0), zeros)
+        # The small per-image datasets are contiguous and written in full now, so later
+        # updates rewrite bytes in place and never change the file's structure.
+        f.create_dataset("image_index", data=image_index)
+        f.create_dataset("true_label", data=true_label)
+        f.create_dataset("complete", data=np.zeros(n, dtype=bool))
+        f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
+        if columns:
+            extra = f.create_group("extra")
+            for name, values in columns.items():
+                extra.create_dataset(name, data=values)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        # Flushed before the close, so that a full disk fails here, where the file can
+        # still be abandoned cleanly, and not inside close().
+        f.flush()
+        f.close()
         os.replace(tmp, path)
     except BaseException:
+        if f is not None and f.id.valid:
+            _abandon(f)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 
 
-def _open_h5(path: Path, mode: str) -> h5py.File:
-    """Open ``path`` with h5py, turning every failure into a StoreError naming the problem."""
+def _open_h5(path: Path, mode: str, **kw) -> h5py.File:
+    """Open ``path`` with h5py, turning every failure into a StoreError naming the problem.
+
+    ``kw`` goes to :class:`h5py.File` (the writer turns HDF5's chunk cache off).
+    """
     if not path.exists():
         raise StoreError(f"stream store {path} does not exist")
     if path.is_dir():
@@ -254,7 +459,7 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         # HDF5's own file locks are off: the sidecar lock keeps writers apart, and a reader
         # (isskit info on a running job) must not be refused, nor block the writer.
-        return h5py.File(path, mode, locking=False)
+        return h5py.File(path, mode, locking=False, **kw)
     except OSError as exc:
         msg = str(exc)
         hint = " (truncated?)" if "truncated" in msg or "eof" in msg.lower() else " (damaged?)"
@@ -473,6 +678,14 @@ def open_for_writing(
         Another live process is writing the store.
     StoreError
         Bad arguments, or an existing file that is not a valid store.
+    StoreWriteError
+        The lock file or the new store could not be written (a full disk names the space
+        to free); nothing is left behind.
+
+    Warns
+    -----
+    StaleLockWarning
+        The lock file of a writer that died was taken over.
     """
     path = Path(path)
     samples_per_image = check_positive_int(samples_per_image, "samples_per_image")
@@ -519,9 +732,13 @@ def open_for_writing(
         if not path.exists():
             try:
                 _create(path, image_index, true_label, samples_per_image, full, columns)
-            except OSError as exc:
-                raise StoreError(f"cannot create stream store {path}: {exc}") from None
-        f = _open_h5(path, "r+")
+            except (OSError, RuntimeError) as exc:  # h5py raises both for a failed write
+                need, basis = _space_needed(image_index.size * samples_per_image, None)
+                raise _write_error(exc, f"the new stream store {path}", path, need=need,
+                                   basis=basis) from None
+        # No chunk cache: a chunk goes to disk (or fails) inside the write that made it, so
+        # after a failure none is left in memory for HDF5 to retry, and fail on, at close.
+        f = _open_h5(path, "r+", rdcc_nbytes=0)
         try:
             stored = _validate(f, path)
             _check_same_run(path, f, stored, full, image_index, true_label, columns)
@@ -565,6 +782,9 @@ class StreamWriter:
 
     Every write marks its rows complete only after the labels are written and flushed,
     so a writer killed at any moment leaves no row marked complete that is not whole.
+    A write that fails (:class:`StoreWriteError`) closes the writer at once, without
+    writing anything more into the file, and releases the lock: the store keeps every
+    row marked complete before, and reopening it resumes the others.
     """
 
     def __init__(self, path: Path, f: h5py.File, lock: _WriterLock, *, fsync: bool = False):
@@ -572,6 +792,7 @@ class StreamWriter:
         self._f = f
         self._lock = lock
         self._fsync = fsync
+        self._failure: str | None = None
         self._labels = f["labels"]
         self._complete_ds = f["complete"]
         self._seconds = f["seconds"]
@@ -661,8 +882,7 @@ class StreamWriter:
             if np.any(self._complete[rows]):
                 # Rewriting a complete row: unmark it first, so a kill mid-write cannot
                 # leave the old mark on half-new labels.
-                self._complete[rows] = False
-                self._store_complete(rows)
+                self._mark(rows, False)
             if np.all(np.diff(rows) == 1):
                 self._labels[rows[0] : rows[-1] + 1] = labels
             else:
@@ -671,15 +891,37 @@ class StreamWriter:
             for j, r in enumerate(rows):
                 self._seconds[r] = seconds[j]
             self._flush()
-            self._complete[rows] = True
-            self._store_complete(rows)
-        except OSError as exc:  # disk full, file gone, ...
-            raise StoreError(f"cannot write {what}: {exc}") from None
+            self._mark(rows, True)
+        except (OSError, RuntimeError) as exc:  # disk full, quota, I/O error (h5py: either)
+            raise self._fail(exc, what) from None
 
-    def _store_complete(self, rows: np.ndarray) -> None:
+    def _mark(self, rows: np.ndarray, value: bool) -> None:
+        """Set the complete flag of ``rows`` on disk, then (once flushed) in memory."""
+        mask = self._complete.copy()
+        mask[rows] = value
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        self._complete_ds[lo:hi] = self._complete[lo:hi]
+        self._complete_ds[lo:hi] = mask[lo:hi]
         self._flush()
+        self._complete = mask
+
+    def _fail(self, exc: BaseException, what: str) -> StoreWriteError:
+        """Close the file without writing more, release the lock; the error to raise."""
+        done = int(self._complete.sum())
+        N = self.samples_per_image
+        rate = None
+        if done:
+            with contextlib.suppress(OSError):
+                rate = self.path.stat().st_size / (done * N)
+        need, basis = _space_needed((self.n_images - done) * N, rate)
+        err = _write_error(exc, what, self.path, need=need, basis=basis)
+        kept = (f"the {done} complete row(s) are kept; the other {self.n_images - done} are"
+                " redone when the store is opened for writing again")
+        err.args = (f"{err}; {kept}",)
+        f, self._f = self._f, None
+        _abandon(f)
+        self._lock.release()
+        self._failure = str(err)
+        return err
 
     def _flush(self) -> None:
         self._f.flush()
@@ -691,18 +933,32 @@ class StreamWriter:
                 os.close(fd)
 
     def _check_open(self) -> None:
+        if self._failure is not None:
+            raise StoreError(f"the writer of {self.path} stopped after a failed write:"
+                             f" {self._failure}")
         if self._f is None:
             raise StoreError(f"the writer of {self.path} is closed")
 
     # -- life cycle
     def close(self) -> None:
-        """Flush, close the file and release the writer lock."""
-        if self._f is not None:
-            try:
-                self._f.close()
-            finally:
-                self._f = None
-                self._lock.release()
+        """Flush, close the file and release the writer lock.
+
+        Raises
+        ------
+        StoreWriteError
+            The last flush failed; rows marked complete before are kept.
+        """
+        if self._f is None:
+            return
+        try:
+            # Every write flushed already, so this normally writes nothing; done apart from
+            # the close so that a failure can still abandon the file cleanly.
+            self._flush()
+            self._f.close()
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc, f"{self.path} (closing it)") from None
+        self._f = None
+        self._lock.release()
 
     def __enter__(self) -> StreamWriter:
         return self
