@@ -17,8 +17,17 @@ Layout (DESIGN.md, "Stream store")::
                  samples_per_image, seed, dataset, model, device, torch_version,
                  batch_size, noise (and any further provenance)
 
+A failed write (a full disk, a quota, an I/O error) is a :class:`StoreWriteError` (an
+``OSError``) naming the file and the space to free. It never damages what was written
+before: the chunk index of ``/labels`` is built in full when the store is created, so a
+later write only changes metadata in place and a row's new chunk is referenced only once
+it is on disk; after a failure nothing more is written to the file (see :func:`_abandon`).
+Rows marked complete stay whole and readable, and reopening the store resumes it.
+
 This module never imports torch and never prints; every problem with a file is a
-:class:`StoreError` (a ``ValueError``) naming the path and what is wrong.
+:class:`StoreError` (a ``ValueError``) naming the path and what is wrong, except the
+write failures above. A lock file left by a killed writer is taken over with a
+:class:`StaleLockWarning`.
 """
 
 from __future__ import annotations
@@ -29,7 +38,11 @@ import fcntl
 import json
 import numbers
 import os
+import re
+import shutil
 import socket
+import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +59,11 @@ from isskit._validate import check_positive_int, check_sigma
 __all__ = [
     "RUN_PARAMS",
     "SCHEMA_VERSION",
+    "StaleLockWarning",
     "StoreError",
     "StoreLockedError",
     "StoreMismatchError",
+    "StoreWriteError",
     "StreamStore",
     "StreamWriter",
     "is_stream_store",
@@ -99,19 +114,46 @@ class StoreLockedError(StoreError):
     """Another process is writing the store."""
 
 
+class StoreWriteError(OSError):
+    """Writing a store or its lock file failed: a full disk, a quota, an I/O error.
+
+    An ``OSError``, not a :class:`StoreError`: nothing was wrong with the input, and the
+    same call succeeds once the cause is gone. Rows marked complete before the failure
+    stay complete and whole; reopening the store resumes it. ``errno`` (``None`` where
+    neither the system nor HDF5 named one) and ``filename`` are set; the message names
+    the file and, on a full disk, the space to free.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, filename=None):
+        super().__init__(message)
+        self.errno = errno
+        self.filename = None if filename is None else str(filename)
+
+    def __str__(self) -> str:
+        # OSError would print "[Errno N] strerror: filename"; the message already says more.
+        return self.args[0]
+
+
+class StaleLockWarning(UserWarning):
+    """The lock file of a writer that is gone (killed, crashed) was taken over."""
+
+
 # --------------------------------------------------------------------------------------
 # locking
 
 
 class _WriterLock:
-    """An exclusive ``flock`` on the sidecar file ``<store>.lock``.
+    """An exclusive ``flock`` on the sidecar file ``<store>.lock``, which names its holder.
 
     ``flock`` locks belong to the open file and die with the process, so a writer killed
-    with SIGKILL leaves no lock behind (at most the file, which a later writer re-locks).
+    with SIGKILL leaves no lock behind, only the file with its ``pid N on HOST`` line. A
+    later writer locks that file again and takes it over with a :class:`StaleLockWarning`
+    naming the old pid; a live holder still refuses it (:class:`StoreLockedError`).
     """
 
     def __init__(self, store_path: Path):
         self.path = store_path.with_name(store_path.name + ".lock")
+        self._fd = None
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -139,8 +181,16 @@ class _WriterLock:
                 break
             os.close(fd)
         self._fd = fd
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as exc:
+            # A full disk fails here first: writing the store could not succeed either.
+            self.release()
+            raise _write_error(exc, f"the lock file {self.path}", self.path) from None
+        if previous:
+            _warn_stale(self.path, previous)
 
     def release(self) -> None:
         if self._fd is None:
@@ -151,6 +201,135 @@ class _WriterLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def _warn_stale(path: Path, previous: str) -> None:
+    """Note that the lock file ``path``, left with the line ``previous``, is taken over.
+
+    Only a holder that died leaves its line behind (a writer that closes unlinks the
+    file), so the lock is stale whatever the line says; the note says whether its pid is
+    known to be gone (same host, no such process) so a user can tell a crash from a pid
+    that was reused.
+    """
+    m = re.fullmatch(r"pid (\d+) on (\S+)", previous)
+    if m is None:
+        who, gone = repr(previous), False
+    else:
+        pid, host = int(m[1]), m[2]
+        who, gone = f"pid {pid} on {host}", host == socket.gethostname() and not _alive(pid)
+    warnings.warn(
+        f"taking over stale lock left by {who}{' (that process is gone)' if gone else ''};"
+        f" lock file {path}",
+        StaleLockWarning,
+        stacklevel=4,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, and belongs to someone else
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# write failures
+
+
+#: HDF5 reports a failed system call inside its message ("..., errno = 28, error message =
+#: 'No space left on device', ..."), with no errno of its own on the Python exception.
+_HDF5_ERRNO = re.compile(r"errno = (\d+)")
+_RAW_BYTES_PER_SAMPLE = 2  # uint16 labels before compression: the most a sample can take
+_SLACK_BYTES = 1_000_000  # asked for on top of an estimate: HDF5's metadata, estimation error
+
+
+def _write_error(exc: BaseException, what: str, path: Path, *,
+                 need: float | None = None, basis: str = "") -> StoreWriteError:
+    """The :class:`StoreWriteError` for a failed write of ``what`` (in the file ``path``).
+
+    The reason is the system's (errno) without HDF5's internal trace (addresses, buffer
+    pointers, timestamps), which says nothing to a user. On a full disk or quota the
+    message adds what to free: what ``need`` (the bytes still to write; ``basis`` says
+    how they were estimated) exceeds the free space by, plus a margin.
+    """
+    code = exc.errno if isinstance(exc, OSError) and exc.errno else None
+    if code is None:
+        m = _HDF5_ERRNO.search(str(exc))
+        code = int(m[1]) if m else None
+    if code:
+        reason = os.strerror(code)
+    else:
+        # h5py's message is "what failed (HDF5's details)": keep the first part.
+        reason = str(exc).split(" (", 1)[0] or type(exc).__name__
+    msg = f"cannot write {what}: {reason}"
+    if code in (errno.ENOSPC, errno.EDQUOT):
+        folder = path.absolute().parent
+        try:
+            free = shutil.disk_usage(folder).free
+            now = f"{_size(free)} free now"
+        except OSError:
+            free, now = 0, "free space unknown"
+        if need:
+            more = max(need - free, 0) + _SLACK_BYTES
+            msg += f"; free at least {_size(more, up=True)} in {folder} ({now}{basis})"
+        else:
+            msg += f"; free space in {folder} ({now})"
+    return StoreWriteError(msg, errno=code, filename=path)
+
+
+def _space_needed(samples: int, bytes_per_sample: float | None) -> tuple[float, str]:
+    """Bytes to free for ``samples`` more samples, and how that was estimated.
+
+    At the rate of the rows written so far when there are any, else at the uncompressed
+    size (labels compress to well under that, so this asks for more than will be used).
+    """
+    if bytes_per_sample:
+        return samples * bytes_per_sample, (
+            f"; {samples:,} samples still to write at the {bytes_per_sample:.2g} bytes per"
+            " sample of the rows written so far")
+    return samples * _RAW_BYTES_PER_SAMPLE, (
+        f"; {samples:,} samples to write at up to {_RAW_BYTES_PER_SAMPLE} bytes per sample")
+
+
+def _size(nbytes: float, *, up: bool = False) -> str:
+    """``nbytes`` in B, kB, MB, GB or TB (one decimal); ``up`` rounds up, for "at least"."""
+    value, unit = max(float(nbytes), 0.0), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    if unit == "B":
+        return f"{np.ceil(value) if up else round(value):.0f} B"
+    return f"{np.ceil(value * 10) / 10 if up else value:.1f} {unit}"
+
+
+def _abandon(f: h5py.File) -> None:
+    """Close ``f`` after a failed write without writing anything more into its file.
+
+    HDF5 still holds what the failed write changed (dirty metadata, chunks in its cache)
+    and flushes it when the file closes: onto a full disk that fails again, half of it
+    may land on the good data, and a failed close leaves h5py's objects half closed (they
+    crash the interpreter when garbage-collected). So the file descriptor under HDF5 is
+    first pointed at a scratch file in memory; the close writes there and succeeds, and
+    the file on disk keeps what its last successful flush left, in which every row marked
+    complete is whole. (A reader of the same file in this process shares HDF5's
+    descriptor and sees the scratch file from now on; isskit never holds one next to a
+    writer.)
+    """
+    with contextlib.suppress(Exception):
+        fd = f.id.get_vfd_handle()
+        if hasattr(os, "memfd_create"):
+            scratch = os.memfd_create("isskit-abandoned-write")
+            os.dup2(scratch, fd)
+            os.close(scratch)
+        else:  # pragma: no cover - not Linux
+            with tempfile.TemporaryFile() as tmp:
+                os.dup2(tmp.fileno(), fd)
+    with contextlib.suppress(Exception):
+        f.close()
 
 
 # --------------------------------------------------------------------------------------
@@ -206,41 +385,67 @@ def _chunk_shape(samples_per_image: int) -> tuple[int, int]:
 def _create(
     path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict
 ) -> None:
-    """Write a new empty store, atomically: a temporary file renamed into place."""
+    """Write a new empty store, atomically: a temporary file renamed into place.
+
+    Every chunk of ``/labels`` is written here, as a deflated chunk of zeros (27 bytes
+    for 2,000 samples, 277 for 2^17: about 1 % of a written row, left as dead space once
+    the row is written). The chunk index (an HDF5 B-tree) then holds every chunk from the
+    start, and writing a row later only changes its index entry in place: no B-tree node
+    is added, split or moved, which on a full disk could reach the disk in part and cut
+    complete rows off the index.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = image_index.size
+    f = None
     try:
-        with h5py.File(tmp, "w", locking=False) as f:
-            f.create_dataset(
-                "labels",
-                shape=(n, samples_per_image),
-                dtype=np.uint16,
-                chunks=_chunk_shape(samples_per_image) if n else None,
-                compression=_COMPRESSION if n else None,
-                compression_opts=_COMPRESSION_LEVEL if n else None,
-                fillvalue=0,
-            )
-            # The small per-image datasets are contiguous and written in full now, so later
-            # updates rewrite bytes in place and never change the file's structure.
-            f.create_dataset("image_index", data=image_index)
-            f.create_dataset("true_label", data=true_label)
-            f.create_dataset("complete", data=np.zeros(n, dtype=bool))
-            f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
-            if columns:
-                extra = f.create_group("extra")
-                for name, values in columns.items():
-                    extra.create_dataset(name, data=values)
-            for key, value in attrs.items():
-                f.attrs[key] = value
+        f = h5py.File(tmp, "w", locking=False)
+        labels = f.create_dataset(
+            "labels",
+            shape=(n, samples_per_image),
+            dtype=np.uint16,
+            chunks=_chunk_shape(samples_per_image) if n else None,
+            compression=_COMPRESSION if n else None,
+            compression_opts=_COMPRESSION_LEVEL if n else None,
+            fillvalue=0,
+        )
+        if n:
+            C = labels.chunks[1]
+            # Level 9, unlike the rows' level 1: written once per chunk, it only has to be
+            # small. A zero chunk reads as the fill value HDF5 gives a chunk never written.
+            zeros = zlib.compress(bytes(2 * C), 9)
+            for r in range(n):
+                for c0 in range(0, samples_per_image, C):
+                    labels.id.write_direct_chunk((r, c0), zeros)
+        # The small per-image datasets are contiguous and written in full now, so later
+        # updates rewrite bytes in place and never change the file's structure.
+        f.create_dataset("image_index", data=image_index)
+        f.create_dataset("true_label", data=true_label)
+        f.create_dataset("complete", data=np.zeros(n, dtype=bool))
+        f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
+        if columns:
+            extra = f.create_group("extra")
+            for name, values in columns.items():
+                extra.create_dataset(name, data=values)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        # Flushed before the close, so that a full disk fails here, where the file can
+        # still be abandoned cleanly, and not inside close().
+        f.flush()
+        f.close()
         os.replace(tmp, path)
     except BaseException:
+        if f is not None and f.id.valid:
+            _abandon(f)
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 
 
-def _open_h5(path: Path, mode: str) -> h5py.File:
-    """Open ``path`` with h5py, turning every failure into a StoreError naming the problem."""
+def _open_h5(path: Path, mode: str, **kw) -> h5py.File:
+    """Open ``path`` with h5py, turning every failure into a StoreError naming the problem.
+
+    ``kw`` goes to :class:`h5py.File` (the writer turns HDF5's chunk cache off).
+    """
     if not path.exists():
         raise StoreError(f"stream store {path} does not exist")
     if path.is_dir():
@@ -254,7 +459,7 @@ def _open_h5(path: Path, mode: str) -> h5py.File:
     try:
         # HDF5's own file locks are off: the sidecar lock keeps writers apart, and a reader
         # (isskit info on a running job) must not be refused, nor block the writer.
-        return h5py.File(path, mode, locking=False)
+        return h5py.File(path, mode, locking=False, **kw)
     except OSError as exc:
         msg = str(exc)
         hint = " (truncated?)" if "truncated" in msg or "eof" in msg.lower() else " (damaged?)"
@@ -285,6 +490,7 @@ def _validate(f: h5py.File, path: Path) -> dict:
         )
     if version < 1:
         raise StoreError(f"stream store {path}: schema_version ({version}) must be >= 1")
+    _check_attrs(attrs, path)
     for name, (rank, dtype) in _DATASETS.items():
         obj = f[name]
         if not isinstance(obj, h5py.Dataset):
@@ -309,10 +515,33 @@ def _validate(f: h5py.File, path: Path) -> dict:
             f"stream store {path}: attr samples_per_image ({attrs['samples_per_image']}) does"
             f" not match /labels' {N} columns"
         )
-    k = attrs["num_classes"]
-    if not isinstance(k, int) or not 1 <= k <= _MAX_CLASSES:
-        raise StoreError(f"stream store {path}: num_classes ({k!r}) must be in [1, {_MAX_CLASSES}]")
     return attrs
+
+
+def _check_attrs(attrs: dict, path: Path) -> None:
+    """Refuse numeric root attrs that make no sense, naming the attr, its value and the file.
+
+    Read code turns these into numbers (``float(sigma)``, ``int(num_classes)``), where a
+    bad value would fail with a message that names neither the attr nor the file, or,
+    worse, not fail.
+    """
+
+    def bad(name: str, rule: str) -> StoreError:
+        return StoreError(f"stream store {path}: root attr {name} ({attrs[name]!r}) {rule}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    try:
+        check_sigma(attrs["sigma"])
+    except ValueError:
+        raise bad("sigma", "must be a finite number > 0") from None
+    if not is_int(attrs["num_classes"]) or not 1 <= attrs["num_classes"] <= _MAX_CLASSES:
+        raise bad("num_classes", f"must be an integer in [1, {_MAX_CLASSES}] (uint16 labels)")
+    if not is_int(attrs["samples_per_image"]) or attrs["samples_per_image"] < 0:
+        raise bad("samples_per_image", "must be an integer >= 0")
+    if "seed" in attrs and not is_int(attrs["seed"]):
+        raise bad("seed", "must be an integer")
 
 
 def _check_columns(columns, n: int) -> dict:
@@ -355,12 +584,31 @@ def _default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _inflate_into(raw: bytes, dest: np.ndarray) -> None:
-    """Inflate one deflate-compressed chunk into ``dest`` (only as many bytes as it needs)."""
-    need = 2 * dest.size
-    data = zlib.decompressobj().decompress(raw, need)
-    if len(data) < need:
-        raise zlib.error(f"chunk inflated to {len(data)} bytes, expected at least {need}")
+def _inflate_into(raw: bytes, dest: np.ndarray, chunk_bytes: int) -> None:
+    """Inflate one whole deflate-compressed chunk, check it, and copy its head into ``dest``.
+
+    The chunk is inflated to its end even when ``dest`` (a prefix) needs less of it: only
+    there does zlib compare the stream's adler32 with what it inflated, so stopping early
+    would hand back labels that a flipped bit has changed. The chunk must inflate to exactly
+    ``chunk_bytes`` (HDF5 stores edge chunks whole) with nothing after the stream's end.
+    Raises ``zlib.error`` saying what is wrong.
+    """
+    d = zlib.decompressobj()
+    data = d.decompress(raw, chunk_bytes)
+    if not d.eof:
+        # With the output full, zlib may stop before the stream's last code and its adler32;
+        # what is left may finish the stream, but must not inflate to one byte more.
+        if d.decompress(d.unconsumed_tail, 1):
+            raise zlib.error(f"chunk inflates to more than the {chunk_bytes} bytes of a chunk")
+        if not d.eof:
+            raise zlib.error(
+                f"chunk's deflate stream ends early (after {len(data)} of {chunk_bytes} bytes,"
+                " no adler32 checksum): truncated"
+            )
+    if d.unused_data:
+        raise zlib.error(f"{len(d.unused_data)} stray bytes after the chunk's deflate stream")
+    if len(data) != chunk_bytes:
+        raise zlib.error(f"chunk inflated to {len(data)} bytes, expected {chunk_bytes}")
     dest[:] = np.frombuffer(data, dtype="<u2", count=dest.size)
 
 
@@ -430,6 +678,14 @@ def open_for_writing(
         Another live process is writing the store.
     StoreError
         Bad arguments, or an existing file that is not a valid store.
+    StoreWriteError
+        The lock file or the new store could not be written (a full disk names the space
+        to free); nothing is left behind.
+
+    Warns
+    -----
+    StaleLockWarning
+        The lock file of a writer that died was taken over.
     """
     path = Path(path)
     samples_per_image = check_positive_int(samples_per_image, "samples_per_image")
@@ -476,9 +732,13 @@ def open_for_writing(
         if not path.exists():
             try:
                 _create(path, image_index, true_label, samples_per_image, full, columns)
-            except OSError as exc:
-                raise StoreError(f"cannot create stream store {path}: {exc}") from None
-        f = _open_h5(path, "r+")
+            except (OSError, RuntimeError) as exc:  # h5py raises both for a failed write
+                need, basis = _space_needed(image_index.size * samples_per_image, None)
+                raise _write_error(exc, f"the new stream store {path}", path, need=need,
+                                   basis=basis) from None
+        # No chunk cache: a chunk goes to disk (or fails) inside the write that made it, so
+        # after a failure none is left in memory for HDF5 to retry, and fail on, at close.
+        f = _open_h5(path, "r+", rdcc_nbytes=0)
         try:
             stored = _validate(f, path)
             _check_same_run(path, f, stored, full, image_index, true_label, columns)
@@ -522,6 +782,9 @@ class StreamWriter:
 
     Every write marks its rows complete only after the labels are written and flushed,
     so a writer killed at any moment leaves no row marked complete that is not whole.
+    A write that fails (:class:`StoreWriteError`) closes the writer at once, without
+    writing anything more into the file, and releases the lock: the store keeps every
+    row marked complete before, and reopening it resumes the others.
     """
 
     def __init__(self, path: Path, f: h5py.File, lock: _WriterLock, *, fsync: bool = False):
@@ -529,6 +792,7 @@ class StreamWriter:
         self._f = f
         self._lock = lock
         self._fsync = fsync
+        self._failure: str | None = None
         self._labels = f["labels"]
         self._complete_ds = f["complete"]
         self._seconds = f["seconds"]
@@ -618,8 +882,7 @@ class StreamWriter:
             if np.any(self._complete[rows]):
                 # Rewriting a complete row: unmark it first, so a kill mid-write cannot
                 # leave the old mark on half-new labels.
-                self._complete[rows] = False
-                self._store_complete(rows)
+                self._mark(rows, False)
             if np.all(np.diff(rows) == 1):
                 self._labels[rows[0] : rows[-1] + 1] = labels
             else:
@@ -628,15 +891,37 @@ class StreamWriter:
             for j, r in enumerate(rows):
                 self._seconds[r] = seconds[j]
             self._flush()
-            self._complete[rows] = True
-            self._store_complete(rows)
-        except OSError as exc:  # disk full, file gone, ...
-            raise StoreError(f"cannot write {what}: {exc}") from None
+            self._mark(rows, True)
+        except (OSError, RuntimeError) as exc:  # disk full, quota, I/O error (h5py: either)
+            raise self._fail(exc, what) from None
 
-    def _store_complete(self, rows: np.ndarray) -> None:
+    def _mark(self, rows: np.ndarray, value: bool) -> None:
+        """Set the complete flag of ``rows`` on disk, then (once flushed) in memory."""
+        mask = self._complete.copy()
+        mask[rows] = value
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        self._complete_ds[lo:hi] = self._complete[lo:hi]
+        self._complete_ds[lo:hi] = mask[lo:hi]
         self._flush()
+        self._complete = mask
+
+    def _fail(self, exc: BaseException, what: str) -> StoreWriteError:
+        """Close the file without writing more, release the lock; the error to raise."""
+        done = int(self._complete.sum())
+        N = self.samples_per_image
+        rate = None
+        if done:
+            with contextlib.suppress(OSError):
+                rate = self.path.stat().st_size / (done * N)
+        need, basis = _space_needed((self.n_images - done) * N, rate)
+        err = _write_error(exc, what, self.path, need=need, basis=basis)
+        kept = (f"the {done} complete row(s) are kept; the other {self.n_images - done} are"
+                " redone when the store is opened for writing again")
+        err.args = (f"{err}; {kept}",)
+        f, self._f = self._f, None
+        _abandon(f)
+        self._lock.release()
+        self._failure = str(err)
+        return err
 
     def _flush(self) -> None:
         self._f.flush()
@@ -648,18 +933,32 @@ class StreamWriter:
                 os.close(fd)
 
     def _check_open(self) -> None:
+        if self._failure is not None:
+            raise StoreError(f"the writer of {self.path} stopped after a failed write:"
+                             f" {self._failure}")
         if self._f is None:
             raise StoreError(f"the writer of {self.path} is closed")
 
     # -- life cycle
     def close(self) -> None:
-        """Flush, close the file and release the writer lock."""
-        if self._f is not None:
-            try:
-                self._f.close()
-            finally:
-                self._f = None
-                self._lock.release()
+        """Flush, close the file and release the writer lock.
+
+        Raises
+        ------
+        StoreWriteError
+            The last flush failed; rows marked complete before are kept.
+        """
+        if self._f is None:
+            return
+        try:
+            # Every write flushed already, so this normally writes nothing; done apart from
+            # the close so that a failure can still abandon the file cleanly.
+            self._flush()
+            self._f.close()
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc, f"{self.path} (closing it)") from None
+        self._f = None
+        self._lock.release()
 
     def __enter__(self) -> StreamWriter:
         return self
@@ -694,7 +993,10 @@ def open_store(path) -> StreamStore:
     ------
     StoreError
         Missing file, not HDF5, truncated or damaged, an HDF5 file that is not a store,
-        a newer schema version, or datasets with the wrong shapes or dtypes.
+        a newer schema version, datasets with the wrong shapes or dtypes, a numeric root
+        attr that makes no sense (naming it, its value and the file), or a true label,
+        image index or sampling time no writer makes (naming the dataset, row and file).
+        Labels are checked later, as they are read.
     """
     path = Path(path)
     f = _open_h5(path, "r")
@@ -761,10 +1063,47 @@ class StreamStore:
         self.num_classes = int(attrs["num_classes"])
         self.sigma = float(attrs["sigma"])
         self.schema_version = int(attrs["schema_version"])
+        self._check_per_image()
+
+    def _check_per_image(self) -> None:
+        """Refuse per-image values no writer makes, naming the dataset, row and file.
+
+        A true label out of range would be scored (ACR, ``--export-cohen``) as a class that
+        does not exist, and a doubled image_index would count one image twice.
+        """
+        K = self.num_classes
+
+        def refuse(name: str, bad: np.ndarray, rule: str) -> None:
+            rows = np.flatnonzero(bad)
+            if rows.size == 0:
+                return
+            r = int(rows[0])
+            more = f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""
+            value = getattr(self, name)[r]
+            raise StoreError(
+                f"stream store {self.path} is damaged: /{name} of row {r} (image"
+                f" {int(self.image_index[r])}) is {value.item()!r}{more}; {rule}"
+            )
+
+        refuse("true_label", (self.true_label < 0) | (self.true_label >= K),
+               f"true labels must be in [0, num_classes={K})")
+        # NaN is a time not measured (synthetic stores); anything else must be a real time.
+        refuse("seconds", np.isinf(self.seconds) | (self.seconds < 0),
+               "sampling seconds must be finite and >= 0 (NaN for unknown)")
+        order = np.argsort(self.image_index, kind="stable")
+        doubled = np.flatnonzero(np.diff(self.image_index[order]) == 0)
+        if doubled.size:
+            first, again = sorted(int(v) for v in order[doubled[0] : doubled[0] + 2])
+            raise StoreError(
+                f"stream store {self.path} is damaged: /image_index repeats image"
+                f" {int(self.image_index[first])} (rows {first} and {again}"
+                + (f", and {doubled.size - 1} more repeats" if doubled.size > 1 else "")
+                + "); every row must be a different image"
+            )
 
     # -- labels
     def labels(self, rows=slice(None), samples=slice(None)) -> np.ndarray:
-        """Read labels of some rows and samples (only those are decompressed).
+        """Read labels of some rows and samples (only the chunks that hold them are inflated).
 
         Parameters
         ----------
@@ -776,6 +1115,11 @@ class StreamStore:
         Returns
         -------
         ndarray of uint16, shape (rows, samples) (or (samples,) for an int row)
+
+        Raises
+        ------
+        StoreError
+            A damaged chunk or a label >= ``num_classes``, naming the file, row and image.
         """
         self._check_open()
         if isinstance(samples, numbers.Integral):
@@ -787,27 +1131,38 @@ class StreamStore:
             samples = slice(0, k)
         if not isinstance(samples, slice):
             raise StoreError(f"samples ({samples!r}) must be an int (a prefix) or a slice")
-        try:
-            if isinstance(rows, numbers.Integral):
-                r = int(rows)
-                if not -self.n_images <= r < self.n_images:
-                    raise StoreError(f"row {r} outside [0, {self.n_images}) in {self.path}")
-                return self._labels[r % self.n_images, samples]
-            if isinstance(rows, slice):
-                return self._labels[rows, samples]
+        cols = range(*samples.indices(self.samples_per_image))
+        if isinstance(rows, numbers.Integral):
+            r = int(rows)
+            if not -self.n_images <= r < self.n_images:
+                raise StoreError(f"row {r} outside [0, {self.n_images}) in {self.path}")
+            read = np.array([r % self.n_images])
+        elif isinstance(rows, slice):
+            read = np.arange(*rows.indices(self.n_images))
+        else:
             idx = np.asarray(rows)
             if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
                 raise StoreError(f"rows must be an int, a slice or a 1-D int array, got {rows!r}")
             if idx.size and (idx.min() < 0 or idx.max() >= self.n_images):
                 raise StoreError(f"rows outside [0, {self.n_images}) in {self.path}")
             # h5py wants increasing, distinct indices: read those, then reorder.
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            n_cols = len(range(*samples.indices(self.samples_per_image)))
-            if uniq.size == 0:
-                return np.empty((0, n_cols), dtype=np.uint16)
-            return self._labels[uniq, samples][inverse]
-        except OSError as exc:
-            raise StoreError(f"cannot read labels of {self.path} (damaged?): {exc}") from None
+            read, inverse = np.unique(idx, return_inverse=True)
+        # HDF5 inflates whole chunks, so zlib checks each chunk's adler32 on this path too.
+        try:
+            if read.size == 0:
+                out = np.empty((0, len(cols)), dtype=np.uint16)
+            elif isinstance(rows, numbers.Integral):
+                out = self._labels[int(read[0]), samples]
+            elif isinstance(rows, slice):
+                out = self._labels[rows, samples]
+            else:
+                out = self._labels[read, samples]
+        except (OSError, RuntimeError) as exc:
+            raise self._find_damage(read.tolist(), samples, exc) from None
+        self._check_label_range(out, read, cols)
+        if isinstance(rows, numbers.Integral | slice) or read.size == 0:
+            return out
+        return out[inverse]
 
     def rows_per_chunk(self, max_bytes: int = 64 << 20, samples: int | None = None) -> int:
         """Rows per block of :meth:`iter_chunks` for a memory bound of ``max_bytes``."""
@@ -835,9 +1190,9 @@ class StreamStore:
             Restrict to a contiguous range of rows (default all).
         threads : int, optional
             Threads that inflate chunks (zlib releases the GIL): default the number of
-            cores, at most 4. With 1, chunks are inflated in the calling thread, and only as far as
-            the prefix of ``samples`` needs; 0 leaves all decompression to HDF5 (which
-            inflates whole chunks). Stores whose filters are not this module's (gzip, no
+            cores, at most 4. With 1, chunks are inflated in the calling thread; 0 leaves
+            all decompression to HDF5. Either way every chunk read is inflated whole and
+            its checksum checked. Stores whose filters are not this module's (gzip, no
             shuffle, one row per chunk) are always read through HDF5.
 
         Yields
@@ -845,7 +1200,14 @@ class StreamStore:
         row_start : int
             Index of the block's first row.
         labels_block : ndarray of uint16, shape (block_rows, samples)
-            A fresh array for each block, so a consumer may keep it.
+            A fresh array for each block, so a consumer may keep it. Every label is
+            below ``num_classes``.
+
+        Raises
+        ------
+        StoreError
+            A damaged chunk (its zlib checksum or size is wrong) or a label >=
+            ``num_classes``: the message names the file, the row and its image.
         """
         self._check_open()
         max_bytes = check_positive_int(max_bytes, "max_bytes")
@@ -867,18 +1229,17 @@ class StreamStore:
             for start in range(lo, hi, block):
                 stop = min(start + block, hi)
                 out = np.empty((stop - start, k), dtype=np.uint16)
-                try:
-                    if raw:
-                        self._read_raw(pool, start, stop, out)
-                    elif k:
+                if raw:
+                    self._read_raw(pool, start, stop, out)
+                elif k:
+                    try:
                         # read_direct decompresses straight into the block (no temporary).
                         self._labels.read_direct(
                             out, np.s_[start:stop, 0:k], np.s_[0 : stop - start]
                         )
-                except (OSError, RuntimeError, zlib.error) as exc:
-                    raise StoreError(
-                        f"cannot read rows {start}..{stop} of {self.path} (damaged?): {exc}"
-                    ) from None
+                    except (OSError, RuntimeError) as exc:
+                        raise self._find_damage(range(start, stop), slice(0, k), exc) from None
+                self._check_label_range(out, range(start, stop), range(k))
                 yield start, out
         finally:
             if pool is not None:
@@ -896,32 +1257,82 @@ class StreamStore:
         """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool`` (or here).
 
         HDF5 hands over the compressed chunks in this thread (h5py serialises its calls
-        anyway); the pool, if any, inflates them in parallel.
+        anyway); the pool, if any, inflates them in parallel. Only the chunks that hold
+        ``out``'s prefix of each row are read, each inflated whole and checked
+        (:func:`_inflate_into`). A chunk that fails is a StoreError naming its row.
         """
         ds = self._labels
         dsid = ds.id
         C = ds.chunks[1]
+        chunk_bytes = 2 * C  # one row of C uint16 labels; edge chunks are stored whole
         k = out.shape[1]
         jobs = []
         for r in range(start, stop):
             for c0 in range(0, k, C):
                 dest = out[r - start, c0 : min(c0 + C, k)]
                 try:
-                    mask, raw = dsid.read_direct_chunk((r, c0))
-                except RuntimeError:
-                    if dsid.get_chunk_info_by_coord((r, c0)).byte_offset is not None:
-                        raise
-                    dest[:] = ds.fillvalue  # a row never written: HDF5 would return the same
-                    continue
-                if mask:  # the filter was skipped for this chunk: let HDF5 read it
-                    dest[:] = ds[r, c0 : c0 + dest.size]
-                    continue
-                if pool is None:
-                    _inflate_into(raw, dest)
-                else:
-                    jobs.append(pool.submit(_inflate_into, raw, dest))
-        for job in jobs:
-            job.result()
+                    try:
+                        mask, raw = dsid.read_direct_chunk((r, c0))
+                    except RuntimeError:
+                        if dsid.get_chunk_info_by_coord((r, c0)).byte_offset is not None:
+                            raise
+                        dest[:] = ds.fillvalue  # a row never written: HDF5 returns the same
+                        continue
+                    if mask:  # the filter was skipped for this chunk: let HDF5 read it
+                        dest[:] = ds[r, c0 : c0 + dest.size]
+                    elif pool is None:
+                        _inflate_into(raw, dest, chunk_bytes)
+                    else:
+                        jobs.append((r, c0, pool.submit(_inflate_into, raw, dest, chunk_bytes)))
+                except (OSError, RuntimeError, zlib.error) as exc:
+                    raise self._damaged(r, self._chunk_problem(c0, exc)) from None
+        for r, c0, job in jobs:
+            try:
+                job.result()
+            except zlib.error as exc:
+                raise self._damaged(r, self._chunk_problem(c0, exc)) from None
+
+    # -- checks of what is read
+    def _chunk_problem(self, c0: int, exc: Exception) -> str:
+        c1 = min(c0 + self._labels.chunks[1], self.samples_per_image)
+        return f"its compressed chunk of samples {c0}..{c1} does not read back intact ({exc})"
+
+    def _damaged(self, row: int, why: str) -> StoreError:
+        return StoreError(
+            f"stream store {self.path} is damaged: /labels row {row}"
+            f" (image {int(self.image_index[row])}): {why}"
+        )
+
+    def _find_damage(self, rows, samples: slice, exc: Exception) -> StoreError:
+        """The error for an HDF5 read of ``rows`` that failed: find the row, one by one.
+
+        HDF5 says only that a filter failed somewhere in the selection; users need the row.
+        """
+        for r in rows:
+            try:
+                self._labels[r, samples]
+            except (OSError, RuntimeError) as row_exc:
+                return self._damaged(r, f"HDF5 cannot read it back ({row_exc})")
+        return StoreError(f"cannot read /labels rows {_short(np.asarray(rows))} of {self.path}"
+                          f" (damaged?): {exc}")
+
+    def _check_label_range(self, block: np.ndarray, rows, samples) -> None:
+        """Refuse labels >= num_classes, naming the first one's row and sample.
+
+        One vectorised max per block (uint16 reads at several GB/s): every reader of the
+        labels (replay's index, info's histogram, merge) gets only labels below
+        ``num_classes``, so none of them can count a label into another class's (or
+        another row's) bin.
+        """
+        if block.size == 0 or int(block.max()) < self.num_classes:
+            return
+        block = block.reshape(-1, block.shape[-1])  # a single row (labels(int)) too
+        i, q = (int(v) for v in np.argwhere(block >= self.num_classes)[0])
+        label = int(block[i, q])
+        raise self._damaged(
+            rows[i],
+            f"label {label} at sample {samples[q]} is not below num_classes ({self.num_classes})",
+        )
 
     # -- summaries
     def seconds_per_sample(self) -> float:
@@ -934,7 +1345,10 @@ class StreamStore:
         return float(self.seconds[done].sum() / n) if n else float("nan")
 
     def top_class_frequency(self, max_bytes: int = 16 << 20, *, progress: bool = False):
-        """Empirical frequency of each row's most frequent label (NaN for incomplete rows).
+        """Empirical frequency of each row's most frequent label.
+
+        NaN for incomplete rows, and for every row of a store of ``N = 0`` samples (no
+        label, so no frequency).
 
         Parameters
         ----------
@@ -949,6 +1363,8 @@ class StreamStore:
         """
         out = np.full(self.n_images, np.nan)
         K, N = self.num_classes, self.samples_per_image
+        if N == 0:
+            return out
         blocks = self.iter_chunks(max_bytes)
         if progress:
             per = self.rows_per_chunk(max_bytes)
@@ -957,7 +1373,8 @@ class StreamStore:
         for start, block in blocks:
             b = block.shape[0]
             # One bincount over the whole block: label + K * row makes each row's counts
-            # land in its own stretch of K bins.
+            # land in its own stretch of K bins (iter_chunks refuses labels >= K, which
+            # would land in the next row's).
             dtype = np.int32 if b * K < 2**31 else np.int64  # int32 halves the memory traffic
             offs = block.astype(dtype)
             offs += (K * np.arange(b, dtype=dtype))[:, None]

@@ -287,10 +287,6 @@ def test_merge_on_a_full_disk_leaves_nothing_and_reruns_once_space_is_free(tmp_p
     assert _names(fs) == {"run.h5"}
 
 
-@pytest.mark.xfail(strict=True, reason="the store writer (isskit/store.py StreamWriter, branch "
-                   "i8-disk's scope) lets HDF5 crash the process at exit after a failed write "
-                   "(rc 139) and passes on HDF5's raw message; remove this mark when its clean "
-                   "write errors are merged")
 def test_merge_on_a_full_disk_is_a_clean_exit_1(tmp_path, small_fs):
     *_, out, _, res = _merge_on_full_disk(tmp_path, small_fs)
     _clean_failure(res, "cannot write OUT", str(out.name), "No space left on device")

@@ -10,7 +10,7 @@ from scipy import stats as st
 
 from isskit._provenance import file_sha256
 from isskit.policies import IAS, ISS, Cohen, parse_policies
-from isskit.replay import build_index, load_results, replay, save_results
+from isskit.replay import build_index, index_blocks, load_results, replay, save_results
 from isskit.store import StoreError, open_for_writing, open_store
 from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 from tests import reference as ref
@@ -241,8 +241,15 @@ def test_labels_beyond_num_classes_name_the_image(tmp_path):
         w.write_row(1, np.zeros(100, np.uint16), seconds=1.0)
     with h5py.File(path, "r+") as f:  # damage a label behind the writer's back
         f["labels"][1, 42] = 7
-    with pytest.raises(ValueError, match=r"label \(7\) at sample 42 of store row 1, image 9"):
+        block = f["labels"][...]
+    # The store's reader refuses it before the index sees it, naming the file...
+    with pytest.raises(StoreError, match=r"s\.h5 is damaged: /labels row 1 \(image 9\): "
+                       r"label 7 at sample 42 is not below num_classes \(4\)"):
         replay(path, ["ias n=100"])
+    # ...and the array-level index build, fed the same labels, refuses them on its own.
+    with pytest.raises(ValueError, match=r"label \(7\) at sample 42 of store row 1, image 9"):
+        index_blocks([block], n_samples=100, num_classes=4, selection_sizes=[100],
+                     image_ids=np.array([3, 9]))
 
 
 def test_iss_and_ias_at_equal_budget_on_a_realistic_mix(store_path):

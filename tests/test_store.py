@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import pytest
 from isskit.store import (
     RUN_PARAMS,
     SCHEMA_VERSION,
+    StaleLockWarning,
     StoreError,
     StoreLockedError,
     StoreMismatchError,
@@ -505,12 +507,14 @@ def test_second_writer_in_same_process_is_refused(tmp_path):
     assert not Path(str(path) + ".lock").exists()
 
 
-def test_stale_lock_of_a_killed_writer_does_not_block(tmp_path):
+def test_stale_lock_of_a_killed_writer_is_taken_over_with_a_note(tmp_path):
     path = tmp_path / "s.h5"
+    lock = Path(str(path) + ".lock")
     proc = _start(_HOLDER, path)
-    _kill(proc)
-    assert Path(str(path) + ".lock").exists()  # the killed writer left its lock file
-    with open_for_writing(
+    _kill(proc)  # reaped: its pid is gone
+    assert lock.read_text() == f"pid {proc.pid} on {socket.gethostname()}\n"  # left behind
+    note = rf"stale lock left by pid {proc.pid} on \S+ \(that process is gone\)"
+    with pytest.warns(StaleLockWarning, match=note), open_for_writing(
         path,
         image_index=[0, 1],
         true_label=[0, 1],
@@ -518,6 +522,22 @@ def test_stale_lock_of_a_killed_writer_does_not_block(tmp_path):
         attrs=dict(sigma=0.25, num_classes=10),
     ) as w:
         assert list(w.pending()) == [0, 1]
+        assert lock.read_text() == f"pid {os.getpid()} on {socket.gethostname()}\n"
+    assert not lock.exists()
+
+
+def test_lock_line_of_a_live_pid_that_holds_no_lock_is_taken_over(tmp_path):
+    # A pid that was reused (here: our parent, alive, holding no flock): the file is stale
+    # all the same, and the note does not claim the process is gone.
+    path = tmp_path / "s.h5"
+    Path(str(path) + ".lock").write_text(f"pid {os.getppid()} on {socket.gethostname()}\n")
+    with pytest.warns(StaleLockWarning) as record, open_for_writing(
+        path, image_index=[0], true_label=[0], samples_per_image=5, attrs=_attrs()
+    ):
+        pass
+    assert [str(r.message).split(";")[0] for r in record] == [
+        f"taking over stale lock left by pid {os.getppid()} on {socket.gethostname()}"
+    ]
 
 
 _WRITER = textwrap.dedent(

@@ -1,4 +1,4 @@
-"""Pieces every command shares: turning library errors into usage errors, JSON output."""
+"""Pieces every command shares: turning library errors into usage errors, notes, JSON output."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_overwrites",
     "echo_json",
     "library_errors",
+    "notes",
     "parse_floats",
     "writing",
 ]
@@ -27,18 +29,49 @@ __all__ = [
 
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
-    """Turn a library ``ValueError`` into a click usage error: exit status 2, no traceback.
+    """Turn library errors into click errors, with no traceback.
 
-    The library's messages already name the bad value, so they are passed on as they are.
+    A ``ValueError`` (bad input) is a usage error, exit status 2; a failed write of a
+    store (:class:`isskit.store.StoreWriteError`: a full disk) exits with status 1. The
+    library's messages already name the bad value or the file, so they are passed on as
+    they are. Warnings of the library show as notes on stderr (:func:`notes`).
     A missing optional dependency (:class:`isskit.MissingExtraError`) is a usage error too:
     its message is the ``pip install`` line.
     """
     from isskit import MissingExtraError
 
     try:
-        yield
+        with notes():
+            yield
     except (ValueError, MissingExtraError) as exc:
         raise click.UsageError(str(exc)) from None
+    except OSError as exc:
+        from isskit.store import StoreWriteError  # h5py is imported only where it is used
+
+        if isinstance(exc, StoreWriteError):
+            raise click.ClickException(str(exc)) from None
+        raise
+
+
+@contextlib.contextmanager
+def notes() -> Iterator[None]:
+    """Show the library's warnings (``isskit.*`` categories) as ``note: ...`` lines on stderr.
+
+    They tell a user something they should know (a stale lock taken over), not where in
+    the code it was found, so the message goes out without Python's file and line.
+    The warning filters are left as they are; other warnings keep Python's display.
+    """
+    show = warnings.showwarning
+
+    def note(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("isskit."):
+            click.echo(f"note: {message}", err=True)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():  # restores showwarning after the command
+        warnings.showwarning = note
+        yield
 
 
 def parse_floats(text: str, name: str) -> list[float]:

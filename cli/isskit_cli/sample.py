@@ -7,7 +7,8 @@ the model and the images, reports. torch is imported only when the command runs,
 Exit status: 0 done; 2 bad input (bad option values, a missing or mismatched
 checkpoint, a missing dataset folder, an unwritable output folder, an existing store
 made with other parameters); 1 a failure while running (another process writing the
-store, a full disk, an error inside torch).
+store, a full disk, an error inside torch). A full disk names the store and the space
+to free; the rows already complete are kept and the same command resumes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import check_output_file, echo_json, library_errors
+from isskit_cli._common import check_output_file, echo_json, library_errors, notes
 
 __all__ = ["sample"]
 
@@ -164,7 +165,7 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
 
     from isskit import require_extra
     from isskit._validate import check_positive_int, check_sample_size, check_sigma
-    from isskit.store import StoreError, StoreLockedError, StoreMismatchError
+    from isskit.store import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
 
     with library_errors():
         require_extra("torch", "torch", "isskit sample")
@@ -177,9 +178,12 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         check_positive_int(skip, "skip")
         if max_index is not None:
             check_positive_int(max_index, "max", minimum=1)
-        result = _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip,
-                      max_index, indices, seed, device, amp, channels_last, num_classes, out,
-                      progress)
+        with notes():
+            result = _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch,
+                          skip, max_index, indices, seed, device, amp, channels_last,
+                          num_classes, out, progress)
+    except StoreWriteError as exc:  # a full disk: runtime, and resumable
+        raise click.ClickException(f"{exc}; then run the same command again") from None
     except StoreLockedError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreMismatchError as exc:

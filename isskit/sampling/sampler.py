@@ -47,7 +47,7 @@ import torch
 
 from isskit._progress import progress_bar
 from isskit._validate import check_positive_int, check_sample_size, check_sigma
-from isskit.store import open_for_writing
+from isskit.store import StoreWriteError, open_for_writing
 
 __all__ = [
     "NOISE_SCHEME",
@@ -444,6 +444,9 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         labels outside the model's classes.
     isskit.store.StoreError
         The store exists with other parameters, or another process is writing it.
+    isskit.store.StoreWriteError
+        A write failed (a full disk names the space to free): the rows marked complete
+        are kept, and the same call resumes once the cause is gone.
     """
     sigma = check_sigma(sigma)
     N = check_sample_size(N, "N")
@@ -520,6 +523,8 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
                     seconds += dt
                     bar.set_postfix_str(f"images {skipped + done}/{len(selected)}",
                                         refresh=False)
+            except StoreWriteError:
+                raise  # the writer closed itself: the rows it had not written are redone
             except BaseException:
                 # Rows sampled before an error or Ctrl-C are whole: keep them.
                 with contextlib.suppress(Exception):
