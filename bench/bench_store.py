@@ -25,7 +25,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from isskit.store import _default_threads, open_store
+from isskit.store import open_store
+from isskit.store._inflate import _default_threads
 from isskit.studies.synthetic import (
     DEFAULT_SOURCE,
     realistic_p_A,

@@ -240,7 +240,7 @@ def prop2_bruteforce(table, points):
 def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
     """One stream row, one forward pass per noisy copy (isskit.sampling's documented noise).
 
-    The noise follows the derivation written in ``isskit/sampling.py``'s docstring, coded
+    The noise follows the derivation written in ``isskit/sampling/sampler.py``'s docstring, coded
     here from that text: a CPU ``torch.Generator`` seeded with the first 8 bytes
     (little-endian, top bit cleared) of ``blake2b(b"isskit-noise-v1:<seed>:<index>")``,
     ``normal_`` on float32 blocks of ``batch`` copies (the last one shorter), input
