@@ -362,7 +362,13 @@ def _inflate_into(raw: bytes, dest: np.ndarray) -> None:
     dest[:] = np.frombuffer(data, dtype="<u2", count=dest.size)
 
 
-def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
+def _check_labels(labels, N: int, num_classes: int, what: str,
+                  first_row: int | None = None) -> np.ndarray:
+    """Labels as uint16 if every one is a class; else a StoreError naming ``what``.
+
+    With ``first_row`` (the row number of the block's first row), the message also names
+    the first row holding a bad label.
+    """
     arr = np.asarray(labels)
     if arr.shape[-1:] != (N,):
         raise StoreError(f"{what}: labels have shape {arr.shape}, expected {N} per row")
@@ -372,6 +378,9 @@ def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
+            if first_row is not None and arr.ndim == 2:
+                row = first_row + int(np.argmax(np.any((arr < 0) | (arr >= num_classes), 1)))
+                what = f"{what}, row {row}"
             raise StoreError(f"{what}: label {bad} outside [0, num_classes={num_classes})")
     return arr.astype(np.uint16, copy=False)
 
@@ -1115,6 +1124,9 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
                     offset = 0
                     for s in stores:
                         for start, block in s.iter_chunks(max_bytes):
+                            # a bad label is the input's fault: name it, not the output
+                            _check_labels(block, s.samples_per_image, s.num_classes,
+                                          f"merge input {s.path}", first_row=start)
                             src = np.arange(start, start + block.shape[0])
                             dst = out_row[offset + src]
                             writer.write_rows_at(dst, block, s.seconds[src])
