@@ -47,6 +47,7 @@ import torch
 
 from isskit._progress import progress_bar
 from isskit._validate import (
+    OVERHEAD_BYTES,
     ArgumentError,
     check_memory,
     check_positive_int,
@@ -237,15 +238,16 @@ def check_row_memory(N: int, name: str = "N", dev: torch.device | None = None,
 
     A row is sampled whole before it is written: the host holds
     ``_HOST_BYTES_PER_SAMPLE = 12`` bytes per sample; on a CUDA ``dev`` the GPU holds 8
-    per sample besides the ``noise_bytes`` of the noise buffer, checked against its free
-    memory. ``name`` is the argument N came from, for the message.
+    per sample and the ``noise_bytes`` of the noise buffer, checked against its free
+    memory (the model's weights and activations come on top: this bounds from below).
+    ``name`` is the argument N came from, for the message.
 
     Raises
     ------
     ValueError
         Naming ``name`` and ``N``, the memory needed and the memory available.
     """
-    check_memory(_HOST_BYTES_PER_SAMPLE * N, name, N,
+    check_memory(_HOST_BYTES_PER_SAMPLE * N + OVERHEAD_BYTES, name, N,
                  f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample")
     if dev is not None and dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)

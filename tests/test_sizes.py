@@ -184,3 +184,22 @@ def test_verify_pilot_intervals_fit_their_estimate():
     for k0 in (1000, 100_000):
         peak = _peak(verify._worst_cp_intervals, table, p_A, k0)
         assert peak <= verify._pilot_bytes(k0), (k0, peak / (k0 + 1))
+
+
+@pytest.mark.torch
+def test_sample_row_is_checked_on_the_host_and_on_the_gpu(monkeypatch):
+    # No GPU is needed to check the rule: the GPU's free memory is what torch reports.
+    import torch
+
+    from isskit import sampling
+
+    monkeypatch.setattr(_validate, "available_memory", lambda: 12 * 1000 + OVERHEAD_BYTES)
+    sampling.check_row_memory(1000)
+    with pytest.raises(ArgumentError, match=r"N \(1001\) needs .* of memory .*12 bytes per"):
+        sampling.check_row_memory(1001)
+    monkeypatch.setattr(_validate, "available_memory", lambda: 1 << 40)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (8 * 1000 + 64, 1 << 30))
+    gpu = torch.device("cuda", 0)
+    sampling.check_row_memory(1000, dev=gpu, noise_bytes=64)
+    with pytest.raises(ArgumentError, match=r"N \(1000\) needs 7.88 KiB of cuda:0 memory"):
+        sampling.check_row_memory(1000, dev=gpu, noise_bytes=65)
