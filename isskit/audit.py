@@ -38,7 +38,13 @@ import numpy as np
 from scipy import stats as st
 
 from isskit._bisect import bisect
-from isskit._validate import check_positive_int, check_sigma
+from isskit._validate import (
+    OVERHEAD_BYTES,
+    ArgumentError,
+    check_memory,
+    check_positive_int,
+    check_sigma,
+)
 from isskit.policies import IAS, ISS, Cohen
 from isskit.psi import psi_table
 from isskit.stats import cp_interval, cp_lower
@@ -59,6 +65,20 @@ DEFAULT_P_A = (0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 
 #: Pilot-count tail mass :func:`failure_probability` may skip on each side.
 _TAIL = 1e-18
+
+#: Peak bytes per simulated image of :func:`simulate` (about 95 measured with tracemalloc
+#: for every policy kind: a dozen int64/float64 arrays of ``trials`` values and SciPy's
+#: temporaries; ``tests/test_audit.py`` checks the bound), so ``trials`` can be checked
+#: against the memory left before anything is drawn.
+_BYTES_PER_TRIAL = 128
+#: Peak bytes per pilot count of the exact ISS sum (about 170 measured for large windows).
+_BYTES_PER_PILOT_COUNT = 256
+#: Most pilot counts the exact ISS sum visits. Each costs a two-sided Clopper-Pearson
+#: interval, whose Beta quantiles slow down as k0 grows (measured: 11 us per count at
+#: k0 = 10^4, 60 at 10^8, 190 at 10^10, 820 at 10^12), so a million counts is minutes at
+#: worst. The window is about 17.6 standard deviations of Binomial(k0, p_A) wide: k0 up
+#: to about 10^10 at p_A = 1/2 fits.
+_MAX_PILOT_COUNTS = 10**6
 
 
 def default_policies() -> list:
@@ -134,7 +154,7 @@ class AuditRow:
 def _check_p(p_A) -> float:
     p = float(p_A)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p_A ({p_A}) must be in [0, 1]")
+        raise ArgumentError("p_A", "{name} ({value}) must be in [0, 1]", value=p_A)
     return p
 
 
@@ -212,16 +232,19 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
         return float(p_top * tails[0] + (1 - p_top) * tails[1])
     if isinstance(policy, IAS):
         n = policy.n
-        x = np.arange(n + 1)
-        top = x >= n - x
+        # x top-class samples of n: the class chosen is the top class when x >= n - x
+        # (ties to label 0), i.e. x >= ceil(n/2), and fails once its count x reaches its
+        # threshold m[0]; the runner-up is chosen when x <= ceil(n/2) - 1 and fails once
+        # n - x reaches m[1]. Two binomial tails: no array of the n + 1 counts (8 TB at
+        # n = 10^12).
         m = _threshold(np.array([n, n]), np.array([p, 1 - p]), alpha)
-        fail = np.where(top, x >= m[0], (n - x) >= m[1])
-        return float(np.sum(st.binom.pmf(x, n, p)[fail]))
+        half = -(-n // 2)
+        top_fails = st.binom.sf(max(int(m[0]), half) - 1, n, p)
+        runner_up_fails = st.binom.cdf(min(half - 1, n - int(m[1])), n, p)
+        return float(top_fails + runner_up_fails)
     k0 = policy.k0
-    # Pilot counts outside the central 1 - 2e-18 of Binomial(k0, p) are skipped: they change
-    # the sum by less than 2e-18 and would cost most of the time for large k0.
-    first, last = st.binom.ppf(_TAIL, k0, p), st.binom.isf(_TAIL, k0, p)
-    x0 = np.arange(max(int(first) - 1, 0), min(int(last) + 1, k0) + 1)
+    lo, hi = _pilot_window(policy, p)
+    x0 = np.arange(lo, hi + 1)
     weight = st.binom.pmf(x0, k0, p)
     x_c, p_c, k_hat = _pilot(policy, x0, p, sigma)
     m = _threshold(k_hat, p_c, alpha)
@@ -234,6 +257,46 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
         cond = np.where(k_hat >= k0, above, below)
     cond = np.where(k_hat > 0, cond, 0.0)
     return float(np.sum(weight * cond))
+
+
+def _pilot_window(policy: ISS, p: float) -> tuple[int, int]:
+    """The pilot counts ``lo..hi`` the exact ISS sum visits, checked against its bounds.
+
+    Counts outside the central 1 - 2e-18 of Binomial(k0, p) are skipped: they change the
+    sum by less than 2e-18 and would cost most of the time for large k0. The upper end
+    comes from the lower tail of the failures, Binomial(k0, 1 - p): SciPy's isf at 1e-18
+    returns k0 itself (1 - 1e-18 rounds to 1), which made the window span a tenth of k0
+    at p = 0.9 (10^11 counts at k0 = 10^12) instead of about 18 standard deviations.
+    """
+    k0 = policy.k0
+    first = st.binom.ppf(_TAIL, k0, p)
+    last = k0 - st.binom.ppf(_TAIL, k0, 1.0 - p)
+    lo, hi = max(int(first) - 1, 0), min(int(last) + 1, k0)
+    _check_exact_size(policy, p, hi - lo + 1)
+    return lo, hi
+
+
+def _check_exact_size(policy, p: float, counts: int) -> None:
+    """Refuse an exact ISS sum over more pilot counts than the work or the memory allows."""
+    if counts > _MAX_PILOT_COUNTS:
+        raise ArgumentError(
+            "policies", "{name} ({policy}): the exact failure probability at p_A = {p:g} sums "
+            "over {counts:,} pilot counts of k0 = {k0:,}, more than the {cap:,} an audit "
+            "visits (each costs a Clopper-Pearson interval); choose a smaller k0",
+            policy=policy.name, p=p, counts=counts, k0=policy.k0, cap=_MAX_PILOT_COUNTS,
+        )
+    need = OVERHEAD_BYTES + _BYTES_PER_PILOT_COUNT * counts
+    check_memory(need, "policies", policy.name,
+                 f"the exact failure probability sums over {counts:,} pilot counts, "
+                 f"{_BYTES_PER_PILOT_COUNT} bytes each; a smaller k0 needs fewer")
+
+
+def _check_trials(trials: int, minimum: int) -> int:
+    """``trials`` as an int >= ``minimum``, refused before drawing if it cannot fit."""
+    trials = check_positive_int(trials, "trials", minimum=minimum)
+    check_memory(OVERHEAD_BYTES + _BYTES_PER_TRIAL * trials, "trials", trials,
+                 f"the simulated counts of every image, {_BYTES_PER_TRIAL} bytes each")
+    return trials
 
 
 # --------------------------------------------------------------------------- Monte Carlo
@@ -264,7 +327,7 @@ def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5):
     """
     policy = _check_policy(policy)
     p = _check_p(p_A)
-    trials = check_positive_int(trials, "trials")
+    trials = _check_trials(trials, minimum=1)
     sigma = check_sigma(sigma)
     if isinstance(policy, Cohen):
         x0 = rng.binomial(policy.n0, p, trials)
@@ -348,11 +411,15 @@ def audit(
     ps = [_check_p(p) for p in np.atleast_1d(p_A)]
     if not ps:
         raise ValueError("audit needs at least one p_A")
-    trials = check_positive_int(trials, "trials", minimum=0)
+    trials = _check_trials(trials, minimum=0)  # before any policy runs, not after the first
     if not (isinstance(confidence, float | int) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence ({confidence}) must be in (0, 1)")
+        raise ArgumentError("confidence", "{name} ({value}) must be in (0, 1)", value=confidence)
     confidence = float(confidence)
     sigma = check_sigma(sigma)
+    for policy in policies:  # every exact sum's size, before the first one runs
+        if isinstance(policy, ISS):
+            for p in ps:
+                _pilot_window(policy, p)
     seeds = np.random.SeedSequence(check_positive_int(seed, "seed", minimum=0)).spawn(
         len(policies) * len(ps)
     )

@@ -42,6 +42,7 @@ from isskit._validate import (
     check_alpha,
     check_decline,
     check_delta,
+    check_pilot_size,
     check_sample_size,
     check_U,
 )
@@ -218,7 +219,8 @@ class ISS:
     decline : {"ad", "rd"}
         Absolute (paper Eq. 4) or relative (Eq. 5) radius decline.
     k0 : int, optional
-        Pilot size, >= 1. Default ``max(1, k_bar // 100)`` (DESIGN.md: k0 = k_bar / 100).
+        Pilot size, in [1, k_bar]. Default ``max(1, k_bar // 100)`` (DESIGN.md: k0 =
+        k_bar / 100).
     delta : float
         Grid step of psi_iss, in (0, 1] and dividing 1. Default 0.001, the paper's grid.
     alpha : float
@@ -249,7 +251,7 @@ class ISS:
         object.__setattr__(self, "k_bar", k_bar)
         object.__setattr__(self, "decline", decline)
         object.__setattr__(self, "U", check_U(self.U, decline))
-        k0 = _default_k0(k_bar) if self.k0 is None else check_sample_size(self.k0, "k0")
+        k0 = _default_k0(k_bar) if self.k0 is None else check_pilot_size(self.k0, k_bar)
         object.__setattr__(self, "k0", k0)
         object.__setattr__(self, "delta", check_delta(self.delta))
         object.__setattr__(self, "alpha", check_alpha(self.alpha))

@@ -54,7 +54,7 @@ import numpy as np
 from isskit._atomic import atomic_path
 from isskit._progress import progress_bar
 from isskit._provenance import file_sha256, make_attrs
-from isskit._validate import check_positive_int, check_sigma
+from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
 
 __all__ = [
     "RUN_PARAMS",
@@ -612,7 +612,13 @@ def _inflate_into(raw: bytes, dest: np.ndarray, chunk_bytes: int) -> None:
     dest[:] = np.frombuffer(data, dtype="<u2", count=dest.size)
 
 
-def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
+def _check_labels(labels, N: int, num_classes: int, what: str,
+                  first_row: int | None = None) -> np.ndarray:
+    """Labels as uint16 if every one is a class; else a StoreError naming ``what``.
+
+    With ``first_row`` (the row number of the block's first row), the message also names
+    the first row holding a bad label.
+    """
     arr = np.asarray(labels)
     if arr.shape[-1:] != (N,):
         raise StoreError(f"{what}: labels have shape {arr.shape}, expected {N} per row")
@@ -622,6 +628,9 @@ def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
+            if first_row is not None and arr.ndim == 2:
+                row = first_row + int(np.argmax(np.any((arr < 0) | (arr >= num_classes), 1)))
+                what = f"{what}, row {row}"
             raise StoreError(f"{what}: label {bad} outside [0, num_classes={num_classes})")
     return arr.astype(np.uint16, copy=False)
 
@@ -1221,6 +1230,8 @@ class StreamStore:
             threads = _default_threads()
         threads = check_positive_int(threads, "threads", minimum=0)
         block = self.rows_per_chunk(max_bytes, k)
+        rows_read = min(block, max(hi - lo, 1))
+        self._check_read_memory(2 * rows_read * k, rows_read, k, "uint16 labels, 2 bytes each")
         raw = threads >= 1 and k > 0 and hi > lo and self._raw_chunks_readable()
         pool = None
         if raw and threads > 1:
@@ -1244,6 +1255,18 @@ class StreamStore:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _check_read_memory(self, nbytes: int, rows: int, k: int, what: str) -> None:
+        """Refuse a read of ``rows`` rows of ``k`` samples that needs more than memory holds.
+
+        A store of 10^11 samples per row is a small file (its rows compress well, or were
+        never written), but a block holds at least one whole row, 2 bytes per sample,
+        and a reader needs more for what it computes from it.
+        """
+        name, value = (("samples_per_image", k) if k == self.samples_per_image
+                       else ("samples", k))
+        check_memory(nbytes + OVERHEAD_BYTES, name, value,
+                     f"reading {rows:,} row(s) of {k:,} samples of {self.path}: {what}")
 
     def _raw_chunks_readable(self) -> bool:
         """Whether chunks can be inflated here: exactly one filter, deflate, one row each."""
@@ -1365,6 +1388,12 @@ class StreamStore:
         K, N = self.num_classes, self.samples_per_image
         if N == 0:
             return out
+        # a block's uint16 labels, their offsets (int32 ones are copied to intp again inside
+        # bincount) and its int64 counts, before any is made
+        rows = min(self.rows_per_chunk(max_bytes), max(self.n_images, 1))
+        per = 2 + (4 + 8 if rows * K < 2**31 else 8)
+        self._check_read_memory(rows * (per * N + 8 * K), rows, N,
+                                f"labels and their offsets, {per} bytes per sample, and counts")
         blocks = self.iter_chunks(max_bytes)
         if progress:
             per = self.rows_per_chunk(max_bytes)
@@ -1549,6 +1578,9 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
                     offset = 0
                     for s in stores:
                         for start, block in s.iter_chunks(max_bytes):
+                            # a bad label is the input's fault: name it, not the output
+                            _check_labels(block, s.samples_per_image, s.num_classes,
+                                          f"merge input {s.path}", first_row=start)
                             src = np.arange(start, start + block.shape[0])
                             dst = out_row[offset + src]
                             writer.write_rows_at(dst, block, s.seconds[src])
