@@ -31,7 +31,13 @@ import numpy as np
 from isskit._atomic import atomic_path
 from isskit._bisect import bisect
 from isskit._provenance import file_sha256
-from isskit._validate import check_alpha, check_positive_int, check_sigma
+from isskit._validate import (
+    ArgumentError,
+    check_alpha,
+    check_positive_int,
+    check_sample_size,
+    check_sigma,
+)
 from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
@@ -301,6 +307,11 @@ def read_cohen_log(path) -> CohenLog:
     )
 
 
+#: Largest value of an integer column: the columns are int64 arrays (and an idx seeds
+#: its row's stream), so a longer number is an error of the file, not an OverflowError.
+_INT_MAX = np.iinfo(np.int64).max
+
+
 def _int(text: str, name: str, where: str, minimum: int) -> int:
     try:
         value = int(text)
@@ -308,6 +319,9 @@ def _int(text: str, name: str, where: str, minimum: int) -> int:
         raise ValueError(f"{where}: {name} ({text!r}) is not an integer") from None
     if value < minimum:
         raise ValueError(f"{where}: {name} ({value}) must be >= {minimum}")
+    if value > _INT_MAX:
+        shown = text if len(text) <= 30 else f"{text[:12]}...{text[-6:]}, {len(text)} digits"
+        raise ValueError(f"{where}: {name} ({shown}) must be <= {_INT_MAX:,}")
     return value
 
 
@@ -387,8 +401,9 @@ def _resolve_sigma(log: CohenLog, sigma) -> float:
     if sigma is None:
         sigma = sigma_from_name(log.path)
         if sigma is None:
-            raise ValueError(
-                f"{log.path}: the file name holds no certification sigma (sigma_X); give sigma"
+            raise ArgumentError(
+                "sigma", "{path}: the file name holds no certification sigma (sigma_X); "
+                "give {name}", path=log.path,
             )
     return check_sigma(sigma)
 
@@ -435,7 +450,7 @@ def recover_counts(
         Per row ``kA_min``, ``kA_max`` and whether any count fits; nothing raises when a
         row fits no count (see :func:`detect_alpha` and :meth:`CountRanges.bad_lines`).
     """
-    n = check_positive_int(n, "n")
+    n = check_sample_size(n, "n")
     alpha = check_alpha(alpha)
     sigma = _resolve_sigma(log, sigma)
     spec = log.radius_format
@@ -508,7 +523,7 @@ def detect_alpha(
         The pairs that fit, every pair tried, and per pair the lines it fails on.
     """
     ns = [n] if np.ndim(n) == 0 else list(n)
-    ns = [check_positive_int(v, "n") for v in ns]
+    ns = [check_sample_size(v, "n") for v in ns]
     alphas = [alpha] if alpha is not None else list(candidates)
     alphas = [check_alpha(a) for a in alphas]
     if not ns or not alphas:
@@ -683,10 +698,11 @@ def import_log(
         reproduces, the lines and every (n, alpha) pair tried; for a missing sigma or
         class count, what to pass.
     """
-    from isskit.studies.synthetic import OTHER_RULES, write_synthetic_store
+    from isskit.studies.synthetic import OTHER_RULES, _check_stream_memory, write_synthetic_store
 
     path = Path(path)
     log = read_cohen_log(path)
+    _check_unique_idx(log)
     sigma = _resolve_sigma(log, sigma)
     if other not in OTHER_RULES:
         raise ValueError(f"other ({other!r}) must be one of {', '.join(OTHER_RULES)}")
@@ -697,8 +713,9 @@ def import_log(
     if num_classes is None:
         num_classes = num_classes_from_name(path)
         if num_classes is None:
-            raise ValueError(
-                f"{path}: the file name names no dataset (cifar10, imagenet); give num_classes"
+            raise ArgumentError(
+                "num_classes", "{path}: the file name names no dataset (cifar10, imagenet); "
+                "give {name}", path=path,
             )
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
     top = int(max(log.label.max(), log.predict.max()))
@@ -717,7 +734,7 @@ def import_log(
         )
     n_fit, alpha_fit = fit.fits[0]
     ranges = recover_counts(log, n=n_fit, alpha=alpha_fit, sigma=sigma)
-    N = n_fit + _COHEN_N0 if samples is None else check_positive_int(samples, "samples")
+    N = check_sample_size(n_fit + _COHEN_N0 if samples is None else samples, "samples")
 
     cert = ~log.abstained
     p_A = ranges.kA_mid / n_fit
@@ -730,6 +747,8 @@ def import_log(
     # The log's time column is the wall time of n0 + n samples (Cohen's CERTIFY).
     seconds_per_sample = log.time / (n_fit + _COHEN_N0)
     out = Path(out)
+    # Here, not inside the writer only: its message would name N, and the user gave samples.
+    _check_stream_memory(N, p_A, "samples")
     # A new store appears only when whole; an existing one is resumed in place (the
     # writer refuses another run's store, and any file that is not a store).
     resume = os.path.lexists(out)
@@ -774,6 +793,19 @@ def import_log(
         predicted=predicted,
         abstain=abstain,
     )
+
+
+def _check_unique_idx(log: CohenLog) -> None:
+    """A store holds one stream per image: a repeated idx names both of its lines."""
+    order = np.argsort(log.idx, kind="stable")
+    same = np.flatnonzero(np.diff(log.idx[order]) == 0)
+    if same.size:
+        first, again = order[same[0]], order[same[0] + 1]
+        raise ValueError(
+            f"{log.path}, line {int(log.line[again])}: idx {int(log.idx[again])} repeats line "
+            f"{int(log.line[first])} (a store holds one stream per image; "
+            f"{same.size} repeat(s) in all)"
+        )
 
 
 def _dataset_name(num_classes: int) -> str:

@@ -167,10 +167,11 @@ def test_cli_json_and_table():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--p-A", "0.5,x"], "p_A ('x')"),
-        (["--p-A", "1.5"], "p_A (1.5)"),
+        (["--p-A", "0.5,x"], "--p-A ('x')"),
+        (["--p-A", "1.5"], "--p-A (1.5)"),
         (["--policy", "ISS-XX-1"], "ISS-XX-1"),
-        (["--trials", "-3"], "trials (-3)"),
+        (["--trials", "-3"], "--trials (-3)"),
+        (["--trials", "2.5"], "'2.5' is not an integer"),
     ],
 )
 def test_cli_bad_input(args, message):

@@ -94,10 +94,10 @@ def test_replay_out_under_a_file(store, tmp_path):
     [
         # float64 cannot resolve 1 - p_lower beyond ~1e13 samples: psi went wrong silently
         (["--k-bar", "1e18", "--U", "0.05", "--decline", "ad", "--sigma", "0.5"],
-         "k_bar (1e+18)"),
+         "--k-bar (1e+18)"),
         # was a traceback from numpy (int64 overflow)
         (["--k-bar", "1e19", "--U", "0.05", "--decline", "ad", "--sigma", "0.5"],
-         "k_bar (1e+19)"),
+         "--k-bar (1e+19)"),
         # was exit 0 with overflow warnings and k = k_bar everywhere
         (["--k-bar", "1e5", "--U", "0.05", "--decline", "ad", "--sigma", "1e308"],
          "sigma (1e+308)"),

@@ -117,17 +117,17 @@ def test_verify_json():
 
 
 BAD = [
-    (["--U", "0"], "U (0.0)"),
-    (["--U", "-0.5"], "U (-0.5)"),
-    (["--U", "1", "--decline", "rd"], "U (1.0) must be < 1"),
-    (["--alpha", "0"], "alpha (0.0)"),
-    (["--alpha", "1.5"], "alpha (1.5)"),
-    (["--sigma", "0"], "sigma (0.0)"),
-    (["--sigma", "-1"], "sigma (-1.0)"),
-    (["--delta", "0.3"], "delta (0.3)"),
-    (["--k-bar", "1000.5"], "k_bar (1000.5)"),
-    (["--k-bar", "0"], "k_bar (0)"),
-    (["--k-bar", "many"], "k_bar ('many')"),
+    (["--U", "0"], "--U (0.0)"),
+    (["--U", "-0.5"], "--U (-0.5)"),
+    (["--U", "1", "--decline", "rd"], "--U (1.0) must be < 1"),
+    (["--alpha", "0"], "--alpha (0.0)"),
+    (["--alpha", "1.5"], "--alpha (1.5)"),
+    (["--sigma", "0"], "--sigma (0.0)"),
+    (["--sigma", "-1"], "--sigma (-1.0)"),
+    (["--delta", "0.3"], "--delta (0.3)"),
+    (["--k-bar", "1000.5"], "--k-bar (1000.5)"),
+    (["--k-bar", "0"], "--k-bar (0)"),
+    (["--k-bar", "many"], "--k-bar ('many')"),
     (["--decline", "xd"], "'xd'"),
 ]
 
@@ -149,8 +149,8 @@ def test_bad_values_are_usage_errors(command, override, message):
     [
         (["psi", "--k-bar", "1000,2000", "--out", "t.csv"], "--out writes one table"),
         (["verify", "--k-bar", "1000,2000"], "verify checks one table"),
-        (["verify", "--k-bar", "1000", "--k0", "2000"], "k0 (2000) must be <= k_bar (1000)"),
-        (["verify", "--k-bar", "1000", "--fine", "0"], "fine (0)"),
+        (["verify", "--k-bar", "1000", "--k0", "2000"], "--k0 (2000) must be <= k_bar (1000)"),
+        (["verify", "--k-bar", "1000", "--fine", "0"], "--fine (0)"),
     ],
 )
 def test_more_usage_errors(extra, message, tmp_path):

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -258,4 +259,85 @@ def test_torchrun_two_processes_then_merge(tmp_path):
         np.testing.assert_array_equal(merged.true_label, one.true_label)
         np.testing.assert_array_equal(merged.labels(), one.labels())
         for key in ("sigma", "seed", "model", "noise", "num_classes", "dataset"):
+            assert merged.attrs[key] == one.attrs[key]
+
+
+def _through_torchrun(args):
+    """The script arguments torchrun's own parser hands to ``-m isskit_cli.main``."""
+    from torch.distributed.run import get_args_parser
+
+    line = ["--nproc-per-node", "2", "-m", "isskit_cli.main", *args]
+    try:
+        parsed = get_args_parser().parse_args(line)
+    except SystemExit:  # argparse printed why (an ambiguous abbreviation of its options)
+        return None
+    return [parsed.training_script, *parsed.training_script_args]
+
+
+#: Spellings kept for plain use only: torchrun's argparse reads "--max" as an ambiguous
+#: abbreviation of its --max-restarts / --max_restarts and stops; --max-index is the
+#: launcher-safe spelling of the same option.
+_PLAIN_ONLY = {"--max"}
+
+
+def test_every_sample_option_survives_torchrun(capsys):
+    # Every option of `sample`, found by introspecting the click command (so a new option
+    # is covered the day it is added), through torchrun's parser exactly as the README line
+    # passes it: each must reach the script unchanged, value included.
+    from isskit_cli.sample import sample
+
+    options = [p for p in sample.params if isinstance(p, click.Option)]
+    every = {s for p in options for s in [*p.opts, *p.secondary_opts]}
+    assert {"--N", "--max", "--max-index", "--indices", "--out", "--no-progress"} <= every
+    for opt in options:
+        spellings = [*opt.opts, *opt.secondary_opts]
+        survivors = []
+        for spelling in spellings:
+            args = ["sample", spelling] if opt.is_flag else ["sample", spelling, "7"]
+            got = _through_torchrun(args)
+            if spelling in _PLAIN_ONLY:
+                continue
+            assert got == ["isskit_cli.main", *args], (spelling, got, capsys.readouterr().err)
+            survivors.append(spelling)
+        assert survivors, f"{opt.name}: no spelling survives torchrun ({spellings})"
+    # the `=` form too, and the exemption is exactly what torchrun refuses today
+    assert _through_torchrun(["sample", "--max-index=40"]) == [
+        "isskit_cli.main", "sample", "--max-index=40"]
+    assert _through_torchrun(["sample", "--max", "40"]) is None
+    assert "ambiguous option: --max" in capsys.readouterr().err
+
+
+def test_readme_torchrun_line_with_max(tmp_path):
+    # The README's multi-GPU line as a user of Cohen's certify.py fills it in (--N, --max),
+    # with the launcher-safe --max-index, on two gloo processes; merged, it equals the plain
+    # single-process run with --max byte for byte.
+    from isskit.store import open_store
+
+    env = _env(OMP_NUM_THREADS="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--standalone", "-m", "isskit_cli.main", "sample", "--N", "2000", "--max-index", "40",
+         "--no-progress", "--out", str(tmp_path / "streams.h5")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    parts = [tmp_path / "streams.rank0.h5", tmp_path / "streams.rank1.h5"]
+    merge = subprocess.run(
+        [sys.executable, "-m", "isskit_cli.main", "merge", str(tmp_path / "streams.h5"),
+         *map(str, parts), "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert merge.returncode == 0, merge.stderr
+    single = subprocess.run(
+        [sys.executable, "-m", "isskit_cli.main", "sample", "--N", "2000", "--max", "40",
+         "--no-progress", "--out", str(tmp_path / "single.h5")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert single.returncode == 0, single.stderr
+    with open_store(tmp_path / "streams.h5") as merged, open_store(tmp_path / "single.h5") as one:
+        assert merged.image_index.tolist() == list(range(40)) and merged.complete.all()
+        assert merged.labels().tobytes() == one.labels().tobytes()
+        assert merged.true_label.tobytes() == one.true_label.tobytes()
+        for key in ("sigma", "seed", "model", "noise", "num_classes", "dataset",
+                    "samples_per_image"):
             assert merged.attrs[key] == one.attrs[key]

@@ -1,4 +1,11 @@
-"""Pieces every command shares: turning library errors into usage errors, notes, JSON output."""
+"""Pieces every command shares: turning library errors into usage errors, notes, JSON output.
+
+Exit status, for every command (docs/cli.md, "Exit status and messages"): 2 for anything
+the user gave (a value, a file, an existing file in the way), with a message naming the
+option as the user typed it; 1 for a failure of the machine while running (disk, memory,
+device); 0 done. :func:`library_errors` and :func:`usage_error` are the one place where
+library exceptions become those.
+"""
 
 from __future__ import annotations
 
@@ -9,42 +16,86 @@ import math
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import click
 import numpy as np
 
+from isskit._validate import ArgumentError
+
 __all__ = [
+    "SAMPLE_SIZE",
     "check_output_dir",
     "check_output_file",
     "check_overwrites",
     "echo_json",
     "library_errors",
     "notes",
+    "option_name",
     "parse_floats",
+    "usage_error",
     "writing",
 ]
 
 
-@contextlib.contextmanager
-def library_errors() -> Iterator[None]:
-    """Turn library errors into click errors, with no traceback.
+def option_name(argument: str, options: Mapping[str, str] | None = None) -> str | None:
+    """The CLI spelling of a library argument, in the command that is running.
 
-    A ``ValueError`` (bad input) is a usage error, exit status 2; a failed write of a
-    store (:class:`isskit.store.StoreWriteError`: a full disk) exits with status 1. The
-    library's messages already name the bad value or the file, so they are passed on as
-    they are. Warnings of the library show as notes on stderr (:func:`notes`).
-    A missing optional dependency (:class:`isskit.MissingExtraError`) is a usage error too:
-    its message is the ``pip install`` line.
+    ``options`` maps argument names to options where they differ (audit's library
+    ``policies`` is ``--policy``); otherwise the running command's own option whose
+    parameter name is ``argument`` (``num_classes`` is ``--num-classes``), with every
+    spelling it has (``--max/--max-index``). None when the command has no such option.
+    """
+    if options and argument in options:
+        return options[argument]
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    for param in ctx.command.params:
+        if isinstance(param, click.Option) and param.name == argument:
+            return "/".join(param.opts)
+    return None
+
+
+def usage_error(exc: ValueError, options: Mapping[str, str] | None = None) -> click.UsageError:
+    """The usage error (exit status 2) for a library ``ValueError``.
+
+    The library's messages name the bad value; an :class:`isskit._validate.ArgumentError`
+    is said again with the option the user typed in place of the library's argument.
+    """
+    if isinstance(exc, ArgumentError):
+        option = option_name(exc.argument, options)
+        if option is not None:
+            return click.UsageError(exc.naming(option))
+    return click.UsageError(str(exc))
+
+
+@contextlib.contextmanager
+def library_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn library errors into click errors, without a traceback.
+
+    A ``ValueError`` is bad input: a usage error, exit status 2 (:func:`usage_error`,
+    naming the option; ``options`` as for :func:`option_name`). A failed write of a store
+    (:class:`isskit.store.StoreWriteError`: a full disk) and a ``MemoryError`` that the
+    size checks did not foresee are the machine's: exit status 1. Warnings of the library
+    show as notes on stderr (:func:`notes`). A missing optional dependency
+    (:class:`isskit.MissingExtraError`) is a usage error too: its message is the
+    ``pip install`` line.
     """
     from isskit import MissingExtraError
 
     try:
         with notes():
             yield
-    except (ValueError, MissingExtraError) as exc:
+    except ValueError as exc:
+        raise usage_error(exc, options) from None
+    except MissingExtraError as exc:
         raise click.UsageError(str(exc)) from None
+    except MemoryError as exc:
+        detail = f": {exc}" if str(exc) else ""
+        raise click.ClickException(f"out of memory{detail}; free memory or ask for less "
+                                   "work") from None
     except OSError as exc:
         from isskit.store import StoreWriteError  # h5py is imported only where it is used
 
@@ -81,8 +132,39 @@ def parse_floats(text: str, name: str) -> list[float]:
         try:
             out.append(float(item))
         except ValueError:
-            raise ValueError(f"{name} ({item.strip()!r}) must be a number") from None
+            raise ArgumentError(name, "{name} ({item!r}) must be a number",
+                                item=item.strip()) from None
     return out
+
+
+class _SampleSize(click.ParamType):
+    """A count as every isskit sample size is written: ``100000`` or ``1e5`` (integral).
+
+    Only the spelling is checked here; the range (>= 1, the library's caps, memory) is
+    the library's, whose message then names the option (:func:`usage_error`).
+    """
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            self.fail(f"{text!r} is not a number", param, ctx)
+        if not number.is_integer():  # also inf and nan
+            self.fail(f"{text!r} is not an integer", param, ctx)
+        return int(number)
+
+
+#: The click type of sample-size options (``--N``, ``--samples``, ``--trials``, ``--k0``).
+SAMPLE_SIZE = _SampleSize()
 
 
 def check_output_file(path, option: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import echo_json, library_errors, parse_floats
+from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_floats
 
 __all__ = ["audit"]
 
@@ -16,8 +16,9 @@ __all__ = ["audit"]
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--p-A", "p_A", default="0.5,0.55,0.6,0.7,0.8,0.9,0.95,0.99,0.995,0.999",
               show_default=True, help="Comma list of true top-class probabilities p_A.")
-@click.option("--trials", type=int, default=100_000, show_default=True,
-              help="Simulated images per policy and p_A (0: exact probabilities only).")
+@click.option("--trials", type=SAMPLE_SIZE, default=100_000, show_default=True,
+              help="Simulated images per policy and p_A, e.g. 1e6 (0: exact probabilities "
+                   "only).")
 @click.option("--policy", "policies", multiple=True, metavar="SPEC",
               help="Policy spec, repeatable ('ISS-AD-10-0.05', 'iss decline=rd k_bar=1e5 "
                    "U=0.05 fresh=true,false', 'cohen n0=100 n=100000', 'IAS-10'). Default: "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from isskit_cli._common import (
+    SAMPLE_SIZE,
     check_output_file,
     check_overwrites,
     echo_json,
@@ -31,7 +32,7 @@ __all__ = ["import_log"]
                    "Default: detected (the first of 0.001, 0.01, 0.05, 0.1 that fits).")
 @click.option("--sigma", type=float, default=None,
               help="Certification sigma. Default: from the file name (..._sigma_0.50).")
-@click.option("--samples", type=int, default=None,
+@click.option("--samples", type=SAMPLE_SIZE, default=None,
               help="Samples per image in the store. Default n + 100 (the log's own CERTIFY, "
                    "n0 = 100). ISS with k_bar needs k_bar + k0.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -65,6 +66,7 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
             --out imagenet_050.h5 --samples 505000
         isskit replay imagenet_050.h5 --policy ISS-AD-50-0.05 --policy IAS-50
     """
+    from isskit._validate import ArgumentError
     from isskit.logs import import_log as run_import
 
     check_output_file(out, "--out")
@@ -75,7 +77,8 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
             try:
                 ns.append(int(float(item)) if float(item).is_integer() else float(item))
             except ValueError:
-                raise ValueError(f"n ({item.strip()!r}) must be an integer") from None
+                raise ArgumentError("n", "{name} ({item!r}) must be an integer",
+                                    item=item.strip()) from None
         with writing("--out", out):
             result = run_import(log, out, n=ns, alpha=alpha, sigma=sigma, samples=samples,
                                 seed=seed, other=other, num_classes=num_classes,

@@ -73,7 +73,9 @@ def cli() -> None:
       isskit psi --k-bar 1e5 --U 0.05 --decline ad --sigma 0.5 --out table.csv
 
     Run isskit COMMAND --help for a command's options and examples. Exit status:
-    0 done, 1 isskit verify found a violation, 2 bad input (the message names it).
+    0 done; 1 a failure while running (disk, memory, device) or isskit verify found a
+    violation; 2 bad input, an existing file in the way included (the message names the
+    option or file).
     --json prints one JSON object on stdout; progress bars go to stderr.
     """
 

@@ -209,7 +209,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     check_overwrites(outputs, [("the input STORE", store),
                                ("the --policies-file", policies_file)])
 
-    with library_errors():
+    with library_errors({"radius_grid": "--radii"}):
         ds = _replay(store, policies, reference=reference,
                      seconds_per_sample=seconds_per_sample, radius_grid=grid,
                      allow_incomplete=allow_incomplete, progress=progress)

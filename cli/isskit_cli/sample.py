@@ -5,10 +5,17 @@ the model and the images, reports. torch is imported only when the command runs,
 ``isskit --help`` and the other commands never pay for it.
 
 Exit status: 0 done; 2 bad input (bad option values, a missing or mismatched
-checkpoint, a missing dataset folder, an unwritable output folder, an existing store
-made with other parameters); 1 a failure while running (another process writing the
-store, a full disk, an error inside torch). A full disk names the store and the space
+checkpoint, a missing dataset folder, an unwritable output folder, an existing file at
+--out that is not a store to resume, or a store made with other parameters; an N or an
+index list larger than memory holds); 1 a failure while running (another process writing
+the store, a full disk, an error inside torch). A full disk names the store and the space
 to free; the rows already complete are kept and the same command resumes.
+
+Every option keeps its meaning after ``torchrun ... -m isskit_cli.main sample``: torchrun's
+own parser takes an unambiguous abbreviation of one of its options anywhere on the line,
+and stops at an ambiguous one, so every option here has a spelling that is no
+abbreviation of a launcher's (``--max`` is, of ``--max-restarts``: ``--max-index`` is not;
+tests/test_cli_sample.py runs every option through torchrun's parser).
 """
 
 from __future__ import annotations
@@ -17,7 +24,14 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import check_output_file, echo_json, library_errors, notes
+from isskit_cli._common import (
+    SAMPLE_SIZE,
+    check_output_file,
+    echo_json,
+    library_errors,
+    notes,
+    usage_error,
+)
 
 __all__ = ["sample"]
 
@@ -25,54 +39,74 @@ __all__ = ["sample"]
 DEFAULT_SIGMA = 0.25
 DEFAULT_N = 10_000
 
+#: Bytes per selected index while ``--indices`` is expanded (a Python int in a list,
+#: about 40, then its int64 copy): what a range such as 0:10**13 is checked against
+#: before it is made.
+_BYTES_PER_INDEX = 48
+#: Indices are int64 (and seed their rows' noise): a longer one is refused, not overflowed.
+_INDEX_MAX = 2**63 - 1
+
 
 def _parse_indices(text: str | None) -> list[int] | None:
-    """``"0,5,7"`` and ``"10:20"`` / ``"0:100:5"`` (Python ranges) and mixes of them."""
+    """``"0,5,7"`` and ``"10:20"`` / ``"0:100:5"`` (Python ranges) and mixes of them.
+
+    The ranges are sized before they are expanded, against the memory left.
+    """
     if text is None:
         return None
-    out: list[int] = []
+    from isskit._validate import check_memory
+
+    parts: list[range] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            if ":" in part:
-                bounds = [int(v) for v in part.split(":")]
-                if len(bounds) not in (2, 3):
-                    raise ValueError
-                out.extend(range(*bounds))
-            else:
-                out.append(int(part))
+            bounds = [int(v) for v in part.split(":")]
+            if len(bounds) not in (1, 2, 3) or (len(bounds) == 1 and ":" in part):
+                raise ValueError
+            parts.append(range(*bounds) if len(bounds) > 1 else range(bounds[0], bounds[0] + 1))
         except ValueError:
             raise click.BadParameter(
                 f"{part!r} is not an index or a start:stop[:step] range", param_hint="--indices"
             ) from None
-    if not out:
+        if any(abs(b) > _INDEX_MAX for b in bounds):
+            raise click.BadParameter(f"{part!r}: an index must be below 2**63",
+                                     param_hint="--indices")
+    count = sum(len(r) for r in parts)
+    if not count:
         raise click.BadParameter(f"{text!r} selects no image", param_hint="--indices")
-    return out
-
-
-def _sample_size(text: str | None) -> int | None:
-    """``--N``: ``100000`` or ``1e5`` (an integral number), as every isskit sample size."""
-    if text is None:
-        return None
     try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        value = float(text)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a number", param_hint="--N") from None
-    if not value.is_integer():
-        raise click.BadParameter(f"{text!r} is not an integer", param_hint="--N")
-    return int(value)
+        check_memory(count * _BYTES_PER_INDEX, "indices", text,
+                     f"{count:,} indices, {_BYTES_PER_INDEX} bytes each while listed")
+    except ValueError as exc:
+        raise usage_error(exc) from None
+    return [i for r in parts for i in r]
 
 
 def _check_out(out: Path) -> None:
+    """Refuse an --out that is a folder, or an existing file that is not a store to resume.
+
+    Checked before anything runs: a file in the way is the user's to move (exit status 2),
+    not a failure while sampling. Under torchrun the files written are the ranks' own.
+    """
     check_output_file(out, "--out")
     if out.is_dir():
         raise click.BadParameter(f"{out} is a folder, not a store file", param_hint="--out")
+    from isskit.sampling import distributed_env, rank_path
+    from isskit.store import StoreError, open_store
+
+    rank, world, _ = distributed_env()
+    path = rank_path(out, rank) if world > 1 else out
+    if not path.exists():
+        return
+    try:
+        with open_store(path):  # a reader: a live writer's lock is for the writer to meet
+            pass
+    except StoreError as exc:
+        raise click.BadParameter(f"{path} exists and is not a stream store to resume ({exc}); "
+                                 "move it away or choose another --out",
+                                 param_hint="--out") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,7 +129,7 @@ def _check_out(out: Path) -> None:
 @click.option("--sigma", type=float,
               help=f"Noise level in pixel units (> 0). Required except for the embedded "
                    f"default model ({DEFAULT_SIGMA}).")
-@click.option("--N", "N", metavar="N",
+@click.option("--N", "N", metavar="N", type=SAMPLE_SIZE,
               help=f"Noisy copies per image (the stream length), e.g. 100000 or 1e5. Required "
                    f"except for the embedded default model ({DEFAULT_N}).")
 @click.option("--batch", type=int, default=400, show_default=True,
@@ -103,8 +137,9 @@ def _check_out(out: Path) -> None:
                    "resuming).")
 @click.option("--skip", type=int, default=1, show_default=True,
               help="Take every K-th image of the dataset (as Cohen et al.'s certify.py).")
-@click.option("--max", "max_index", type=int,
-              help="Stop before dataset index M (certify.py's --max).")
+@click.option("--max", "--max-index", "max_index", type=int, metavar="M",
+              help="Stop before dataset index M (certify.py's --max). Under torchrun write "
+                   "--max-index: torchrun takes --max for its own --max-restarts.")
 @click.option("--indices", metavar="LIST",
               help="Explicit dataset indices instead of --skip/--max: '3,8,20:30'.")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -142,16 +177,16 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
       isskit sample --out streams.h5
       isskit sample --arch cifar_resnet110 --checkpoint ckpt.pth.tar
           --data-root ~/data/cifar10 --sigma 0.25 --N 100000 --skip 20 --out c.h5
-      torchrun --nproc_per_node 4 -m isskit_cli.main sample ... --out streams.h5
+      torchrun --nproc_per_node 4 -m isskit_cli.main sample --N 100000 --max-index 500
+          --out streams.h5
     """
     indices = _parse_indices(indices)
-    N = _sample_size(N)
     if model_spec and (arch or checkpoint):
         raise click.UsageError("give either --model or --arch/--checkpoint, not both")
     if arch and not checkpoint:
         raise click.UsageError("--arch needs --checkpoint (the weights to load)")
     if indices is not None and (skip != 1 or max_index is not None):
-        raise click.UsageError("--indices excludes --skip and --max")
+        raise click.UsageError("--indices excludes --skip and --max/--max-index")
     is_default = not (model_spec or checkpoint)
     if sigma is None:
         if not is_default:
@@ -161,7 +196,6 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         if not is_default:
             raise click.UsageError("--N is required with --model or --checkpoint")
         N = DEFAULT_N
-    _check_out(out)
 
     from isskit import require_extra
     from isskit._validate import check_positive_int, check_sample_size, check_sigma
@@ -171,13 +205,17 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         require_extra("torch", "torch", "isskit sample")
 
     try:
+        _check_out(out)
         check_sigma(sigma)
         check_sample_size(N, "N")
         check_positive_int(batch, "batch")
         check_positive_int(seed, "seed", minimum=0)
         check_positive_int(skip, "skip")
         if max_index is not None:
-            check_positive_int(max_index, "max", minimum=1)
+            check_positive_int(max_index, "max_index", minimum=1)
+        from isskit.sampling import check_row_memory
+
+        check_row_memory(N)  # up front: before the model and the images are loaded
         with notes():
             result = _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch,
                           skip, max_index, indices, seed, device, amp, channels_last,
@@ -187,11 +225,15 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
     except StoreLockedError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreMismatchError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise usage_error(exc) from None
     except StoreError as exc:  # a damaged existing file, a failed write: runtime
         raise click.ClickException(str(exc)) from None
-    except (ValueError, FileNotFoundError) as exc:
+    except ValueError as exc:
+        raise usage_error(exc) from None
+    except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from None
+    except MemoryError as exc:
+        raise click.ClickException(f"out of memory while sampling: {exc}") from None
     except (OSError, RuntimeError) as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     if result is None:  # not rank 0

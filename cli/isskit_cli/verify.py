@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import echo_json, library_errors
+from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors
 from isskit_cli.psi import parse_list, shared_options
 
 __all__ = ["verify"]
@@ -18,7 +18,7 @@ __all__ = ["verify"]
 @shared_options(several=False)
 @click.option("--fine", type=int, default=16, show_default=True,
               help="Points p_A checked inside every grid cell (besides the grid points).")
-@click.option("--k0", type=int, default=None,
+@click.option("--k0", type=SAMPLE_SIZE, default=None,
               help="Check Prop. 1 only on the Clopper-Pearson intervals a pilot of k0 samples "
                    "can produce (default: on every interval [p_low, p_up]).")
 @click.option("--check-minimal", is_flag=True,

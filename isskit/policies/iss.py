@@ -23,6 +23,7 @@ from isskit._validate import (
     check_alpha,
     check_decline,
     check_delta,
+    check_pilot_size,
     check_sample_size,
     check_U,
 )
@@ -106,11 +107,9 @@ class ISS(RadiusPolicy):
         object.__setattr__(self, "k_bar", k_bar)
         object.__setattr__(self, "decline", decline)
         object.__setattr__(self, "U", check_U(self.U, decline))
-        k0 = _default_k0(k_bar) if self.k0 is None else check_sample_size(self.k0, "k0")
-        if k0 > k_bar:
-            # The pilot is part of the budget it sizes (Alg. 2); replay, audit and verify
-            # all refuse it here, with this one message.
-            raise ValueError(f"k0 ({k0}) must be at most k_bar ({k_bar})")
+        # The pilot is part of the budget it sizes (Alg. 2): replay, audit and verify all
+        # refuse k0 > k_bar through check_pilot_size, in the same words.
+        k0 = _default_k0(k_bar) if self.k0 is None else check_pilot_size(self.k0, k_bar)
         object.__setattr__(self, "k0", k0)
         object.__setattr__(self, "delta", check_delta(self.delta))
         object.__setattr__(self, "alpha", check_alpha(self.alpha))

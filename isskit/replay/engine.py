@@ -31,6 +31,7 @@ import numpy as np
 from isskit._atomic import atomic_path
 from isskit._progress import progress_bar
 from isskit._provenance import make_attrs
+from isskit._validate import ArgumentError
 from isskit.policies import CountPlan, RadiusPolicy, parse_policies
 from isskit.replay import _cbeta, _kernels
 from isskit.replay.metrics import (
@@ -706,7 +707,8 @@ def replay(
     else:
         ref = parse_policies(reference)
         if len(ref) != 1:
-            raise ValueError(f"reference ({reference!r}) must name exactly one policy")
+            raise ArgumentError("reference", "{name} ({value!r}) must name exactly one policy",
+                                value=reference)
         references = [ref[0]] * len(policies)
     every = list(dict.fromkeys([*policies, *references]))
 
@@ -718,10 +720,11 @@ def replay(
     image_index = np.asarray(store.image_index, dtype=np.int64)
     if left_out and not allow_incomplete:
         first = int(np.flatnonzero(~complete)[0])
-        raise ValueError(
-            f"{left_out} of {complete.size} rows of the store are incomplete (first: row "
-            f"{first}, image {int(image_index[first])}); finish sampling, or allow_incomplete "
-            f"to replay the {rows.size} complete rows"
+        raise ArgumentError(
+            "allow_incomplete", "{left_out} of {rows_all} rows of the store are incomplete "
+            "(first: row {first}, image {image}); finish sampling, or set {name} to replay "
+            "the {done} complete rows", left_out=left_out, rows_all=complete.size, first=first,
+            image=int(image_index[first]), done=rows.size,
         )
     if rows.size == 0:
         raise ValueError(f"the store has no complete row (of {complete.size}) to replay")
@@ -747,8 +750,9 @@ def replay(
         try:
             _check_static_needs([r], n, ids[:1])
         except ValueError as exc:
-            raise ValueError(
-                f"{exc} (it is the reference of {p.name}; choose one that fits with reference=)"
+            raise ArgumentError(
+                "reference", "{error} (it is the reference of {policy}; choose one that fits "
+                "with {name})", error=str(exc), policy=p.name,
             ) from None
     if index is None:
         index = build_index(store, every, rows=rows, progress=progress)
@@ -782,7 +786,8 @@ def replay(
     else:
         grid = np.asarray(radius_grid, dtype=np.float64).reshape(-1)
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
-            raise ValueError(f"radius_grid ({grid.tolist()}) must hold finite radii >= 0")
+            raise ArgumentError("radius_grid", "{name} ({value}) must hold finite radii >= 0",
+                                value=grid.tolist())
 
     pol = ("policy",)
     pim = ("policy", "image")

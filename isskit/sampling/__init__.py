@@ -10,6 +10,7 @@ Needs the ``torch`` extra (``pip install 'isskit[torch]'``).
 from isskit.sampling.sampler import (
     NOISE_SCHEME,
     SampleRun,
+    check_row_memory,
     distributed_env,
     init_distributed,
     noise_description,
@@ -24,6 +25,7 @@ from isskit.sampling.sampler import (
 __all__ = [
     "NOISE_SCHEME",
     "SampleRun",
+    "check_row_memory",
     "distributed_env",
     "init_distributed",
     "noise_description",

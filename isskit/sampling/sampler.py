@@ -46,12 +46,20 @@ import numpy as np
 import torch
 
 from isskit._progress import progress_bar
-from isskit._validate import check_positive_int, check_sample_size, check_sigma
+from isskit._validate import (
+    OVERHEAD_BYTES,
+    ArgumentError,
+    check_memory,
+    check_positive_int,
+    check_sample_size,
+    check_sigma,
+)
 from isskit.store import StoreWriteError, open_for_writing
 
 __all__ = [
     "NOISE_SCHEME",
     "SampleRun",
+    "check_row_memory",
     "distributed_env",
     "init_distributed",
     "noise_description",
@@ -107,15 +115,17 @@ def resolve_device(device=None, local_rank: int = 0) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device ({device!r}) is not a torch device: {exc}") from exc
+        raise ArgumentError("device", "{name} ({device!r}) is not a torch device: {exc}",
+                            device=device, exc=exc) from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device ({device!r}) asks for CUDA, but torch sees no CUDA GPU")
+            raise ArgumentError("device", "{name} ({device!r}) asks for CUDA, but torch sees no "
+                                "CUDA GPU", device=device)
         if dev.index is None:
             dev = torch.device("cuda", local_rank)
         if dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device ({dev}) does not exist: torch sees "
-                             f"{torch.cuda.device_count()} CUDA GPU(s)")
+            raise ArgumentError("device", "{name} ({dev}) does not exist: torch sees {count} "
+                                "CUDA GPU(s)", dev=str(dev), count=torch.cuda.device_count())
     return dev
 
 
@@ -158,14 +168,15 @@ def select_indices(n_images: int, *, skip: int = 1, max_index: int | None = None
             raise ValueError(f"indices ({list(indices)!r}) must be a non-empty list")
         bad = out[(out < 0) | (out >= n_images)]
         if bad.size:
-            raise ValueError(f"indices ({bad[:5].tolist()}) out of range: the dataset has "
-                             f"{n_images} images (0 .. {n_images - 1})")
+            raise ArgumentError("indices", "{name} ({bad}) out of range: the dataset has "
+                                "{n} images (0 .. {last})", bad=bad[:5].tolist(), n=n_images,
+                                last=n_images - 1)
         if np.unique(out).size != out.size:
             raise ValueError("indices must not repeat an image")
         return out
     stop = n_images
     if max_index is not None:
-        stop = min(n_images, check_positive_int(max_index, "max", minimum=1))
+        stop = min(n_images, check_positive_int(max_index, "max_index", minimum=1))
     out = np.arange(0, stop, skip, dtype=np.int64)
     if out.size == 0:
         raise ValueError(f"no image selected (dataset of {n_images}, skip {skip}, "
@@ -212,6 +223,37 @@ def rank_path(out, rank: int) -> Path:
 
 
 _NO_CONTEXT = contextlib.nullcontext()
+
+#: Host bytes per sample of one row in flight: the int64 argmax labels (on the CPU, or
+#: copied there from the GPU), their uint16 copy, and that copy stacked into the block
+#: the store writes (:class:`_RowSampler`, :class:`_RowGroups`).
+_HOST_BYTES_PER_SAMPLE = 8 + 2 + 2
+#: Device bytes per sample: the int64 argmax labels of the row stay on the GPU.
+_DEVICE_BYTES_PER_SAMPLE = 8
+
+
+def check_row_memory(N: int, name: str = "N", dev: torch.device | None = None,
+                     noise_bytes: int = 0) -> None:
+    """Refuse ``N`` before any store exists if one row of it cannot be held in memory.
+
+    A row is sampled whole before it is written: the host holds
+    ``_HOST_BYTES_PER_SAMPLE = 12`` bytes per sample; on a CUDA ``dev`` the GPU holds 8
+    per sample and the ``noise_bytes`` of the noise buffer, checked against its free
+    memory (the model's weights and activations come on top: this bounds from below).
+    ``name`` is the argument N came from, for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and ``N``, the memory needed and the memory available.
+    """
+    check_memory(_HOST_BYTES_PER_SAMPLE * N + OVERHEAD_BYTES, name, N,
+                 f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample")
+    if dev is not None and dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        check_memory(_DEVICE_BYTES_PER_SAMPLE * N + noise_bytes, name, N,
+                     f"one row of labels, {_DEVICE_BYTES_PER_SAMPLE} bytes per sample, and the "
+                     "noise batch", free=free, memory=f"{dev} memory")
 
 
 class _RowSampler:
@@ -469,9 +511,13 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
 
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
+    # before the store exists, so a refused N leaves nothing behind
+    check_row_memory(N, dev=dev, noise_bytes=4 * min(batch, N) * int(np.prod(x0.shape))
+                     * (2 if channels_last else 1))
     k = _probe(model, x0, dev, amp)
     if num_classes is not None and int(num_classes) != k:
-        raise ValueError(f"num_classes ({num_classes}) differs from the model's {k} logits")
+        raise ArgumentError("num_classes", "{name} ({value}) differs from the model's {k} "
+                            "logits", value=num_classes, k=k)
     if k > np.iinfo(np.uint16).max + 1:
         raise ValueError(f"the model has {k} classes; labels are stored as uint16 (<= 65536)")
     if labels_true.min() < 0 or labels_true.max() >= k:

@@ -13,7 +13,7 @@ from isskit._atomic import atomic_path
 from isskit._progress import progress_bar
 from isskit.store.reader import StreamStore, open_store
 from isskit.store.schema import RUN_PARAMS, StoreError, StoreMismatchError, _same, _short
-from isskit.store.writer import open_for_writing
+from isskit.store.writer import _check_labels, open_for_writing
 
 __all__ = [
     "merge_stores",
@@ -124,6 +124,9 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
                     offset = 0
                     for s in stores:
                         for start, block in s.iter_chunks(max_bytes):
+                            # a bad label is the input's fault: name it, not the output
+                            _check_labels(block, s.samples_per_image, s.num_classes,
+                                          f"merge input {s.path}", first_row=start)
                             src = np.arange(start, start + block.shape[0])
                             dst = out_row[offset + src]
                             writer.write_rows_at(dst, block, s.seconds[src])

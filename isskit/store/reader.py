@@ -13,7 +13,7 @@ import numpy as np
 
 from isskit._progress import progress_bar
 from isskit._provenance import file_sha256
-from isskit._validate import check_positive_int
+from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int
 from isskit.store._inflate import _default_threads, _inflate_into
 from isskit.store.schema import StoreError, _open_h5, _read_columns, _short, _validate
 
@@ -240,6 +240,8 @@ class StreamStore:
             threads = _default_threads()
         threads = check_positive_int(threads, "threads", minimum=0)
         block = self.rows_per_chunk(max_bytes, k)
+        rows_read = min(block, max(hi - lo, 1))
+        self._check_read_memory(2 * rows_read * k, rows_read, k, "uint16 labels, 2 bytes each")
         raw = threads >= 1 and k > 0 and hi > lo and self._raw_chunks_readable()
         pool = None
         if raw and threads > 1:
@@ -263,6 +265,18 @@ class StreamStore:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _check_read_memory(self, nbytes: int, rows: int, k: int, what: str) -> None:
+        """Refuse a read of ``rows`` rows of ``k`` samples that needs more than memory holds.
+
+        A store of 10^11 samples per row is a small file (its rows compress well, or were
+        never written), but a block holds at least one whole row, 2 bytes per sample,
+        and a reader needs more for what it computes from it.
+        """
+        name, value = (("samples_per_image", k) if k == self.samples_per_image
+                       else ("samples", k))
+        check_memory(nbytes + OVERHEAD_BYTES, name, value,
+                     f"reading {rows:,} row(s) of {k:,} samples of {self.path}: {what}")
 
     def _raw_chunks_readable(self) -> bool:
         """Whether chunks can be inflated here: exactly one filter, deflate, one row each."""
@@ -384,6 +398,12 @@ class StreamStore:
         K, N = self.num_classes, self.samples_per_image
         if N == 0:
             return out
+        # a block's uint16 labels, their offsets (int32 ones are copied to intp again inside
+        # bincount) and its int64 counts, before any is made
+        rows = min(self.rows_per_chunk(max_bytes), max(self.n_images, 1))
+        per = 2 + (4 + 8 if rows * K < 2**31 else 8)
+        self._check_read_memory(rows * (per * N + 8 * K), rows, N,
+                                f"labels and their offsets, {per} bytes per sample, and counts")
         blocks = self.iter_chunks(max_bytes)
         if progress:
             per = self.rows_per_chunk(max_bytes)

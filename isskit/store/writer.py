@@ -103,7 +103,13 @@ def _create(
         raise
 
 
-def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
+def _check_labels(labels, N: int, num_classes: int, what: str,
+                  first_row: int | None = None) -> np.ndarray:
+    """Labels as uint16 if every one is a class; else a StoreError naming ``what``.
+
+    With ``first_row`` (the row number of the block's first row), the message also names
+    the first row holding a bad label.
+    """
     arr = np.asarray(labels)
     if arr.shape[-1:] != (N,):
         raise StoreError(f"{what}: labels have shape {arr.shape}, expected {N} per row")
@@ -113,6 +119,9 @@ def _check_labels(labels, N: int, num_classes: int, what: str) -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= num_classes:
             bad = lo if lo < 0 else hi
+            if first_row is not None and arr.ndim == 2:
+                row = first_row + int(np.argmax(np.any((arr < 0) | (arr >= num_classes), 1)))
+                what = f"{what}, row {row}"
             raise StoreError(f"{what}: label {bad} outside [0, num_classes={num_classes})")
     return arr.astype(np.uint16, copy=False)
 

@@ -41,7 +41,13 @@ import numpy as np
 from scipy import stats as st
 
 from isskit._bisect import bisect
-from isskit._validate import check_positive_int, check_sigma
+from isskit._validate import (
+    OVERHEAD_BYTES,
+    ArgumentError,
+    check_memory,
+    check_positive_int,
+    check_sigma,
+)
 from isskit.policies import ISS, KINDS, Cohen, CountPlan, RadiusPolicy
 from isskit.stats import cp_interval, cp_lower
 
@@ -62,6 +68,20 @@ DEFAULT_P_A = (0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.995, 0.999)
 
 #: Pilot-count tail mass :func:`failure_probability` may skip on each side.
 _TAIL = 1e-18
+
+#: Peak bytes per simulated image of :func:`simulate` (about 95 measured with tracemalloc
+#: for every policy kind: a dozen int64/float64 arrays of ``trials`` values and SciPy's
+#: temporaries; ``tests/test_audit.py`` checks the bound), so ``trials`` can be checked
+#: against the memory left before anything is drawn.
+_BYTES_PER_TRIAL = 128
+#: Peak bytes per pilot count of the exact ISS sum (about 170 measured for large windows).
+_BYTES_PER_PILOT_COUNT = 256
+#: Most pilot counts the exact ISS sum visits. Each costs a two-sided Clopper-Pearson
+#: interval, whose Beta quantiles slow down as k0 grows (measured: 11 us per count at
+#: k0 = 10^4, 60 at 10^8, 190 at 10^10, 820 at 10^12), so a million counts is minutes at
+#: worst. The window is about 17.6 standard deviations of Binomial(k0, p_A) wide: k0 up
+#: to about 10^10 at p_A = 1/2 fits.
+_MAX_PILOT_COUNTS = 10**6
 
 
 def default_policies() -> list:
@@ -137,7 +157,7 @@ class AuditRow:
 def _check_p(p_A) -> float:
     p = float(p_A)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p_A ({p_A}) must be in [0, 1]")
+        raise ArgumentError("p_A", "{name} ({value}) must be in [0, 1]", value=p_A)
     return p
 
 
@@ -235,10 +255,12 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
     p = _check_p(p_A)
     sigma = check_sigma(sigma)
     m = policy.selection_size
-    # Selection counts outside the central 1 - 2e-18 of Binomial(m, p) are skipped: they
-    # change the sum by less than 2e-18 and would cost most of the time for large m.
-    first, last = st.binom.ppf(_TAIL, m, p), st.binom.isf(_TAIL, m, p)
-    x0 = np.arange(max(int(first) - 1, 0), min(int(last) + 1, m) + 1)
+    if policy.fixed_samples:
+        closed = _fixed_failure(policy, p, sigma)
+        if closed is not None:
+            return closed
+    lo, hi = _selection_window(policy, p)
+    x0 = np.arange(lo, hi + 1)
     weight = st.binom.pmf(x0, m, p)
     _, x_c, p_c = _selection(m, p, x0)
     start, k = _plan(policy, x_c, sigma)
@@ -249,6 +271,74 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
     cond[covers] = st.binom.sf(thr[covers] - x_c[covers] - 1, k[covers] - m, p_c[covers])
     cond[inside] = st.hypergeom.sf(thr[inside] - 1, m, x_c[inside], k[inside])
     return float(np.sum(weight * cond))
+
+
+def _fixed_failure(policy, p: float, sigma: float) -> float | None:
+    """The failure probability of a policy whose count range ignores the selection count.
+
+    Two binomial tails, with no array of the selection's m + 1 counts (8 TB for an IAS of
+    n = 10^12): the top class (label 0) is chosen when its count x >= ceil(m/2) (ties to
+    label 0), the runner-up otherwise. On a range after the selection (Cohen) the count is
+    a fresh binomial; on the selection itself (IAS) it is x, or m - x for the runner-up.
+    None for any other range (the caller sums over the selection counts).
+    """
+    plan = policy.plan(np.zeros(1, np.int64), sigma=sigma)
+    start, k = int(np.asarray(plan.start).reshape(-1)[0]), int(np.asarray(plan.k).reshape(-1)[0])
+    m = policy.selection_size
+    if k == 0:
+        return 0.0
+    thr = _threshold(np.array([k, k]), np.array([p, 1 - p]), policy.alpha)
+    half = -(-m // 2)
+    if start >= m:
+        p_top = st.binom.sf(half - 1, m, p)  # P(x >= m / 2)
+        tails = st.binom.sf(thr - 1, k, np.array([p, 1 - p]))
+        return float(p_top * tails[0] + (1 - p_top) * tails[1])
+    if start == 0 and k == m:
+        top_fails = st.binom.sf(max(int(thr[0]), half) - 1, m, p)
+        runner_up_fails = st.binom.cdf(min(half - 1, m - int(thr[1])), m, p)
+        return float(top_fails + runner_up_fails)
+    return None
+
+
+def _selection_window(policy, p: float) -> tuple[int, int]:
+    """The selection counts ``lo..hi`` the exact sum visits, checked against its bounds.
+
+    Counts outside the central 1 - 2e-18 of Binomial(m, p) are skipped: they change the
+    sum by less than 2e-18 and would cost most of the time for large m. The upper end
+    comes from the lower tail of the failures, Binomial(m, 1 - p): SciPy's isf at 1e-18
+    returns m itself (1 - 1e-18 rounds to 1), which made the window span a tenth of m
+    at p = 0.9 (10^11 counts at m = 10^12) instead of about 18 standard deviations.
+    """
+    m = policy.selection_size
+    first = st.binom.ppf(_TAIL, m, p)
+    last = m - st.binom.ppf(_TAIL, m, 1.0 - p)
+    lo, hi = max(int(first) - 1, 0), min(int(last) + 1, m)
+    _check_exact_size(policy, p, hi - lo + 1)
+    return lo, hi
+
+
+def _check_exact_size(policy, p: float, counts: int) -> None:
+    """Refuse an exact sum over more selection counts than the work or the memory allows."""
+    if counts > _MAX_PILOT_COUNTS:
+        raise ArgumentError(
+            "policies", "{name} ({policy}): the exact failure probability at p_A = {p:g} sums "
+            "over {counts:,} pilot counts of k0 = {k0:,}, more than the {cap:,} an audit "
+            "visits (each costs a Clopper-Pearson interval); choose a smaller k0",
+            policy=policy.name, p=p, counts=counts, k0=policy.selection_size,
+            cap=_MAX_PILOT_COUNTS,
+        )
+    need = OVERHEAD_BYTES + _BYTES_PER_PILOT_COUNT * counts
+    check_memory(need, "policies", policy.name,
+                 f"the exact failure probability sums over {counts:,} pilot counts, "
+                 f"{_BYTES_PER_PILOT_COUNT} bytes each; a smaller k0 needs fewer")
+
+
+def _check_trials(trials: int, minimum: int) -> int:
+    """``trials`` as an int >= ``minimum``, refused before drawing if it cannot fit."""
+    trials = check_positive_int(trials, "trials", minimum=minimum)
+    check_memory(OVERHEAD_BYTES + _BYTES_PER_TRIAL * trials, "trials", trials,
+                 f"the simulated counts of every image, {_BYTES_PER_TRIAL} bytes each")
+    return trials
 
 
 # --------------------------------------------------------------------------- Monte Carlo
@@ -302,7 +392,7 @@ def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5) -> Simula
     """
     policy = _check_policy(policy)
     p = _check_p(p_A)
-    trials = check_positive_int(trials, "trials")
+    trials = _check_trials(trials, minimum=1)
     sigma = check_sigma(sigma)
     m = policy.selection_size
     x0 = rng.binomial(m, p, trials)
@@ -367,11 +457,15 @@ def audit(
     ps = [_check_p(p) for p in np.atleast_1d(p_A)]
     if not ps:
         raise ValueError("audit needs at least one p_A")
-    trials = check_positive_int(trials, "trials", minimum=0)
+    trials = _check_trials(trials, minimum=0)  # before any policy runs, not after the first
     if not (isinstance(confidence, float | int) and 0.0 < confidence < 1.0):
-        raise ValueError(f"confidence ({confidence}) must be in (0, 1)")
+        raise ArgumentError("confidence", "{name} ({value}) must be in (0, 1)", value=confidence)
     confidence = float(confidence)
     sigma = check_sigma(sigma)
+    for policy in policies:  # every exact sum's size, before the first one runs
+        if not policy.fixed_samples:
+            for p in ps:
+                _selection_window(policy, p)
     seeds = np.random.SeedSequence(check_positive_int(seed, "seed", minimum=0)).spawn(
         len(policies) * len(ps)
     )

@@ -17,7 +17,6 @@ asked).
 from __future__ import annotations
 
 import csv
-import math
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from isskit._data import data_dir
 from isskit._progress import progress_bar
-from isskit._validate import check_positive_int, check_sigma
+from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
 from isskit.store import open_for_writing
 
 __all__ = [
@@ -47,6 +46,13 @@ DEFAULT_SOURCE = "cohen2019__cifar10_resnet110_noise_0.25_test_sigma_0.25"
 
 _ABSTAIN_RULES = ("uniform", "bound", "drop")
 _MAX_CLASSES = 1 << 16
+
+#: Memory bound of one block of rows of :func:`write_synthetic_store` (its default).
+_BLOCK_BYTES = 32 << 20
+#: Bytes per geometric gap :func:`_fill_row` holds at once: the int64 draws and their int64
+#: running sum. With the row's own uint16 labels that is at most 2 + 16 bytes per sample,
+#: as measured with tracemalloc (tests/test_synthetic.py).
+_BYTES_PER_GAP = 16
 
 
 # ------------------------------------------------------------------ label streams
@@ -96,7 +102,7 @@ def _fill_row(out: np.ndarray, p: float, pred: int, num_classes: int, rng, other
         # The positions of the non-top draws in an i.i.d. Bernoulli(q) sequence: the gaps
         # between them are i.i.d. geometric(q), so drawing the gaps costs O(number of
         # non-top draws) rather than one uniform per sample.
-        m = int(N * q + 8.0 * math.sqrt(N * q * p) + 16.0)
+        m = int(_gaps(N, p))
         pos = np.cumsum(rng.geometric(q, size=m)) - 1
         while pos[-1] < N:  # more than 8 standard deviations: extend
             more = np.cumsum(rng.geometric(q, size=m)) + pos[-1]
@@ -108,6 +114,40 @@ def _fill_row(out: np.ndarray, p: float, pred: int, num_classes: int, rng, other
         out[pos] = lab
     else:
         out[pos] = (pred + 1) % num_classes
+
+
+def _gaps(N: int, p):
+    """Gaps :func:`_fill_row` draws at once: the mean number of non-top draws + 8 sd + 16.
+
+    At ``p = 0`` (every draw non-top) it is ``N + 16``, which also bounds that case's
+    ``arange(N)`` of positions.
+    """
+    # The very arithmetic _fill_row always did: a gap more or less changes the stream.
+    p = np.asarray(p, dtype=np.float64)
+    q = 1.0 - p
+    return N * q + 8.0 * np.sqrt(N * q * p) + 16.0
+
+
+def _stream_bytes(N: int, p_A, max_bytes: int = _BLOCK_BYTES) -> int:
+    """Peak bytes :func:`write_synthetic_store` allocates for rows of ``N`` samples.
+
+    The writer holds a block of whole rows (at least one, of ``2 N`` bytes) and the gaps
+    of the row being drawn (:func:`_gaps`; the row with the smallest p_A draws most).
+    """
+    p = np.asarray(p_A, dtype=np.float64)
+    rows = min(max(1, int(max_bytes) // (2 * N)), max(p.size, 1))
+    gaps = float(np.max(_gaps(N, p))) if p.size else 0.0
+    return 2 * N * rows + _BYTES_PER_GAP * int(gaps) + OVERHEAD_BYTES
+
+
+def _check_stream_memory(N: int, p_A, name: str, max_bytes: int = _BLOCK_BYTES) -> None:
+    """Refuse ``N`` before any store exists if :func:`write_synthetic_store` cannot fit it.
+
+    ``name`` is the argument ``N`` came from, for the message.
+    """
+    check_memory(_stream_bytes(N, p_A, max_bytes), name, N,
+                 f"rows of {N:,} uint16 labels and the gaps between a row's non-top draws, "
+                 f"up to {2 + _BYTES_PER_GAP} bytes per sample")
 
 
 def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "uniform") -> np.ndarray:
@@ -145,6 +185,9 @@ def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "unifo
     num_classes = check_positive_int(num_classes, "num_classes")
     if num_classes > _MAX_CLASSES:
         raise ValueError(f"num_classes ({num_classes}) must be <= {_MAX_CLASSES} (uint16 labels)")
+    check_memory(2 * N * p.size + _BYTES_PER_GAP * int(np.max(_gaps(N, p), initial=0.0))
+                 + OVERHEAD_BYTES, "N", N, f"{p.size} rows of {N:,} uint16 labels and one "
+                 "row's gaps")
     pred = _check_predicted(predicted, p.size, num_classes)
     other = _check_other(other, num_classes, p)
     if not isinstance(rng, np.random.Generator):
@@ -176,7 +219,7 @@ def write_synthetic_store(
     seconds_per_sample=None,
     progress: bool = False,
     attrs: dict | None = None,
-    max_bytes: int = 32 << 20,
+    max_bytes: int = _BLOCK_BYTES,
 ) -> Path:
     """Write a stream store of synthetic labels (see :func:`synthetic_labels`).
 
@@ -227,6 +270,7 @@ def write_synthetic_store(
     p = _check_p_A(p_A)
     n = p.size
     N = check_positive_int(N, "N")
+    _check_stream_memory(N, p, "N", max_bytes)  # before the store exists: none left behind
     num_classes = check_positive_int(num_classes, "num_classes")
     sigma = check_sigma(sigma)
     seed = check_positive_int(seed, "seed", minimum=0)
