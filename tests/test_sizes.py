@@ -95,8 +95,8 @@ def test_check_memory_refuses_one_byte_over(monkeypatch):
                                   "ISS-RD-10-0.01 fresh=true"])
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.999])
 def test_audit_simulation_fits_its_bytes_per_trial(spec, p):
-    from isskit.studies import audit
     from isskit.policies import parse_policy_spec
+    from isskit.studies import audit
 
     policy = parse_policy_spec(spec)[0]
     trials = 50_000
@@ -108,8 +108,8 @@ def test_audit_simulation_fits_its_bytes_per_trial(spec, p):
 @pytest.mark.parametrize("fresh", [False, True])
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.999])
 def test_audit_exact_sum_fits_its_bytes_per_pilot_count(fresh, p):
-    from isskit.studies import audit
     from isskit.policies import ISS
+    from isskit.studies import audit
 
     policy = ISS(k_bar=10**7, U=0.05, decline="ad", k0=10**6, fresh=fresh)
     lo, hi = audit._selection_window(policy, p)
@@ -123,8 +123,8 @@ def test_audit_pilot_window_is_about_18_standard_deviations():
     # (the normal quantile of 1e-18 is 8.76), not at k0.
     from scipy import stats as st
 
-    from isskit.studies import audit
     from isskit.policies import ISS
+    from isskit.studies import audit
 
     k0, p = 10**8, 0.9
     lo, hi = audit._selection_window(ISS(k_bar=k0, U=0.05, decline="ad", k0=k0), p)
@@ -176,8 +176,7 @@ def test_store_reads_fit_their_estimate(tmp_path):
 
 
 def test_verify_pilot_intervals_fit_their_estimate():
-    from isskit.psi import verify
-    from isskit.psi import psi_table
+    from isskit.psi import psi_table, verify
 
     table = psi_table(100_000, 0.05, "ad", 0.5, 0.001, 0.01)
     p_A, _, _ = verify._points(table, 1)
