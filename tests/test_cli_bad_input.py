@@ -133,7 +133,7 @@ def test_replay_bad_policy_specs(store, spec, needle):
 
 
 def test_replay_radii_error_names_the_option(store):
-    _usage_error(_run("replay", store, "-p", "IAS-0.1", "--radii", "a,b"), "--radii", "'a,b'")
+    _usage_error(_run("replay", store, "-p", "IAS-0.1", "--radii", "a,b"), "--radii", "'a'")
 
 
 def test_replay_absurd_seconds_per_sample_gives_inf_not_a_warning(store):

@@ -177,7 +177,7 @@ def _newer(tmp_path, store):
         (lambda t, s: s, ["-p", "IAS-1"], "needs 10000 samples for image 0"),
         (lambda t, s: s, ["-p", "IAS-0.1", "--reference", "ias n=1,2"], "exactly one policy"),
         (lambda t, s: s, ["-p", "IAS-0.1", "--seconds-per-sample", "-1"], "finite number >= 0"),
-        (lambda t, s: s, ["-p", "IAS-0.1", "--radii", "a,b"], "comma list of numbers"),
+        (lambda t, s: s, ["-p", "IAS-0.1", "--radii", "a,b"], "--radii ('a') must be a number"),
         (lambda t, s: s, ["-p", "IAS-0.1", "--out", "/no/such/dir/r.nc"], "does not exist"),
         (lambda t, s: s, ["--policies-file", "/no/such.toml"], "does not exist"),
     ],

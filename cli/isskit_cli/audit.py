@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_floats
+from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_numbers
 
 __all__ = ["audit"]
 
@@ -58,7 +58,7 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json, progress):
     from isskit.studies.audit import default_policies
 
     with library_errors():
-        ps = parse_floats(p_A, "p_A")
+        ps = parse_numbers(p_A, "p_A")
         chosen = parse_policies(list(policies)) if policies else default_policies()
         with progress_bar(total=len(ps) * len(chosen), desc="audit", unit="case",
                           leave=False, enabled=progress) as bar:

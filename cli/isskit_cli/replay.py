@@ -19,6 +19,7 @@ from isskit_cli._common import (
     check_overwrites,
     echo_json,
     library_errors,
+    parse_numbers,
     writing,
 )
 
@@ -43,14 +44,11 @@ Examples:
 def _radii(text):
     if text is None:
         return None
-    try:
-        out = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma list of numbers",
-                                 param_hint="--radii") from None
-    if not out:
+    items = [t for t in text.split(",") if t.strip()]  # a trailing comma is harmless
+    if not items:
         raise click.BadParameter(f"{text!r} names no radius", param_hint="--radii")
-    return out
+    with library_errors():  # a bad entry is said with --radii
+        return parse_numbers(",".join(items), "radii")
 
 
 def _fmt(x, spec):
