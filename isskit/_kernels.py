@@ -377,6 +377,9 @@ _NOT_CERTIFIED = 0
 _UNDECIDED = -1
 _NEED_MORE = -2
 
+#: Images per block of :func:`cs_decide` (their bit vectors and one threshold set fit in L2).
+_IMAGE_BLOCK = 32
+
 
 @_jit
 def kt_upper_raw(p, log_c, out):
@@ -416,24 +419,132 @@ def kt_upper_raw(p, log_c, out):
 
 
 @_jit
+def cs_tables(up, up_fail, lo, hi, next_hi, next_lo):
+    """Monotone cs thresholds and their skip tables from the raw upper thresholds.
+
+    ``hi`` is the running minimum from the right of ``up`` (``thresholds.py``'s ``cumin``),
+    ``lo[t]`` the running maximum of ``t - `` that of ``up_fail``; then unreachable entries
+    are written ``hi[t] = t + 1``, ``lo[t] = -1``. ``next_hi[f]`` (``f = 0 .. n``) is the
+    first ``t >= 1`` with ``t - hi[t] >= f`` and ``next_lo[a]`` the first ``t >= 1`` with
+    ``lo[t] >= a``, ``n`` where there is none (see :class:`isskit.decision.CSThresholds`).
+    """
+    n = up.shape[0]
+    m = up[n - 1]
+    m_fail = up_fail[n - 1]
+    for t in range(n - 1, -1, -1):
+        m = min(m, up[t])
+        m_fail = min(m_fail, up_fail[t])
+        hi[t] = min(m, t + 1)
+        lo[t] = t - m_fail
+    best = lo[0]
+    for t in range(n):
+        best = max(best, lo[t])
+        lo[t] = max(best, -1)
+    next_hi[:] = n
+    next_lo[:] = n
+    slack = -1  # max of t - hi[t] so far (>= -1 everywhere)
+    reach = -1  # max of lo[t] so far
+    for t in range(1, n):
+        g = t - hi[t]
+        while slack < g:
+            slack += 1
+            next_hi[slack] = t
+        while reach < lo[t]:
+            reach += 1
+            next_lo[reach] = t
+
+
+#: Index of the lowest set bit of every byte (8 for 0).
+_LOW8 = np.array([(i & -i).bit_length() - 1 if i else 8 for i in range(256)], dtype=np.int64)
+
+
+@_jit
+def _byte(bits, s, y, want):
+    """Byte y of slot s with the wanted bits set (the bits themselves, or their complement)."""
+    v = np.int64(bits[s, y])
+    return v if want == 1 else 255 - v
+
+
+@_jit
+def _wanted_before(cum, s, w, want):
+    """Wanted bits (ones, or zeros) of slot s before word w."""
+    c = np.int64(cum[s, w])
+    return c if want == 1 else 64 * w - c
+
+
+@_jit
+def _next_bit(bits, cum, s, q, stop, want):
+    """First bit position in ``[q, stop)`` of slot s that is ``want`` (0 or 1); stop if none.
+
+    The word holding q is read byte by byte from q; the next few words are tested by their
+    popcount (a word of 0 ones holds no one, of 64 no zero) and skipped unread; farther on,
+    a bisection over the words' cumulative counts finds the first word that holds one.
+    Padding past the stream's end reads as zeros: callers keep ``stop`` within the stream.
+    """
+    if q >= stop:
+        return stop
+    w = q >> 6
+    y = q >> 3
+    v = _byte(bits, s, y, want) & ((255 << (q & 7)) & 255)
+    while True:
+        if v != 0:
+            return min(8 * y + _LOW8[v], stop)
+        y += 1
+        if y >= 8 * (w + 1) or 8 * y >= stop:
+            break
+        v = _byte(bits, s, y, want)
+    w += 1
+    last_w = (stop - 1) >> 6
+    if w > last_w:
+        return stop
+    k = _wanted_before(cum, s, w, want) + 1  # the first wanted bit from word w is the k-th
+    if _wanted_before(cum, s, last_w + 1, want) < k:
+        return stop
+    hi_w = last_w
+    if _wanted_before(cum, s, min(w + 4, last_w) + 1, want) >= k:
+        hi_w = min(w + 4, last_w)  # near: the usual case next to a threshold
+    while w < hi_w:
+        mid = (w + hi_w) >> 1
+        if _wanted_before(cum, s, mid + 1, want) >= k:
+            hi_w = mid
+        else:
+            w = mid + 1
+    for y in range(8 * w, 8 * w + 8):
+        v = _byte(bits, s, y, want)
+        if v != 0:
+            return min(8 * y + _LOW8[v], stop)
+    return stop  # pragma: no cover - the counts above guarantee a hit
+
+
+@_jit
 def _cs_one(bits, cum, s, have, m, lo, hi, next_hi, next_lo):
     """Stopping time of one stream (slot s, ``have`` draws) under one set of cs thresholds.
 
-    From draw count t with A successes, the count at any later u lies in [A, A + u - t],
-    so the first u where the stream *can* cross is ``min(next_hi[t - A], next_lo[A])``
-    (see :func:`isskit.decision.cs_thresholds`): every draw in between is skipped, and the
-    count at u is one rank query on the bit vector. Returns (code, samples).
+    Two facts let the search skip draws. From A successes after t draws the count after u
+    draws lies in [A, A + u - t], so the stream cannot certify before ``next_hi[t - A]`` nor
+    fail before ``next_lo[A]`` (:class:`isskit.decision.CSThresholds`); that is the
+    popcount bound of every word in between. And since the thresholds are monotone and
+    ``lo`` rises by at most one a draw, a stream that has not stopped can fall to ``lo`` only
+    on a failure and reach ``hi`` only on a success. So from the earlier bound to the later
+    one only draws of one kind can stop the stream, and the first of them is one select
+    query (:func:`_next_bit`); the count there is one rank query. Returns (code, samples);
+    for code -2 the samples are the least total the stream needs before it can stop (all
+    successes or all failures from its last draw on).
     """
+    last = min(m - 1, have)  # the last draw that can be tested
     t = 0
     a = 0
     while True:
-        u = min(next_hi[t - a], next_lo[a])
-        if u >= m:
-            if m > have:
-                return _NEED_MORE, m
-            return _UNDECIDED, m
-        if u > have:
-            return _NEED_MORE, u
+        b_hi = next_hi[t - a]
+        b_lo = next_lo[a]
+        if t == 0 or b_lo == b_hi:  # at t = 0 nothing was tested yet: no parity argument
+            u = min(b_lo, b_hi)
+        elif b_lo < b_hi:  # before b_hi only a failure can stop the stream
+            u = 1 + _next_bit(bits, cum, s, b_lo - 1, min(b_hi - 1, last), 0)
+        else:
+            u = 1 + _next_bit(bits, cum, s, b_hi - 1, min(b_lo - 1, last), 1)
+        if u > last:
+            break
         a = _rank(bits, cum, s, u)
         t = u
         # the authors test the lower threshold first
@@ -441,6 +552,10 @@ def _cs_one(bits, cum, s, have, m, lo, hi, next_hi, next_lo):
             return _NOT_CERTIFIED, t
         if a >= hi[t]:
             return _CERTIFIED, t
+    if last == m - 1:
+        return (_UNDECIDED, m) if have >= m else (_NEED_MORE, m)
+    a = _rank(bits, cum, s, have)
+    return _NEED_MORE, min(next_hi[have - a], next_lo[a], m)
 
 
 @_pjit
@@ -463,13 +578,18 @@ def cs_decide(bits, cum, slot, drawn, n_max, lo, hi, next_hi, next_lo, decision,
     samples : ndarray of int64, shape (B, n)
         Out: code and samples consumed (or needed, for code -2).
     """
-    B = n_max.shape[0]
-    for i in prange(slot.shape[0]):
-        for b in range(B):
-            code, used = _cs_one(bits, cum, slot[i], drawn[i], n_max[b], lo[b], hi[b],
-                                 next_hi[b], next_lo[b])
-            decision[b, i] = code
-            samples[b, i] = used
+    # One parallel region over blocks of images; inside a block, policy after policy, so a
+    # set's tables (16 bytes a draw) serve the whole block while they are in cache.
+    n = slot.shape[0]
+    for g in prange((n + _IMAGE_BLOCK - 1) // _IMAGE_BLOCK):
+        first = g * _IMAGE_BLOCK
+        stop = min(first + _IMAGE_BLOCK, n)
+        for b in range(n_max.shape[0]):
+            for i in range(first, stop):
+                code, used = _cs_one(bits, cum, slot[i], drawn[i], n_max[b], lo[b], hi[b],
+                                     next_hi[b], next_lo[b])
+                decision[b, i] = code
+                samples[b, i] = used
 
 
 @_pjit

@@ -280,7 +280,7 @@ class Adaptive:
 
     def thresholds(self, sigma) -> StageThresholds:
         """Count thresholds of every stage at noise level ``sigma`` (:class:`StageThresholds`)."""
-        return _adaptive_thresholds(self, sigma)
+        return _adaptive_thresholds([self], sigma)[0]
 
     def __str__(self) -> str:
         return self.name
@@ -348,7 +348,7 @@ class Staged:
 
     def thresholds(self, sigma) -> StageThresholds:
         """Count thresholds of every stage at noise level ``sigma`` (:class:`StageThresholds`)."""
-        return _staged_thresholds(self, sigma)
+        return _staged_thresholds([self], sigma)[0]
 
     def __str__(self) -> str:
         return self.name
@@ -534,30 +534,22 @@ def _kt_raw(p: float, alpha: float, n: int, faithful: bool) -> np.ndarray:
     return out
 
 
-def _running_min_right(x: np.ndarray) -> np.ndarray:
-    return np.minimum.accumulate(x[::-1])[::-1]
-
-
 @functools.lru_cache(maxsize=_CACHE_SIZE)
 def _cached_thresholds(p0, alpha, n_max, method, faithful) -> CSThresholds:
-    raw = _kt_raw if method == "kt" else (lambda p, a, n, f: _union_raw(p, a, n))
-    hi = _running_min_right(raw(p0, alpha, n_max, faithful))
-    hi_fail = _running_min_right(raw(1 - p0, alpha, n_max, faithful))
-    t = np.arange(n_max, dtype=np.int64)
-    lo = np.maximum.accumulate(t - hi_fail)
-    hi = np.minimum(hi, t + 1)
-    lo = np.maximum(lo, -1)
-    # Skip tables: from count a after t draws the count at u > t lies in [a, a + u - t], so
-    # the stream cannot certify before u - hi[u] >= t - a, nor fail before lo[u] >= a.
-    slack = np.maximum.accumulate(t[1:] - hi[1:])  # non-decreasing, entry u - 1
-    want = np.arange(n_max + 1, dtype=np.int64)
-    next_hi = 1 + np.searchsorted(slack, want, side="left")
-    next_lo = 1 + np.searchsorted(lo[1:], want, side="left")
-    return CSThresholds(
-        p0=p0, alpha=alpha, n_max=n_max, method=method, faithful=faithful,
-        lo=_frozen(lo), hi=_frozen(hi),
-        next_hi=_frozen(next_hi.astype(np.int32)), next_lo=_frozen(next_lo.astype(np.int32)),
-    )
+    if method == "kt":
+        up, up_fail = _kt_raw(p0, alpha, n_max, faithful), _kt_raw(1 - p0, alpha, n_max,
+                                                                    faithful)
+    else:
+        up, up_fail = _union_raw(p0, alpha, n_max), _union_raw(1 - p0, alpha, n_max)
+    lo = np.empty(n_max, np.int64)
+    hi = np.empty(n_max, np.int64)
+    next_hi = np.empty(n_max + 1, np.int32)
+    next_lo = np.empty(n_max + 1, np.int32)
+    _kernels.cs_tables(up, up_fail, lo, hi, next_hi, next_lo)
+    for a in (lo, hi, next_hi, next_lo):  # fresh arrays: made read-only without a copy
+        a.flags.writeable = False
+    return CSThresholds(p0=p0, alpha=alpha, n_max=n_max, method=method, faithful=faithful,
+                        lo=lo, hi=hi, next_hi=next_hi, next_lo=next_lo)
 
 
 def cs_thresholds(p0, alpha, n_max=CS_N_MAX, method="kt", faithful=False) -> CSThresholds:
@@ -653,54 +645,79 @@ class StageThresholds:
         return int(self.ends[j])
 
 
-def _smallest_count(n: np.ndarray, pred) -> np.ndarray:
-    """Smallest count ``A`` in ``[0, n]`` with ``pred(A, rows)`` (monotone), ``n + 1`` if none."""
-    _, hi = bisect(np.full(n.shape, -1, np.int64), n + 1, pred)
-    return hi
+def _smallest_count(n: np.ndarray, level: np.ndarray, pred) -> np.ndarray:
+    """Smallest count ``A`` in ``[0, n]`` with ``pred(A, rows, level)``, ``n + 1`` if none.
+
+    ``pred`` must be monotone in A. Rows (stages of many policies) are searched together,
+    one vectorised bisection per distinct level, since the bounds take one level per call.
+    """
+    out = np.empty(n.shape, np.int64)
+    for lev in np.unique(level):
+        rows = np.flatnonzero(level == lev)
+        _, hi = bisect(np.full(rows.size, -1, np.int64), n[rows] + 1,
+                       lambda a, sub, rows=rows, lev=lev: pred(a, rows[sub], float(lev)))
+        out[rows] = hi
+    return out
 
 
-def _staged_thresholds(policy: Staged, sigma) -> StageThresholds:
-    p0 = _p0(policy.r, sigma)
-    K = len(policy.stages)
-    n = np.asarray(policy.stage_ends, dtype=np.int64)
+def _rows(policies, sizes):
+    """Per (policy, stage) row: the policy's index and the stage's sample size."""
+    owner = np.concatenate([np.full(len(s), b) for b, s in enumerate(sizes)])
+    return owner, np.concatenate([np.asarray(s, np.int64) for s in sizes])
+
+
+def _split(policies, owner, ends, sizes, cert, stop, p0):
+    return [StageThresholds(ends=_frozen(np.asarray(ends[b], np.int64)),
+                            sizes=_frozen(sizes[owner == b]), cert_min=_frozen(cert[owner == b]),
+                            stop_max=_frozen(stop[owner == b]), p0=p0[b])
+            for b in range(len(policies))]
+
+
+def _staged_thresholds(policies, sigma) -> list[StageThresholds]:
+    p0 = np.array([_p0(p.r, sigma) for p in policies])
+    owner, n = _rows(policies, [p.stage_ends for p in policies])
     # core.py certify_adaptive: proportion_confint(A, N, alpha=alpha*2/len(ns), "beta"),
     # i.e. alpha / K in each tail; lower end > p0 certifies, upper end < p0 rejects.
-    level = policy.alpha * 2 / K
-    cert = _smallest_count(n, lambda a, rows: cp_interval(a, n[rows], level)[0] > p0)
-    up_ok = _smallest_count(n, lambda a, rows: ~(cp_interval(a, n[rows], level)[1] < p0))
-    return StageThresholds(ends=_frozen(n), sizes=_frozen(n), cert_min=_frozen(cert),
-                           stop_max=_frozen(up_ok - 1), p0=p0)
+    level = np.array([policies[b].alpha * 2 / len(policies[b].stages) for b in owner])
+    p0_row = p0[owner]
+    cert = _smallest_count(n, level, lambda a, rows, lev: cp_interval(a, n[rows], lev)[0]
+                           > p0_row[rows])
+    up_ok = _smallest_count(n, level, lambda a, rows, lev: ~(cp_interval(a, n[rows], lev)[1]
+                                                             < p0_row[rows]))
+    return _split(policies, owner, [p.stage_ends for p in policies], n, cert, up_ok - 1, p0)
 
 
-def _adaptive_thresholds(policy: Adaptive, sigma) -> StageThresholds:
+def _adaptive_thresholds(policies, sigma) -> list[StageThresholds]:
     sigma = check_sigma(sigma)
-    p0 = _p0(policy.r, sigma)
-    r = policy.r
-    K = len(policy.stages)
-    n = np.asarray(policy.stages, dtype=np.int64)
+    p0 = np.array([_p0(p.r, sigma) for p in policies])
+    owner, n = _rows(policies, [p.stages for p in policies])
+    K = np.array([len(policies[b].stages) for b in owner])
+    r = np.array([policies[b].r for b in owner])
+    last = np.concatenate([np.arange(len(p.stages)) == len(p.stages) - 1 for p in policies])
 
-    def certifies(a, rows):
+    def certifies(a, rows, lev):
         # smooth_ensemble_adaptive.py: pABar > 0.5 and sigma * norm.ppf(pABar) >= radius
-        p_lower = cp_lower(a, n[rows], policy.alpha / K)
+        p_lower = cp_lower(a, n[rows], lev)
         with np.errstate(divide="ignore"):
-            return (p_lower > 0.5) & (sigma * ndtri(p_lower) >= r)
+            return (p_lower > 0.5) & (sigma * ndtri(p_lower) >= r[rows])
 
-    cert = _smallest_count(n, certifies)
-    stop = np.full(K, -1, dtype=np.int64)
-    if K > 1:
+    def worth(a, rows, lev):
         # _should_stop: proportion_confint(nA, n, alpha=2*beta/(K-1), "beta")[1], then
         # sigma * norm.ppf(upper) < radius stops
-        level = 2 * policy.beta / (K - 1)
-        m = n[:-1]
+        with np.errstate(divide="ignore"):
+            return ~(sigma * ndtri(cp_interval(a, n[rows], lev)[1]) < r[rows])
 
-        def worth(a, rows):
-            with np.errstate(divide="ignore"):
-                return ~(sigma * ndtri(cp_interval(a, m[rows], level)[1]) < r)
-
-        stop[:-1] = _smallest_count(m, worth) - 1
-    ends = np.asarray(policy.stage_ends, dtype=np.int64)
-    return StageThresholds(ends=_frozen(ends), sizes=_frozen(n), cert_min=_frozen(cert),
-                           stop_max=_frozen(stop), p0=p0)
+    cert = _smallest_count(n, np.array([policies[b].alpha / k for b, k in zip(owner, K,
+                                                                               strict=True)]),
+                           certifies)
+    stop = np.full(n.shape, -1, np.int64)
+    early = np.flatnonzero(~last)  # no early stop after the last stage
+    if early.size:
+        level = np.array([2 * policies[owner[i]].beta / (K[i] - 1) for i in early])
+        sub_n = n[early]
+        stop[early] = _smallest_count(
+            sub_n, level, lambda a, rows, lev: worth(a, early[rows], lev)) - 1
+    return _split(policies, owner, [p.stage_ends for p in policies], n, cert, stop, p0)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -872,7 +889,7 @@ def decide_staged(bits, cum, policies, sigma, *, drawn, slot=None, online=False,
     bits, cum, slot = _check_index(bits, cum, slot, None)
     n = slot.size
     drawn = _drawn(drawn, n, 64 * (cum.shape[1] - 1))
-    th = [p.thresholds(sigma) for p in policies]
+    th = _staged_thresholds(policies, sigma)
     ends = _stack([t.ends for t in th], np.int64, 0)
     cert = _stack([t.cert_min for t in th], np.int64, 0)
     rej = _stack([t.stop_max for t in th], np.int64, -1)
@@ -983,7 +1000,7 @@ def decide_adaptive_counts(classes, counts, policies, sigma, *, drawn=None, onli
             f"{counts.shape}"
         )
     n = classes.shape[0]
-    th = [p.thresholds(sigma) for p in policies]
+    th = _adaptive_thresholds(policies, sigma)
     ends = np.stack([t.ends for t in th])
     cert = np.stack([t.cert_min for t in th])
     stop = np.stack([t.stop_max for t in th])

@@ -317,3 +317,20 @@ def test_kt_walk_matches_direct_search_at_full_length():
         th = cs_thresholds(p0, alpha, 131_100, "kt", faithful)
         lo, hi = ref.ref_cs_thresholds(p0, alpha, 131_100, "kt", faithful)
         assert np.array_equal(th.hi, hi) and np.array_equal(th.lo, lo)
+
+
+def test_next_bit_is_a_select_query():
+    """_next_bit against a scan, over dense, sparse and empty bit vectors of odd length."""
+    rng = np.random.default_rng(13)
+    N = 64 * 37 + 11
+    rows = [rng.random(N) < d for d in (0.0, 1.0, 0.5, 0.002, 0.998, 0.03)]
+    x = np.stack(rows).astype(np.uint16)
+    bits, cum = _index(x, np.ones(len(rows), np.int64))
+    for s, row in enumerate(rows):
+        for q, stop in [(0, N), (1, N), (63, 64), (64, 65), (5, 700), (N - 1, N), (200, 200),
+                        *zip(rng.integers(0, N, 40), rng.integers(0, N + 1, 40), strict=True)]:
+            for want in (0, 1):
+                hit = np.flatnonzero(row[q:stop] == bool(want))
+                expect = q + int(hit[0]) if q < stop and hit.size else max(stop, q)
+                got = _kernels._next_bit(bits, cum, s, int(q), int(stop), want)
+                assert got == (expect if q < stop else stop), (s, q, stop, want)
