@@ -35,18 +35,24 @@ certify``, ``_should_stop``) for ``Adaptive``; vvoracek/RS_conf_seq ``core.py``
   which is what is tested here.
 * ``thresholds.py`` ``get_upper_threshold`` starts each length's search at the previous
   length's threshold instead of searching for DESIGN.md's "smallest A"; the two agree at
-  every t < 131,100 for 10 values of p0, 3 alphas and both KT levels (the test
-  ``test_kt_thresholds_match_direct_search`` repeats part of that), and the authors' walk is
-  what :func:`isskit._kernels.kt_upper_raw` computes.
+  every t < 131,100 for 10 values of p0 (r / sigma from 0.05 to 4), 3 alphas and both KT
+  levels, both sides (``tests/test_decision.py::test_cs_thresholds_match_twin`` and
+  ``tests/test_decision_kernels.py::test_kt_walk_matches_direct_search_at_full_length``
+  repeat part of that), and the authors' walk is what
+  :func:`isskit._kernels.kt_upper_raw` computes.
 * ``thresholds.py`` marks unreachable thresholds ``A + n`` (KT) and ``t + 100`` (union)
   before the running minimum; :func:`cs_thresholds` keeps the authors' running minimum and
   then writes every unreachable entry as ``t + 1`` (``lo``: -1), which changes no decision.
-  DESIGN.md says the running minimum lets a union-bound stream "stop between test times";
-  in the authors' arrays it can only where the next test's threshold is at most ``t``,
-  which for ``p0 > 1/1.1`` (about 0.909) never holds after the first few tests, and no
-  stream stops after the last test before ``n_max`` (t = 123,396 for the default).
+  DESIGN.md's "a stream can stop between test times" (union bound) holds only where the
+  next test's threshold is already reachable: for ``p0 > 1/1.1`` (about 0.909) only in the
+  last ``(1 - p0) / (1 - 1/1.1)`` or so of each gap between tests (21 % of the draws at
+  p0 = 0.977), and never after the last test before ``n_max`` (t = 123,396 for the
+  default n_max), where every stream runs on to ``n_max``.
 * ``smooth_ensemble_adaptive.py`` returns -1 (abstain) both for an early stop and after the
   last stage; DESIGN.md calls both "not certified" (0), so adaptive is never undecided.
+  DESIGN.md's stages 1000/10000/125000 are the README's example command; the driver
+  ``certify_ensemble_adaptive.py`` defaults to two stages (``--N1 1000 --N2 10000``,
+  ``--N3 0``).
 * ``faithful=True`` applies to ``method="kt"`` only: the authors' union bound spends
   ``alpha`` as DESIGN.md does, so ``faithful`` is normalised to False there.
 
@@ -814,9 +820,11 @@ def decide_cs(bits, cum, policies, sigma, *, drawn, slot=None, online=False,
 
     The stopping time is found without visiting every draw: from count A after t draws,
     the count after u draws lies in ``[A, A + u - t]``, so no threshold can be crossed
-    before ``min(next_hi[t - A], next_lo[A])`` (:class:`CSThresholds`), and the stream
-    jumps there with one rank query (a 64-draw word whose popcount bounds keep it away
-    from both thresholds is skipped with the rest).
+    before ``min(next_hi[t - A], next_lo[A])`` (:class:`CSThresholds`); and a stream that
+    has not stopped can reach ``lo`` only on a failure and ``hi`` only on a success. So it
+    moves from one draw that can stop it to the next with a select and a rank query on the
+    bit vector (:func:`isskit._kernels._cs_one`); 64-draw words of the wrong kind are
+    skipped by their popcount, unread.
 
     Parameters
     ----------

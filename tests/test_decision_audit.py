@@ -115,6 +115,7 @@ TRIALS = 100_000
 
 
 @pytest.mark.parametrize("policy", [CS(r=0.25, alpha=0.05, n_max=600),
+                                    CS(r=0.25, alpha=0.05, n_max=600, faithful=True),
                                     CS(r=0.25, alpha=0.05, n_max=600, method="union"),
                                     Staged(r=0.25, stages=(40, 100, 200, 260), alpha=0.1)])
 def test_true_label_laws_match_simulated_replays(policy):
