@@ -70,7 +70,9 @@ def test_layout(results, store_path):
                   "mapping", "reference"):
         assert ds[coord].dims == ("policy",), coord
     assert ds.kind.values.tolist() == ["ias", "ias", "iss", "iss", "iss", "cohen"]
-    assert ds.k_bar.values.tolist() == [3000, 1000, 2000, 2000, 2000, 2000]
+    # n and k_bar kept apart: IAS and Cohen have an n, only ISS a k_bar
+    assert ds.k_bar.values.tolist() == [0, 0, 2000, 2000, 2000, 0]
+    assert ds.n.values.tolist() == [3000, 1000, 0, 0, 0, 2000]
     assert ds.n0.values.tolist() == [0, 0, 0, 0, 0, 50]
     assert ds.fresh.values.tolist() == [False, False, False, False, True, False]
     assert np.isnan(ds.U.values[0]) and ds.U.values[3] == 0.2

@@ -69,11 +69,6 @@ class Cohen(RadiusPolicy):
         return self.n0
 
     @property
-    def k_bar(self) -> int:
-        """The budget the policy spends on its estimate, ``n``."""
-        return self.n
-
-    @property
     def budget(self) -> int:
         """The estimation size ``n``."""
         return self.n

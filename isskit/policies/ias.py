@@ -61,11 +61,6 @@ class IAS(RadiusPolicy):
         return self.n
 
     @property
-    def k_bar(self) -> int:
-        """The budget, ``n``."""
-        return self.n
-
-    @property
     def budget(self) -> int:
         """The sample size ``n``."""
         return self.n

@@ -608,10 +608,8 @@ def _policy_coords(policies, references):
     """Policy parameters as coordinates along ``policy``: every key any policy has."""
     params = []
     for p in policies:
-        d = {key: _coord_value(v) for key, v in p.params().items()}
-        if hasattr(p, "k_bar"):
-            d.setdefault("k_bar", p.k_bar)  # IAS and Cohen: their n
-        params.append(d)
+        # only ISS has a k_bar: IAS and Cohen keep their n in the n coordinate (0 in k_bar)
+        params.append({key: _coord_value(v) for key, v in p.params().items()})
     keys = list(_COORDS) + list(dict.fromkeys(k for d in params for k in d if k not in _COORDS))
     out = {}
     for key in keys:
