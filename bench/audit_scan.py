@@ -1,7 +1,7 @@
 """Validity audit tables for docs/audit.md: exact failure probability over a p_A grid, and
 Monte Carlo rates with Clopper-Pearson intervals at the p_A values where it matters.
 
-For every policy and sigma: the exact failure probability (isskit.audit.failure_probability)
+For every policy and sigma: the exact failure probability (isskit.studies.audit.failure_probability)
 on p_A = 0.5, 0.501, ..., 0.52 and then every 0.002 up to 1; its maximum, where, and at how
 many grid points it exceeds alpha; the ratio max / alpha (the baseline: what a valid policy
 may reach). Then, at sigma = 0.5, simulated rates over --trials images per p_A at the standard
@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from isskit.audit import audit, failure_probability
 from isskit.policies import IAS, ISS, Cohen
+from isskit.studies.audit import audit, failure_probability
 
 GRID = np.unique(np.round(np.concatenate([np.arange(0.5, 0.52, 0.001),
                                           np.arange(0.52, 1.0000001, 0.002)]), 6))

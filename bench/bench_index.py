@@ -18,7 +18,7 @@ with the CPU seconds the process spent (all threads): on a loaded machine wall t
 * unchecked (baseline): the reader before issue 8, rebuilt here only (partial inflation, no
   label-range check); the library no longer has it.
 
-Synthetic streams with a realistic p_A mix (``isskit.synthetic.realistic_p_A``, Cohen et
+Synthetic streams with a realistic p_A mix (``isskit.studies.synthetic.realistic_p_A``, Cohen et
 al.'s CIFAR-10 sigma = 0.25 log), written once under --dir and reused; the policies are
 bench/bench_replay.py's sweep (1,000 policies, 78 checkpoints) sized for N. The file was
 just written or read, so reads come from the page cache: the figures are decompression and
@@ -44,9 +44,9 @@ sys.path[:0] = [str(REPO), str(REPO / "cli"), str(REPO / "bench")]
 from bench_replay import sweep  # noqa: E402
 
 import isskit.store as store_mod  # noqa: E402
-from isskit.metrics import default_reference  # noqa: E402
 from isskit.policies import Cohen  # noqa: E402
 from isskit.replay import DEFAULT_MAX_BYTES, build_index, evaluate, index_blocks  # noqa: E402
+from isskit.replay.metrics import default_reference  # noqa: E402
 from isskit.store import StreamStore, open_store  # noqa: E402
 
 NUM_CLASSES = 10
@@ -83,7 +83,7 @@ MODES = {
 
 
 def _generate(path: Path, n_images: int, n_samples: int) -> None:
-    from isskit.synthetic import realistic_p_A, write_synthetic_store
+    from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
     rng = np.random.default_rng(2022)
     p_A = realistic_p_A(n_images, rng)

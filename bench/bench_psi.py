@@ -29,7 +29,7 @@ from scipy.special import betaincinv, ndtri
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isskit.psi import _cached_table, psi_exact
+from isskit.psi.mapping import _cached_table, psi_exact
 
 SIGMA, ALPHA = 0.5, 0.001
 CASES = [  # (k_bar, decline, U): the paper's ISS-AD-*-0.05 and ISS-RD-*-0.01

@@ -3,7 +3,7 @@
     python bench/bench_replay.py                      # 10,000 images x 110,000 samples
     python bench/bench_replay.py --images 500         # a quick run while developing
 
-Synthetic streams with a realistic p_A mix (isskit.synthetic.realistic_p_A: p_A resampled
+Synthetic streams with a realistic p_A mix (isskit.studies.synthetic.realistic_p_A: p_A resampled
 from the counts recovered from Cohen et al.'s CIFAR-10 sigma = 0.25 log), written once into
 a store under --dir and reused. Prints, each with its ratio to a baseline measured in the
 same run or to the issue's target:
@@ -68,7 +68,7 @@ def _toml(policies, path):
 
 
 def generate(path: Path, n_images: int, n_samples: int) -> None:
-    from isskit.synthetic import realistic_p_A, write_synthetic_store
+    from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
     rng = np.random.default_rng(2022)
     p_A = realistic_p_A(n_images, rng)
@@ -120,7 +120,6 @@ def main() -> None:
     n_pol = len(policies)
     size_gb = store_path.stat().st_size / 1e9
 
-    from isskit.metrics import default_reference
     from isskit.replay import DEFAULT_MAX_BYTES, build_index, evaluate, index_blocks, replay
 
     # compile (or load from numba's cache) outside the timings
@@ -141,7 +140,7 @@ def main() -> None:
     for _, _block in store.iter_chunks(max_bytes=DEFAULT_MAX_BYTES):
         pass
     t_read = time.perf_counter() - t
-    refs = [default_reference(p, policies) for p in policies]
+    refs = [p.default_reference(policies) for p in policies]
     every = list(dict.fromkeys([*policies, *refs]))
     tracemalloc.start()
     t = time.perf_counter()

@@ -32,9 +32,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from isskit.datasets import load_dataset  # noqa: E402
-from isskit.models import build_model, default_model  # noqa: E402
 from isskit.sampling import sample_to_store  # noqa: E402
+from isskit.sampling.datasets import load_dataset  # noqa: E402
+from isskit.sampling.models import build_model, default_model  # noqa: E402
 
 SIGMA = 0.25
 BATCH = 400

@@ -1,11 +1,11 @@
 """Stream store: bytes on disk per sample, and read speed against uncompressed baselines.
 
-Streams with a realistic p_A mix (isskit.synthetic.realistic_p_A, default Cohen et al.'s
+Streams with a realistic p_A mix (isskit.studies.synthetic.realistic_p_A, default Cohen et al.'s
 CIFAR-10 sigma = 0.25 model) and N = 100,000 samples per image are written
 
 1. with several chunk / filter options straight through h5py (bytes per sample, write
    and read speed), to show why the store uses what it uses;
-2. as a real store (isskit.synthetic.write_synthetic_store), then read back with
+2. as a real store (isskit.studies.synthetic.write_synthetic_store), then read back with
    StreamStore.iter_chunks (threaded inflation and plain HDF5), against two baselines
    measured in the same run: an uncompressed HDF5 dataset of the same shape, and
    np.fromfile of the raw uint16 bytes. All files were just written, so they are read
@@ -25,8 +25,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from isskit.store import _default_threads, open_store
-from isskit.synthetic import DEFAULT_SOURCE, realistic_p_A, synthetic_labels, write_synthetic_store
+from isskit.store import open_store
+from isskit.store._inflate import _default_threads
+from isskit.studies.synthetic import (
+    DEFAULT_SOURCE,
+    realistic_p_A,
+    synthetic_labels,
+    write_synthetic_store,
+)
 
 OPTIONS = [
     # name, h5py create_dataset keywords (chunks given as a function of N)

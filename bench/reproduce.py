@@ -8,7 +8,7 @@ For each log: ``isskit import-log`` (library: isskit.logs.import_log) into a str
    reused) and Cohen's CERTIFY at the log's own alpha (a check of the import);
 2. IAS at each ISS's mean sample size (rounded to an integer).
 
-and the oracle (isskit.oracle) at each ISS's mean sample size, on the imported p_A.
+and the oracle (isskit.studies.oracle) at each ISS's mean sample size, on the imported p_A.
 
 The baseline every speed-up is measured against is IAS at k_bar on the same streams, in the
 same run. Prints Markdown to stdout (and the numbers as JSON with --json-out).
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from isskit.logs import import_log, read_cohen_log
-from isskit.oracle import expected_acr, oracle_allocation
 from isskit.policies import IAS, ISS, Cohen
 from isskit.replay import replay
 from isskit.store import open_store
+from isskit.studies.oracle import expected_acr, oracle_allocation
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = [
@@ -126,7 +126,7 @@ def run_log(dataset, sigma, name, workdir, seed):
 
 
 def _grid(N):
-    from isskit.oracle import default_k_grid
+    from isskit.studies.oracle import default_k_grid
 
     return default_k_grid(N, points=400)
 

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from isskit.models import NORMALIZATION, build_model  # noqa: E402
+from isskit.sampling.models import NORMALIZATION, build_model  # noqa: E402
 
 OUT = REPO / "data" / "default_model" / "model.pt"
 SIGMA_TRAIN = 0.25
@@ -63,7 +63,7 @@ def main() -> None:
     mean, std = x_train.mean().item(), x_train.std(unbiased=False).item()
     (m0,), (s0,) = NORMALIZATION["digits"]
     if abs(mean - m0) > 5e-5 or abs(std - s0) > 5e-5:
-        raise SystemExit(f"isskit.models.NORMALIZATION['digits'] ({m0}, {s0}) no longer "
+        raise SystemExit(f"isskit.sampling.models.NORMALIZATION['digits'] ({m0}, {s0}) no longer "
                          f"matches the training split ({mean:.5f}, {std:.5f})")
 
     model = build_model("digits_cnn")

@@ -10,6 +10,7 @@ Importing the package is cheap: submodules are imported by the user, never here,
 so that ``isskit replay`` does not pay for torch.
 """
 
+from isskit._extras import MissingExtraError, require_extra
 from isskit._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["MissingExtraError", "__version__", "require_extra"]

@@ -1,15 +1,17 @@
-"""Vectorised integer bisection: one search per row, every step one call for all open rows.
+"""The one bisection of isskit: integer (vectorised over rows) and float (to one ulp).
 
-Used wherever a count or a sample size is the smallest integer meeting a monotone condition
-(recovering counts from printed radii, certification thresholds). Arrays only: never
-imports SciPy or anything from isskit, so every module can use it.
+:func:`bisect` is used wherever a count or a sample size is the smallest integer meeting a
+monotone condition (psi's exact minimum, recovering counts from printed radii,
+certification thresholds); :func:`bisect_float` where a real threshold is wanted to the
+last bit (where psi's target radius turns positive). Arrays only: never imports SciPy or
+anything from isskit, so every module can use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bisect"]
+__all__ = ["bisect", "bisect_float"]
 
 
 def bisect(lo: np.ndarray, hi: np.ndarray, pred):
@@ -40,3 +42,35 @@ def bisect(lo: np.ndarray, hi: np.ndarray, pred):
         up = np.asarray(pred(mid, rows), dtype=bool)
         hi[rows[up]] = mid[up]
         lo[rows[~up]] = mid[~up]
+
+
+def bisect_float(lo: float, hi: float, pred) -> float:
+    """The smallest float in ``(lo, hi]`` where a monotone ``pred`` holds, to one ulp.
+
+    ``pred(x)`` must be False at and below ``lo`` and True at and above the answer; ``hi``
+    is returned when no float between ``lo`` and ``hi`` meets it.
+
+    Parameters
+    ----------
+    lo, hi : float
+        Bracket, ``lo < hi``; ``pred`` is never evaluated at the ends.
+    pred : callable
+        ``pred(x)`` -> bool.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> bisect_float(0.0, 1.0, lambda x: x * x >= 0.5) == 0.5 ** 0.5
+    True
+    """
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid <= lo or mid >= hi:
+            return hi
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid

@@ -410,14 +410,9 @@ def _resolve_sigma(log: CohenLog, sigma) -> float:
 
 def _first_certifying_count(n: int, alpha: float) -> int:
     """Smallest k_A with cp_lower(k_A, n, alpha) >= 1/2 (n + 1 if none: tiny n, large alpha)."""
-    lo, hi = 0, n + 1  # invariant: cp_lower(lo) < 1/2 and (hi == n + 1 or cp_lower(hi) >= 1/2)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if cp_lower(mid, n, alpha) >= 0.5:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    _, hi = bisect(np.zeros(1, np.int64), np.full(1, n + 1, np.int64),
+                   lambda mid, rows: cp_lower(mid, n, alpha) >= 0.5)
+    return int(hi[0])
 
 
 def _printed(k_A: np.ndarray, n: int, alpha: float, sigma: float, spec: str) -> np.ndarray:
@@ -635,7 +630,7 @@ def import_log(
 ) -> ImportResult:
     """Turn a Cohen-format certification log into a synthetic stream store.
 
-    Each row becomes an i.i.d. label stream (:func:`isskit.synthetic.write_synthetic_store`,
+    Each row becomes an i.i.d. label stream (:func:`isskit.studies.synthetic.write_synthetic_store`,
     seeded per row by ``(seed, idx)``) whose top class is drawn with the p_A the log
     implies:
 
@@ -703,7 +698,7 @@ def import_log(
         reproduces, the lines and every (n, alpha) pair tried; for a missing sigma or
         class count, what to pass.
     """
-    from isskit.synthetic import OTHER_RULES, _check_stream_memory, write_synthetic_store
+    from isskit.studies.synthetic import OTHER_RULES, _check_stream_memory, write_synthetic_store
 
     path = Path(path)
     log = read_cohen_log(path)

@@ -20,12 +20,15 @@ imports torch.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.special import betaincinv, ndtri
 
 from isskit._validate import check_alpha, check_sigma
 
 __all__ = [
+    "CPInterval",
     "absolute_decline",
     "certified_radius",
     "cp_interval",
@@ -33,6 +36,21 @@ __all__ = [
     "expected_radius",
     "relative_decline",
 ]
+
+
+class CPInterval(NamedTuple):
+    """A two-sided Clopper-Pearson interval (as scipy's ``BinomTestResult.proportion_ci``).
+
+    A named tuple, so ``p_low, p_up = cp_interval(...)`` still unpacks.
+
+    Attributes
+    ----------
+    low, high : float or ndarray
+        ``p_low`` and ``p_up``.
+    """
+
+    low: object
+    high: object
 
 
 def _counts(k_A, k):
@@ -101,8 +119,19 @@ def cp_interval(k_A, k, alpha):
 
     Returns
     -------
-    tuple of (float or ndarray, float or ndarray)
-        ``(p_low, p_up)``.
+    CPInterval
+        ``(low, high)`` = ``(p_low, p_up)``, floats or arrays.
+
+    References
+    ----------
+    Clopper and Pearson (1934); Chen et al. (2022), Alg. 2, line 3.
+
+    Examples
+    --------
+    >>> from isskit.stats import cp_interval
+    >>> ci = cp_interval(990, 1000, 0.001)
+    >>> round(float(ci.low), 6), round(float(ci.high), 6)
+    (0.974937, 0.997292)
     """
     alpha = check_alpha(alpha)
     k_A, k = _counts(k_A, k)
@@ -111,7 +140,7 @@ def cp_interval(k_A, k, alpha):
         up = np.where(
             k_A < k, betaincinv(k_A + 1.0, np.maximum(k - k_A, 1.0), 1.0 - alpha / 2), 1.0
         )
-    return _scalar_or_array(low), _scalar_or_array(up)
+    return CPInterval(_scalar_or_array(low), _scalar_or_array(up))
 
 
 def certified_radius(p_lower, sigma):

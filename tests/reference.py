@@ -240,7 +240,7 @@ def prop2_bruteforce(table, points):
 def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
     """One stream row, one forward pass per noisy copy (isskit.sampling's documented noise).
 
-    The noise follows the derivation written in ``isskit/sampling.py``'s docstring, coded
+    The noise follows the derivation written in ``isskit/sampling/sampler.py``'s docstring, coded
     here from that text: a CPU ``torch.Generator`` seeded with the first 8 bytes
     (little-endian, top bit cleared) of ``blake2b(b"isskit-noise-v1:<seed>:<index>")``,
     ``normal_`` on float32 blocks of ``batch`` copies (the last one shorter), input
@@ -275,7 +275,7 @@ def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
 
 
 # ---------------------------------------------------------------------------------------------
-# replay (issue 4): twins of isskit._kernels / isskit.replay / isskit.metrics.
+# replay (issue 4): twins of isskit.replay._kernels / isskit.replay / isskit.replay.metrics.
 # Per image, plain loops over the raw labels; Beta quantiles from scipy.stats.beta.ppf.
 # ---------------------------------------------------------------------------------------------
 
@@ -398,3 +398,173 @@ def ref_mad(radius, reference_radius) -> float:
 
 
 # --------------------------------------------------------------------------- end of replay --
+
+
+# ---------------------------------------------------------------------------------------------
+# decision policies (issue 10): twins of isskit.decision and its kernels in isskit.replay._kernels.
+# Thresholds straight from their definitions (scipy.special.betaln, scipy.stats.binom); the
+# stopping rules as the authors' code runs them, one draw or one stage at a time, over one
+# image's label list, with the authors' equality tests and statsmodels' Clopper-Pearson
+# formulas (beta.ppf for the lower end, beta.isf for the upper).
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_p0(r, sigma) -> float:
+    """Phi(r / sigma), from scipy.stats.norm."""
+    return float(st.norm.cdf(r / sigma))
+
+
+def _ref_kt_raw(p, log_c, n):
+    """Smallest A >= p t with KT mixture log-likelihood ratio > log_c, per t; inf if none.
+
+    Direct definition (DESIGN.md): log of the Beta(1/2, 1/2) mixture of A successes in t
+    draws is betaln(A + 1/2, t - A + 1/2) - betaln(1/2, 1/2); it rises with A from p t on,
+    so a bisection per t (all t at once) finds the smallest A.
+    """
+    from scipy.special import betaln
+
+    t = np.arange(n, dtype=np.float64)
+
+    def llr(a):
+        return (betaln(a + 0.5, t - a + 0.5) - betaln(0.5, 0.5)
+                - (a * math.log(p) + (t - a) * math.log(1 - p)))
+
+    first = np.ceil(p * t)  # the smallest integer A with A >= p * t
+    lo, hi = first - 1, t.copy()  # the condition is taken false at lo, true at hi
+    while np.any(hi - lo > 1):
+        mid = np.floor((lo + hi) / 2)
+        ok = llr(mid) > log_c
+        move = hi - lo > 1
+        hi = np.where(move & ok, mid, hi)
+        lo = np.where(move & ~ok, mid, lo)
+    return np.where(llr(t) > log_c, hi, np.inf)
+
+
+def _ref_union_raw(p, alpha, n):
+    """DESIGN.md's union bound: tests at t = 3..26, then the first integer past 1.1**k."""
+    out = np.full(n, np.inf)
+    times = list(range(3, 27))
+    k = 35  # 1.1**34 = 25.5: its first integer past, 26, is already tested
+    while math.floor(1.1**k) + 1 < n:
+        times.append(math.floor(1.1**k) + 1)
+        k += 1
+    for j, t in enumerate(times, start=1):
+        if t < n:
+            out[t] = st.binom.ppf(1 - 5 * alpha / ((j + 4) * (j + 5)), t, p) + 1
+    return out
+
+
+def ref_cs_thresholds(p0, alpha, n_max, method="kt", faithful=False):
+    """(lo, hi) as int arrays of n_max; unreachable marked hi = t + 1, lo = -1."""
+    if method == "kt":
+        log_c = math.log(1 / (2 * alpha)) if faithful else math.log(1 / alpha)
+        up, up_fail = _ref_kt_raw(p0, log_c, n_max), _ref_kt_raw(1 - p0, log_c, n_max)
+    else:
+        up, up_fail = _ref_union_raw(p0, alpha, n_max), _ref_union_raw(1 - p0, alpha, n_max)
+    hi = np.minimum.accumulate(up[::-1])[::-1]
+    hi_fail = np.minimum.accumulate(up_fail[::-1])[::-1]
+    t = np.arange(n_max)
+    lo = np.maximum.accumulate(t - hi_fail)
+    hi = np.minimum(hi, t + 1).astype(np.int64)
+    lo = np.maximum(lo, -1).astype(np.int64)
+    return lo, hi
+
+
+def ref_cs_decide(labels, true_label, lo, hi, n_max):
+    """cs on one stream, one draw at a time (core.py certify): (decision, samples).
+
+    Raises RefTooFewSamples when the stream ends before a decision.
+    """
+    A = 0
+    for t in range(1, n_max):
+        if t > len(labels):
+            raise RefTooFewSamples(f"cs needs draw {t} > {len(labels)}")
+        A += int(labels[t - 1]) == true_label
+        if A == lo[t]:
+            return 0, t
+        if A == hi[t]:
+            return 1, t
+    if n_max > len(labels):
+        raise RefTooFewSamples(f"cs needs {n_max} > {len(labels)}")
+    return -1, n_max
+
+
+def _ref_cp_low(count, nobs, alpha_2):
+    return 0.0 if count == 0 else float(st.beta.ppf(alpha_2, count, nobs - count + 1))
+
+
+def _ref_cp_up(count, nobs, alpha_2):
+    return 1.0 if count == nobs else float(st.beta.isf(alpha_2, count + 1, nobs - count))
+
+
+def ref_staged_decide(labels, true_label, policy, sigma):
+    """staged on one stream (core.py certify_adaptive): (decision, samples)."""
+    p0 = ref_p0(policy.r, sigma)
+    K = len(policy.stages)
+    alpha_2 = 0.5 * (policy.alpha * 2 / K)  # proportion_confint(alpha=alpha*2/len(ns))
+    A = N = 0
+    for n in policy.stages:
+        if N + n > len(labels):
+            raise RefTooFewSamples(f"staged needs {N + n} > {len(labels)}")
+        for q in range(N, N + n):
+            A += int(labels[q]) == true_label
+        N += n
+        if _ref_cp_low(A, N, alpha_2) > p0:
+            return 1, N
+        if _ref_cp_up(A, N, alpha_2) < p0:
+            return 0, N
+    return -1, N
+
+
+def ref_adaptive_decide(labels, policy, sigma):
+    """Adaptive sampling on one stream (SmoothEnsembleAdaptive.certify): (decision, samples, class).
+
+    Stage i: mode of the next n0 labels (ties to the smallest), count of it in the next n_i.
+    """
+    K = len(policy.stages)
+    pos = 0
+    for i, n in enumerate(policy.stages):
+        if pos + policy.n0 + n > len(labels):
+            raise RefTooFewSamples(f"adaptive needs {pos + policy.n0 + n} > {len(labels)}")
+        c, _ = ref_mode(labels[pos : pos + policy.n0])
+        nA = ref_count(labels, c, pos + policy.n0, pos + policy.n0 + n)
+        pos += policy.n0 + n
+        p_lower = _ref_cp_low(nA, n, 0.5 * (2 * (policy.alpha / K)))
+        if p_lower > 0.5 and sigma * float(st.norm.ppf(p_lower)) >= policy.r:
+            return 1, pos, c
+        if i < K - 1:
+            upper = _ref_cp_up(nA, n, 0.5 * (2 * policy.beta / (K - 1)))
+            if sigma * float(st.norm.ppf(upper)) < policy.r:
+                return 0, pos, -1
+    return 0, pos, -1
+
+
+def ref_decision_law_bruteforce(decide, length, ps):
+    """Law of ``decide`` over every 0/1 stream of ``length`` draws, for each p in ``ps``.
+
+    ``decide(labels)`` -> (decision, samples, *rest) on a list of labels; each of the
+    2**length streams is run once and weighted by its probability (each draw 1 with
+    probability p). Returns, per p: P(certified), P(not certified), P(undecided), the
+    expected samples, and P(certified with rest[0] == 0) (adaptive's certified class 0;
+    0.0 when ``decide`` returns two values).
+    """
+    import itertools
+
+    runs = []
+    for seq in itertools.product((0, 1), repeat=length):
+        res = decide(list(seq))
+        runs.append((sum(seq), res[0], res[1], len(res) > 2 and res[0] == 1 and res[2] == 0))
+    out = []
+    for p in ps:
+        law = {1: 0.0, 0: 0.0, -1: 0.0}
+        mean = cert_zero = 0.0
+        for ones, decision, samples, zero in runs:
+            w = p**ones * (1 - p) ** (length - ones)
+            law[decision] += w
+            mean += w * samples
+            cert_zero += w * zero
+        out.append((law[1], law[0], law[-1], mean, cert_zero))
+    return out
+
+
+# ----------------------------------------------------------------- end of decision policies --

@@ -21,6 +21,6 @@ class _Slow(torch.nn.Module):
 
 def slow_default():
     """The embedded default model, 30 ms slower per forward pass; 10 classes."""
-    from isskit.models import default_model
+    from isskit.sampling.models import default_model
 
     return _Slow(default_model().model, 0.03), 10

@@ -1,5 +1,5 @@
-"""isskit.audit: exact failure probabilities against a slow scipy enumeration, the Monte Carlo
-shortcut against the exact values, and the CLI.
+"""isskit.studies.audit: exact failure probabilities against a slow scipy enumeration, the
+Monte Carlo shortcut against the exact values, and the CLI.
 
 The slow reference enumerates every pilot count and every final count, with scipy.stats
 (beta.ppf for the bounds, binom / hypergeom pmf for the probabilities) and no isskit.stats.
@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from isskit_cli.main import cli
 from scipy import stats as st
 
-from isskit.audit import audit, failure_probability, simulate
 from isskit.policies import IAS, ISS, Cohen
 from isskit.psi import psi_table
+from isskit.studies.audit import audit, failure_probability, simulate
 
 
 def _lower(y, k, alpha):
@@ -103,7 +103,7 @@ def test_iss_below_and_above_pilot_both_exercised():
     for decline in ("ad", "rd"):
         policy = ISS(k_bar=3000, U=0.1, decline=decline, k0=300, alpha=0.05, delta=0.01)
         sim = simulate(policy, 0.93, 5_000, np.random.default_rng(0), sigma=0.5)
-        assert np.mean(sim["samples"] == 300) > 0.1 and np.mean(sim["samples"] > 300) > 0.1
+        assert np.mean(sim.samples == 300) > 0.1 and np.mean(sim.samples > 300) > 0.1
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,7 @@ def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
     # failure counts against the exact probability (binomial test), and the samples consumed
     # and certified shares against the shortcut's simulation (two-sample tests).
     from isskit.replay import replay
-    from isskit.synthetic import write_synthetic_store
+    from isskit.studies.synthetic import write_synthetic_store
 
     T = 3000
     policies = [
@@ -211,11 +211,11 @@ def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
         sim = simulate(policy, p, 20_000, np.random.default_rng(5), sigma=0.5)
         replayed = np.asarray(r.samples)
         if np.ptp(replayed) > 0:
-            assert st.ks_2samp(replayed, sim["samples"]).pvalue > 1e-3, policy.name
+            assert st.ks_2samp(replayed, sim.samples).pvalue > 1e-3, policy.name
         else:
-            assert np.all(sim["samples"] == replayed[0])
-        c_rep, c_sim = int(np.sum(pred >= 0)), int(np.sum(sim["prediction"] >= 0))
+            assert np.all(sim.samples == replayed[0])
+        c_rep, c_sim = int(np.sum(pred >= 0)), int(np.sum(sim.prediction >= 0))
         table = [[c_rep, T - c_rep], [c_sim, 20_000 - c_sim]]
         assert st.fisher_exact(table).pvalue > 1e-3, (policy.name, table)
         # and the failure rates agree in the large: both near the exact probability
-        assert abs(failures / T - sim["failure"].mean()) < 0.05
+        assert abs(failures / T - sim.failure.mean()) < 0.05

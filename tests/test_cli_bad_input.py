@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from isskit_cli.main import cli
 
 from isskit.psi import PsiTable
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.synthetic import write_synthetic_store
 
 AD = ["--k-bar", "100000", "--U", "0.05", "--decline", "ad", "--sigma", "0.5"]
 
@@ -133,7 +133,7 @@ def test_replay_bad_policy_specs(store, spec, needle):
 
 
 def test_replay_radii_error_names_the_option(store):
-    _usage_error(_run("replay", store, "-p", "IAS-0.1", "--radii", "a,b"), "--radii", "'a,b'")
+    _usage_error(_run("replay", store, "-p", "IAS-0.1", "--radii", "a,b"), "--radii", "'a'")
 
 
 def test_replay_absurd_seconds_per_sample_gives_inf_not_a_warning(store):
@@ -142,7 +142,7 @@ def test_replay_absurd_seconds_per_sample_gives_inf_not_a_warning(store):
                "--no-progress")
     assert res.exit_code == 0, res.output
     row = next(line for line in res.stdout.splitlines() if line.startswith("IAS-0.1 "))
-    assert row.split()[2] == "inf"
+    assert row.split()[3] == "inf"  # after the name and the validity
 
 
 # ------------------------------------------------------------------ --json purity

@@ -11,7 +11,7 @@ from isskit_cli.info import HIST_EDGES
 from isskit_cli.main import cli
 
 from isskit.store import open_for_writing, open_store
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.synthetic import write_synthetic_store
 
 P_A = np.array([1.0, 0.999, 0.97, 0.8, 0.62, 0.3, 1.0, 0.9])
 

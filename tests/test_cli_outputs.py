@@ -27,7 +27,7 @@ from isskit_cli.main import cli
 from isskit.psi import PsiTable, psi_table
 from isskit.replay import load_results, replay, save_results
 from isskit.store import open_store
-from isskit.synthetic import realistic_p_A, write_synthetic_store
+from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'cli'}"}
@@ -414,18 +414,18 @@ def test_import_log_refuses_its_log_and_other_files_and_resumes_its_own_store(
 
 
 def test_import_log_that_fails_midway_leaves_no_store(published, tmp_path, monkeypatch):
-    import isskit.synthetic
+    import isskit.studies.synthetic
     from isskit.logs import import_log
 
     log = _small_log(published, tmp_path)
-    real = isskit.synthetic.write_synthetic_store
+    real = isskit.studies.synthetic.write_synthetic_store
 
     def fails_after_writing(path, *args, **kwargs):
         real(path, *args, **kwargs)  # every row written to the temporary store ...
         assert Path(path).name.startswith(".log.h5.tmp-")
         raise KeyboardInterrupt  # ... then the user presses Ctrl-C
 
-    monkeypatch.setattr(isskit.synthetic, "write_synthetic_store", fails_after_writing)
+    monkeypatch.setattr(isskit.studies.synthetic, "write_synthetic_store", fails_after_writing)
     with pytest.raises(KeyboardInterrupt):
         import_log(log, tmp_path / "log.h5", samples=10)
     assert _names(tmp_path) == {log.name}

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from isskit_cli.main import cli
 
 from isskit.replay import load_results, replay
-from isskit.synthetic import realistic_p_A, write_synthetic_store
+from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'cli'}"}
@@ -59,8 +59,9 @@ def test_table(store):
     # the IAS-0.2 row: 2000 samples, 30 x 2000 x 0.002 s = 2 min, speed-up 1, MAD 0
     row = next(line for line in out.splitlines() if line.startswith("IAS-0.2 "))
     cells = row.split()
-    assert cells[1:5] == ["2000", "2.0", "1.00x", "0.000"]
-    assert cells[5] == f"{float(ds.acr.sel(policy='IAS-0.2')):.3f}"
+    assert cells[1] == "selection-biased"  # the validity class beside every policy
+    assert cells[2:6] == ["2000", "2.0", "1.00x", "0.000"]
+    assert cells[6] == f"{float(ds.acr.sel(policy='IAS-0.2')):.3f}"
 
 
 def test_json_is_one_object_with_every_policy(store):
@@ -176,7 +177,7 @@ def _newer(tmp_path, store):
         (lambda t, s: s, ["-p", "IAS-1"], "needs 10000 samples for image 0"),
         (lambda t, s: s, ["-p", "IAS-0.1", "--reference", "ias n=1,2"], "exactly one policy"),
         (lambda t, s: s, ["-p", "IAS-0.1", "--seconds-per-sample", "-1"], "finite number >= 0"),
-        (lambda t, s: s, ["-p", "IAS-0.1", "--radii", "a,b"], "comma list of numbers"),
+        (lambda t, s: s, ["-p", "IAS-0.1", "--radii", "a,b"], "--radii ('a') must be a number"),
         (lambda t, s: s, ["-p", "IAS-0.1", "--out", "/no/such/dir/r.nc"], "does not exist"),
         (lambda t, s: s, ["--policies-file", "/no/such.toml"], "does not exist"),
     ],

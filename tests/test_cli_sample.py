@@ -74,7 +74,7 @@ def test_skip_and_max(tmp_path):
 def mismatched_checkpoint(tmp_path_factory):
     import torch
 
-    from isskit.models import build_model
+    from isskit.sampling.models import build_model
 
     path = tmp_path_factory.mktemp("ck") / "r20.pt"
     torch.save(build_model("cifar_resnet20")[1].state_dict(), path)
@@ -171,9 +171,9 @@ def test_model_factory(tmp_path):
 
 
 def _uninterrupted(out, **kw):
-    from isskit.datasets import load_dataset
-    from isskit.models import default_model
     from isskit.sampling import sample_to_store
+    from isskit.sampling.datasets import load_dataset
+    from isskit.sampling.models import default_model
 
     sample_to_store(default_model().model, load_dataset("digits").dataset, out, device="cpu",
                     progress=False, **kw)

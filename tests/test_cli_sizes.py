@@ -15,7 +15,7 @@ from isskit_cli.main import cli
 
 from isskit._validate import available_memory
 from isskit.store import open_for_writing
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.synthetic import write_synthetic_store
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 ROW = "\t3\t3\t0.5\t1\t0:00:01.0\n"
@@ -92,12 +92,12 @@ def test_info_on_a_store_of_1e11_samples_per_row(tmp_path):
 @pytest.mark.torch
 def test_sample_N_is_checked_up_front(tmp_path, monkeypatch):
     _needs_more_than_this_machine(12 * 10**11)
-    import isskit.models
+    import isskit.sampling.models
 
     def no_model(*args, **kwargs):  # the refusal comes before the model is even loaded
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(isskit.models, "default_model", no_model)
+    monkeypatch.setattr(isskit.sampling.models, "default_model", no_model)
     res = _run("sample", "--N", "1e11", "--no-progress", "--out", tmp_path / "s.h5")
     _usage_error(res, "--N (100000000000) needs", "12 bytes per sample")
     assert not list(tmp_path.iterdir())
@@ -239,7 +239,7 @@ def test_k0_above_k_bar_is_refused_alike_by_replay_audit_and_verify(small_store)
 
 def test_k0_above_k_bar_in_the_library():
     from isskit.policies import ISS
-    from isskit.verify import verify
+    from isskit.psi.verify import verify
 
     with pytest.raises(ValueError) as policy_error:
         ISS(k_bar=4000, U=0.05, decline="ad", k0=5000)

@@ -18,7 +18,7 @@ from isskit_cli.main import cli
 from isskit.policies import IAS, ISS
 from isskit.psi import psi_table
 from isskit.replay import replay
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.synthetic import write_synthetic_store
 
 #: command -> (arguments, options) exactly as DESIGN.md's "The public contract" names them
 CONTRACT = {

@@ -329,7 +329,7 @@ def _run_cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def rank_stores(tmp_path_factory) -> list[Path]:
-    from isskit.synthetic import write_synthetic_store
+    from isskit.studies.synthetic import write_synthetic_store
 
     folder = tmp_path_factory.mktemp("ranks")
     paths = []

@@ -5,17 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from isskit.metrics import (
+from isskit.policies import IAS, ISS, Cohen
+from isskit.replay.metrics import (
     acr,
     certified_accuracy,
-    default_reference,
     est_minutes,
     mad,
     mean_samples,
     speedup,
     total_samples,
 )
-from isskit.policies import IAS, ISS, Cohen
 from tests import reference as ref
 
 # Four images, worked by hand: true labels 1, 2, 3, 4.
@@ -81,8 +80,8 @@ def test_batched_over_policies_matches_loops():
 def test_default_reference_rule():
     pols = [ISS(100_000, 0.05, "ad"), ISS(500_000, 0.1, "rd", alpha=0.01), IAS(26_000),
             Cohen(n=50_000, alpha=0.01)]
-    refs = [default_reference(p, pols) for p in pols]
+    refs = [p.default_reference(pols) for p in pols]
     assert refs == [IAS(100_000), IAS(500_000, alpha=0.01), IAS(500_000),
                     IAS(500_000, alpha=0.01)]
     # no ISS: the largest n of the IAS and Cohen policies
-    assert default_reference(IAS(26_000), [IAS(26_000), IAS(50_000)]) == IAS(50_000)
+    assert IAS(26_000).default_reference([IAS(26_000), IAS(50_000)]) == IAS(50_000)

@@ -1,4 +1,4 @@
-"""isskit.models and isskit.datasets: architectures, Cohen et al.'s checkpoints, factories, data."""
+"""isskit.sampling.models and .datasets: architectures, Cohen checkpoints, factories, data."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ nn = torch.nn
 
 pytestmark = pytest.mark.torch
 
-from isskit import models  # noqa: E402
-from isskit.datasets import DigitsDataset, load_dataset  # noqa: E402
-from isskit.models import (  # noqa: E402
+from isskit.sampling import models  # noqa: E402
+from isskit.sampling.datasets import DigitsDataset, load_dataset  # noqa: E402
+from isskit.sampling.models import (  # noqa: E402
     NormalizeLayer,
     build_model,
     default_model,

@@ -1,4 +1,4 @@
-"""isskit.oracle against brute force over every allocation of tiny instances.
+"""isskit.studies.oracle against brute force over every allocation of tiny instances.
 
 The brute force here evaluates R with scipy.stats directly (beta.ppf and norm.ppf), not
 with isskit.stats, and enumerates all grid allocations within the budget.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from isskit.oracle import default_k_grid, expected_acr, oracle_allocation
+from isskit.studies.oracle import default_k_grid, expected_acr, oracle_allocation
 
 SIGMA, ALPHA = 0.5, 0.001
 

@@ -10,8 +10,8 @@ import pytest
 from reference import k_hat_ref, psi_bruteforce, psi_grid_ref, radius_ref
 from scipy import stats as st
 
-from isskit import psi as psi_mod
 from isskit.psi import PsiTable, psi_exact, psi_table
+from isskit.psi import mapping as psi_mod
 from isskit.stats import absolute_decline, relative_decline
 
 GRID = np.arange(201) / 200

@@ -9,11 +9,10 @@ import xarray as xr
 from scipy import stats as st
 
 from isskit._provenance import file_sha256
-from isskit.metrics import default_reference
 from isskit.policies import IAS, ISS, Cohen, parse_policies
 from isskit.replay import build_index, index_blocks, load_results, replay, save_results
 from isskit.store import StoreError, open_for_writing, open_store
-from isskit.synthetic import realistic_p_A, write_synthetic_store
+from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 from tests import reference as ref
 
 N = 3000
@@ -71,7 +70,9 @@ def test_layout(results, store_path):
                   "mapping", "reference"):
         assert ds[coord].dims == ("policy",), coord
     assert ds.kind.values.tolist() == ["ias", "ias", "iss", "iss", "iss", "cohen"]
-    assert ds.k_bar.values.tolist() == [3000, 1000, 2000, 2000, 2000, 2000]
+    # n and k_bar kept apart: IAS and Cohen have an n, only ISS a k_bar
+    assert ds.k_bar.values.tolist() == [0, 0, 2000, 2000, 2000, 0]
+    assert ds.n.values.tolist() == [3000, 1000, 0, 0, 0, 2000]
     assert ds.n0.values.tolist() == [0, 0, 0, 0, 0, 50]
     assert ds.fresh.values.tolist() == [False, False, False, False, True, False]
     assert np.isnan(ds.U.values[0]) and ds.U.values[3] == 0.2
@@ -97,7 +98,7 @@ def test_values_match_the_reference(results, store_path):
         np.testing.assert_array_equal(got.prediction, want["prediction"])
         np.testing.assert_array_equal(got.samples, want["samples"])
         np.testing.assert_allclose(got.radius, want["radius"], rtol=0, atol=1e-12)
-        r = default_reference(p, parse_policies(SPECS))
+        r = p.default_reference(parse_policies(SPECS))
         ref_rad = ref.ref_replay(labels, r, SIGMA)["radius"]
         assert float(got.acr) == pytest.approx(
             ref.ref_acr(want["prediction"], want["radius"], true), abs=1e-12)
@@ -137,7 +138,7 @@ def test_given_reference_seconds_and_grid(store_path):
 def test_open_store_object_and_prebuilt_index(store_path, results):
     pols = parse_policies(SPECS)
     with open_store(store_path) as store:
-        every = pols + [default_reference(p, pols) for p in pols]
+        every = pols + [p.default_reference(pols) for p in pols]
         index = build_index(store, every, max_bytes=2 * N * 3)  # 3 rows per block
         ds = replay(store, SPECS, index=index)
     xr.testing.assert_equal(ds.drop_attrs(), results.drop_attrs())

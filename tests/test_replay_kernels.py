@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from isskit import _cbeta, _kernels
 from isskit.policies import IAS, ISS, Cohen
-from isskit.replay import _cp_lower, evaluate, index_blocks
+from isskit.replay.engine import _cbeta, _cp_lower, _kernels, evaluate, index_blocks
 from isskit.stats import cp_lower
 from tests import reference as ref
 
@@ -193,27 +192,27 @@ def test_policy_matches_reference(policy):
     idx = _index(LABELS, POLICIES)
     got = evaluate(idx, policy, SIGMA)
     want = ref.ref_replay(LABELS, policy, SIGMA)
-    np.testing.assert_array_equal(got["prediction"], want["prediction"])
-    np.testing.assert_array_equal(got["samples"], want["samples"])
-    np.testing.assert_array_equal(got["k_hat"], want["k_hat"])
-    np.testing.assert_allclose(got["radius"], want["radius"], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(got["p_lower"], want["p_lower"], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(got.prediction, want["prediction"])
+    np.testing.assert_array_equal(got.samples, want["samples"])
+    np.testing.assert_array_equal(got.k_hat, want["k_hat"])
+    np.testing.assert_allclose(got.radius, want["radius"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got.p_lower, want["p_lower"], rtol=0, atol=1e-15)
 
 
 def test_cases_the_streams_cover():
     """The streams above do reach the cases they are meant to: ties, k_hat = 0, abstentions."""
     idx = _index(LABELS, POLICIES)
     iss = evaluate(idx, POLICIES[5], SIGMA)
-    assert np.any(iss["k_hat"] == 0) and np.any(iss["k_hat"] > POLICIES[5].k0)
-    assert np.any(iss["k_hat"] < POLICIES[5].k0) and np.any(iss["k_hat"] > 0)
-    assert np.all(iss["samples"][iss["k_hat"] == 0] == POLICIES[5].k0)
+    assert np.any(iss.k_hat == 0) and np.any(iss.k_hat > POLICIES[5].k0)
+    assert np.any(iss.k_hat < POLICIES[5].k0) and np.any(iss.k_hat > 0)
+    assert np.all(iss.samples[iss.k_hat == 0] == POLICIES[5].k0)
     ias = evaluate(idx, IAS(n=N), SIGMA)
-    assert np.any(ias["prediction"] == -1) and np.any(ias["prediction"] >= 0)
+    assert np.any(ias.prediction == -1) and np.any(ias.prediction >= 0)
     # p_lower close to 1/2 on the near-1/2 stream, on either side
-    assert abs(ias["p_lower"][-3] - 0.5) < 0.05
+    assert abs(ias.p_lower[-3] - 0.5) < 0.05
     # all one class: k_A = k, so p_lower = alpha^(1/k) in closed form
-    assert ias["p_lower"][-2] == pytest.approx(0.001 ** (1 / N), rel=1e-14)
-    assert ias["radius"][-2] == pytest.approx(SIGMA * st.norm.ppf(0.001 ** (1 / N)), abs=1e-12)
+    assert ias.p_lower[-2] == pytest.approx(0.001 ** (1 / N), rel=1e-14)
+    assert ias.radius[-2] == pytest.approx(SIGMA * st.norm.ppf(0.001 ** (1 / N)), abs=1e-12)
     # the flipped stream: pilot class 6 for ISS with k0 = 100, stream top class 3
     assert idx.modes[-1, idx.column(100)] == 6 and idx.top_class[-1] == 3
 

@@ -15,8 +15,6 @@ nn = torch.nn
 
 pytestmark = pytest.mark.torch
 
-from isskit.datasets import load_dataset  # noqa: E402
-from isskit.models import default_model  # noqa: E402
 from isskit.sampling import (  # noqa: E402
     noise_seed,
     rank_path,
@@ -24,6 +22,8 @@ from isskit.sampling import (  # noqa: E402
     sample_to_store,
     select_indices,
 )
+from isskit.sampling.datasets import load_dataset  # noqa: E402
+from isskit.sampling.models import default_model  # noqa: E402
 from isskit.store import StoreMismatchError, open_store  # noqa: E402
 
 

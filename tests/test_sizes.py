@@ -95,8 +95,8 @@ def test_check_memory_refuses_one_byte_over(monkeypatch):
                                   "ISS-RD-10-0.01 fresh=true"])
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.999])
 def test_audit_simulation_fits_its_bytes_per_trial(spec, p):
-    from isskit import audit
     from isskit.policies import parse_policy_spec
+    from isskit.studies import audit
 
     policy = parse_policy_spec(spec)[0]
     trials = 50_000
@@ -108,11 +108,11 @@ def test_audit_simulation_fits_its_bytes_per_trial(spec, p):
 @pytest.mark.parametrize("fresh", [False, True])
 @pytest.mark.parametrize("p", [0.5, 0.9, 0.999])
 def test_audit_exact_sum_fits_its_bytes_per_pilot_count(fresh, p):
-    from isskit import audit
     from isskit.policies import ISS
+    from isskit.studies import audit
 
     policy = ISS(k_bar=10**7, U=0.05, decline="ad", k0=10**6, fresh=fresh)
-    lo, hi = audit._pilot_window(policy, p)
+    lo, hi = audit._selection_window(policy, p)
     counts = hi - lo + 1
     peak = _peak(audit.failure_probability, policy, p)
     assert peak <= OVERHEAD_BYTES + audit._BYTES_PER_PILOT_COUNT * counts
@@ -123,11 +123,11 @@ def test_audit_pilot_window_is_about_18_standard_deviations():
     # (the normal quantile of 1e-18 is 8.76), not at k0.
     from scipy import stats as st
 
-    from isskit import audit
     from isskit.policies import ISS
+    from isskit.studies import audit
 
     k0, p = 10**8, 0.9
-    lo, hi = audit._pilot_window(ISS(k_bar=k0, U=0.05, decline="ad", k0=k0), p)
+    lo, hi = audit._selection_window(ISS(k_bar=k0, U=0.05, decline="ad", k0=k0), p)
     sd = (k0 * p * (1 - p)) ** 0.5
     z = -st.norm.ppf(1e-18)
     assert abs((hi - k0 * p) / sd - z) < 0.1 and abs((k0 * p - lo) / sd - z) < 0.1
@@ -136,8 +136,8 @@ def test_audit_pilot_window_is_about_18_standard_deviations():
 
 def test_ias_exact_at_a_trillion_samples_allocates_nothing_of_that_size():
     # Was an array of the n + 1 counts: 8 TB at n = 10^12.
-    from isskit.audit import failure_probability
     from isskit.policies import IAS
+    from isskit.studies.audit import failure_probability
 
     policy = IAS(n=10**12)
     peak = _peak(failure_probability, policy, 0.9)
@@ -148,7 +148,7 @@ def test_ias_exact_at_a_trillion_samples_allocates_nothing_of_that_size():
 
 @pytest.mark.parametrize("p", [0.0, 0.01, 0.25, 0.5, 0.999, 1.0])
 def test_synthetic_rows_fit_their_estimate(tmp_path, p):
-    from isskit import synthetic
+    from isskit.studies import synthetic
 
     N = 1_000_000
     paths = iter([tmp_path / "a.h5", tmp_path / "b.h5"])
@@ -176,8 +176,7 @@ def test_store_reads_fit_their_estimate(tmp_path):
 
 
 def test_verify_pilot_intervals_fit_their_estimate():
-    from isskit import verify
-    from isskit.psi import psi_table
+    from isskit.psi import psi_table, verify
 
     table = psi_table(100_000, 0.05, "ad", 0.5, 0.001, 0.01)
     p_A, _, _ = verify._points(table, 1)

@@ -23,7 +23,7 @@ from isskit_cli.main import cli
 
 from isskit.replay import replay
 from isskit.store import StoreError, merge_stores, open_store
-from isskit.synthetic import write_synthetic_store
+from isskit.studies.synthetic import write_synthetic_store
 
 # Three chunks per row: two of 131,072 samples and an edge chunk (HDF5 stores it whole).
 N = 300_000

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from isskit.store import StoreMismatchError, open_store
-from isskit.synthetic import (
+from isskit.studies.synthetic import (
     DEFAULT_SOURCE,
     read_recovered,
     realistic_p_A,
@@ -217,3 +217,18 @@ def test_realistic_p_A_other_source_and_errors(published):
         realistic_p_A(3, np.random.default_rng(), "nope")
     with pytest.raises(ValueError, match="abstain"):
         realistic_p_A(3, np.random.default_rng(), abstain="skip")
+
+
+def test_one_data_folder_variable(tmp_path, monkeypatch):
+    """ISSKIT_DATA names one folder laid out like data/: published logs and shipped files."""
+    from isskit._data import data_file
+    from isskit.studies.synthetic import published_dir
+
+    (tmp_path / "published" / "recovered").mkdir(parents=True)
+    (tmp_path / "digits").mkdir()
+    (tmp_path / "digits" / "digits.npz").write_bytes(b"")
+    monkeypatch.setenv("ISSKIT_DATA", str(tmp_path))
+    assert published_dir() == tmp_path / "published"
+    assert data_file("digits/digits.npz") == tmp_path / "digits" / "digits.npz"
+    monkeypatch.setenv("ISSKIT_DATA_DIR", str(tmp_path / "elsewhere"))  # the old name is gone
+    assert published_dir() == tmp_path / "published"

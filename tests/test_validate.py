@@ -15,11 +15,11 @@ from isskit._validate import (
     check_sample_size,
     check_sigma,
 )
-from isskit.metrics import est_minutes
 from isskit.policies import IAS, ISS, Cohen, parse_policy_spec
 from isskit.psi import psi_table
+from isskit.psi.verify import verify
+from isskit.replay.metrics import est_minutes
 from isskit.stats import expected_radius
-from isskit.verify import verify
 
 
 def test_sample_size_bound():

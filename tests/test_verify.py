@@ -1,4 +1,4 @@
-"""isskit.verify: the closed-form worst intervals against brute force, and found violations."""
+"""isskit.psi.verify: the closed-form worst intervals against brute force, and found violations."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from reference import clipped_decline_ref, prop1_bruteforce
 
-from isskit import verify as verify_mod
 from isskit.psi import PsiTable, psi_table
+from isskit.psi import verify as verify_mod
+from isskit.psi.verify import verify, verify_table
 from isskit.stats import cp_interval
-from isskit.verify import verify, verify_table
 
 
 def _tampered(table, index, step):

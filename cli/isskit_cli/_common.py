@@ -33,7 +33,7 @@ __all__ = [
     "library_errors",
     "notes",
     "option_name",
-    "parse_floats",
+    "parse_numbers",
     "usage_error",
     "writing",
 ]
@@ -79,13 +79,19 @@ def library_errors(options: Mapping[str, str] | None = None) -> Iterator[None]:
     naming the option; ``options`` as for :func:`option_name`). A failed write of a store
     (:class:`isskit.store.StoreWriteError`: a full disk) and a ``MemoryError`` that the
     size checks did not foresee are the machine's: exit status 1. Warnings of the library
-    show as notes on stderr (:func:`notes`).
+    show as notes on stderr (:func:`notes`). A missing optional dependency
+    (:class:`isskit.MissingExtraError`) is a usage error too: its message is the
+    ``pip install`` line.
     """
+    from isskit import MissingExtraError
+
     try:
         with notes():
             yield
     except ValueError as exc:
         raise usage_error(exc, options) from None
+    except MissingExtraError as exc:
+        raise click.UsageError(str(exc)) from None
     except MemoryError as exc:
         detail = f": {exc}" if str(exc) else ""
         raise click.ClickException(f"out of memory{detail}; free memory or ask for less "
@@ -119,15 +125,21 @@ def notes() -> Iterator[None]:
         yield
 
 
-def parse_floats(text: str, name: str) -> list[float]:
-    """A comma list of numbers; ValueError naming the bad entry (the library checks ranges)."""
+def parse_numbers(text: str, name: str, *, integral_as_int: bool = False) -> list:
+    """A comma list of numbers: the one list parser of every command.
+
+    A bad entry is an :class:`~isskit._validate.ArgumentError` naming it (said with the
+    option the user typed, by :func:`library_errors`); the library checks the ranges.
+    With ``integral_as_int``, ``1e5`` and ``100000`` give the int 100000 (sample sizes).
+    """
     out = []
     for item in str(text).split(","):
         try:
-            out.append(float(item))
+            value = float(item)
         except ValueError:
             raise ArgumentError(name, "{name} ({item!r}) must be a number",
                                 item=item.strip()) from None
+        out.append(int(value) if integral_as_int and value.is_integer() else value)
     return out
 
 

@@ -1,6 +1,6 @@
 """``isskit audit``: measure each policy's failure rate on streams with a known p_A.
 
-Parses options, calls :func:`isskit.audit.audit`, prints a table or one JSON object. No
+Parses options, calls :func:`isskit.studies.audit.audit`, prints a table or one JSON object. No
 statistics here.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_floats
+from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_numbers
 
 __all__ = ["audit"]
 
@@ -53,12 +53,12 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json, progress):
     import numpy as np
 
     from isskit._progress import progress_bar
-    from isskit.audit import audit as run_audit
-    from isskit.audit import default_policies
     from isskit.policies import parse_policies
+    from isskit.studies.audit import audit as run_audit
+    from isskit.studies.audit import default_policies
 
     with library_errors():
-        ps = parse_floats(p_A, "p_A")
+        ps = parse_numbers(p_A, "p_A")
         chosen = parse_policies(list(policies)) if policies else default_policies()
         with progress_bar(total=len(ps) * len(chosen), desc="audit", unit="case",
                           leave=False, enabled=progress) as bar:

@@ -14,6 +14,7 @@ from isskit_cli._common import (
     check_overwrites,
     echo_json,
     library_errors,
+    parse_numbers,
     writing,
 )
 
@@ -66,19 +67,12 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
             --out imagenet_050.h5 --samples 505000
         isskit replay imagenet_050.h5 --policy ISS-AD-50-0.05 --policy IAS-50
     """
-    from isskit._validate import ArgumentError
     from isskit.logs import import_log as run_import
 
     check_output_file(out, "--out")
     check_overwrites([("--out", out)], [("the input LOG", log)], stores=True)
     with library_errors():
-        ns = []
-        for item in n.split(","):
-            try:
-                ns.append(int(float(item)) if float(item).is_integer() else float(item))
-            except ValueError:
-                raise ArgumentError("n", "{name} ({item!r}) must be an integer",
-                                    item=item.strip()) from None
+        ns = parse_numbers(n, "n", integral_as_int=True)
         with writing("--out", out):
             result = run_import(log, out, n=ns, alpha=alpha, sigma=sigma, samples=samples,
                                 seed=seed, other=other, num_classes=num_classes,

@@ -16,59 +16,19 @@ from isskit_cli._common import (
     check_overwrites,
     echo_json,
     library_errors,
-    parse_floats,
+    parse_numbers,
     writing,
 )
+from isskit_cli._options import psi_table_options
 
-__all__ = ["parse_list", "psi", "shared_options"]
+__all__ = ["psi"]
 
 #: p_A values the command prints (the paper's Fig. 6 spans 0.5..1).
 SHOW_P = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 
 
-def shared_options(f=None, *, several: bool = True):
-    """The options ``isskit psi`` and ``isskit verify`` share (the table's parameters).
-
-    ``several``: ``--k-bar`` and ``--U`` take comma lists (psi plots several tables;
-    verify checks one). Use as ``@shared_options`` or ``@shared_options(several=False)``.
-    """
-    if f is None:
-        return lambda g: shared_options(g, several=several)
-    lists = " A comma list draws several (with --plot)." if several else ""
-    options = [
-        click.option("--k-bar", "k_bar", required=True, metavar="K",
-                     help="Desired sample size k_bar, e.g. 100000 or 1e5." + lists),
-        click.option("--U", "U", required=True, metavar="U",
-                     help="Maximum decline U: a radius for ad (e.g. 0.05), a fraction in "
-                          "(0, 1) for rd (e.g. 0.01)." + lists),
-        click.option("--decline", type=click.Choice(["ad", "rd"], case_sensitive=False),
-                     required=True, help="Absolute (ad) or relative (rd) radius decline."),
-        click.option("--sigma", type=float, required=True,
-                     help="Noise level sigma of the smoothed classifier, e.g. 0.5."),
-        click.option("--alpha", type=float, default=0.001, show_default=True,
-                     help="Failure probability alpha of the certificate."),
-        click.option("--delta", type=float, default=0.001, show_default=True,
-                     help="Grid step of the table; 1/delta must be an integer."),
-        click.option("--mapping", type=click.Choice(["paper", "sup"]), default="paper",
-                     show_default=True,
-                     help="paper: Eq. 6 as published. sup: k_hat is the largest psi over "
-                          "the interval (keeps Prop. 1 for rd; see docs/mapping.md)."),
-        click.option("--json", "as_json", is_flag=True,
-                     help="Print one JSON object on stdout and nothing else there."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def parse_list(text: str, name: str) -> list[float]:
-    """A comma list of numbers, integral ones as int; ValueError naming the bad entry."""
-    # k_bar = 100000 parses to 100000.0; the library accepts integral floats as ints
-    return [int(v) if v.is_integer() else v for v in parse_floats(text, name)]
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@shared_options
+@psi_table_options
 @click.option("--out", type=click.Path(dir_okay=False, writable=True),
               help="Write the table: columns p,k for every grid point (.csv; .npz also works).")
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True),
@@ -99,8 +59,8 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
     check_overwrites([*(("--out", f) for f in (table_files(out) if out else ())),
                       ("--plot", plot)])
     with library_errors():
-        k_bars = parse_list(k_bar, "k_bar")
-        Us = parse_list(U, "U")
+        k_bars = parse_numbers(k_bar, "k_bar", integral_as_int=True)
+        Us = parse_numbers(U, "U")
         combos = list(itertools.product(k_bars, Us))
         if out and len(combos) > 1:
             raise ValueError(
@@ -141,6 +101,10 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
 
 def _check_plot_format(path) -> None:
     """Refuse a --plot file whose suffix matplotlib cannot write, before any work."""
+    from isskit import require_extra
+
+    with library_errors():
+        require_extra("matplotlib", "plot", "--plot")
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = FigureCanvasBase.get_supported_filetypes()

@@ -19,6 +19,7 @@ from isskit_cli._common import (
     check_overwrites,
     echo_json,
     library_errors,
+    parse_numbers,
     writing,
 )
 
@@ -43,14 +44,11 @@ Examples:
 def _radii(text):
     if text is None:
         return None
-    try:
-        out = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma list of numbers",
-                                 param_hint="--radii") from None
-    if not out:
+    items = [t for t in text.split(",") if t.strip()]  # a trailing comma is harmless
+    if not items:
         raise click.BadParameter(f"{text!r} names no radius", param_hint="--radii")
-    return out
+    with library_errors():  # a bad entry is said with --radii
+        return parse_numbers(",".join(items), "radii")
 
 
 def _fmt(x, spec):
@@ -73,15 +71,18 @@ def _table(ds) -> str:
     cols = _table_radii(ds.radius_grid.values)
     radii = ds.radius_grid.values[cols]
     width = max([len("Policy")] + [len(str(p)) for p in ds.policy.values])
+    vwidth = max([len("Validity")] + [len(str(v)) for v in ds.validity.values])
     head = (
-        f"{'Policy':<{width}}  {'Avg samples':>11}  {'Time (min)':>10}  {'Speed-up':>8}  "
+        f"{'Policy':<{width}}  {'Validity':<{vwidth}}  {'Avg samples':>11}  "
+        f"{'Time (min)':>10}  {'Speed-up':>8}  "
         f"{'MAD':>6}  {'ACR':>6}  " + "  ".join(f"{r:>6.2f}" for r in radii)
     )
     lines = [head, "-" * len(head)]
     for i, name in enumerate(ds.policy.values):
         ca = ds.certified_accuracy.values[i, cols] * 100
         lines.append(
-            f"{name!s:<{width}}  {_fmt(float(ds.mean_samples[i]), '11.0f')}  "
+            f"{name!s:<{width}}  {ds.validity.values[i]!s:<{vwidth}}  "
+            f"{_fmt(float(ds.mean_samples[i]), '11.0f')}  "
             f"{_fmt(float(ds.est_minutes[i]), '10.1f')}  {_fmt(float(ds.speedup[i]), '7.2f')}x  "
             f"{float(ds.mad[i]):6.3f}  {float(ds.acr[i]):6.3f}  "
             + "  ".join(f"{v:6.1f}" for v in ca)
@@ -99,6 +100,7 @@ def _summary(ds, policies, extra) -> dict:
             {
                 "name": str(name),
                 "params": policy.params(),
+                "validity": policy.validity,
                 "reference": str(ds.reference.values[i]),
                 "acr": float(ds.acr[i]),
                 "mad": float(ds.mad[i]),
@@ -185,11 +187,16 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     check_output_file(out, "--out")
     check_output_dir(export_cohen, "--export-cohen")
     check_output_dir(plot_dir, "--plot")
+    if plot_dir is not None:
+        from isskit import require_extra
+
+        with library_errors():  # before the replay, not after it
+            require_extra("matplotlib", "plot", "--plot")
 
     from isskit.replay import cohen_log_paths, save_results
     from isskit.replay import export_cohen as _export_cohen
     from isskit.replay import replay as _replay
-    from isskit.replay_plots import FIGURES
+    from isskit.replay.plots import FIGURES
 
     outputs = [("--out", out)]
     if export_cohen is not None:
@@ -212,7 +219,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
         with writing("--export-cohen", export_cohen):
             extra["export_cohen"] = [str(p) for p in _export_cohen(ds, export_cohen)]
     if plot_dir is not None:
-        from isskit.replay_plots import plot_all
+        from isskit.replay.plots import plot_all
 
         with writing("--plot", plot_dir):
             extra["plots"] = [str(p) for p in plot_all(ds, plot_dir)]

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import click
 
-from isskit_cli._common import SAMPLE_SIZE, check_output_file, echo_json, notes, usage_error
+from isskit_cli._common import (
+    SAMPLE_SIZE,
+    check_output_file,
+    echo_json,
+    library_errors,
+    notes,
+    usage_error,
+)
 
 __all__ = ["sample"]
 
@@ -190,8 +197,12 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
             raise click.UsageError("--N is required with --model or --checkpoint")
         N = DEFAULT_N
 
+    from isskit import require_extra
     from isskit._validate import check_positive_int, check_sample_size, check_sigma
     from isskit.store import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+
+    with library_errors():
+        require_extra("torch", "torch", "isskit sample")
 
     try:
         _check_out(out)
@@ -244,7 +255,8 @@ def _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip
          indices, seed, device, amp, channels_last, num_classes, out, progress):
     import dataclasses
 
-    from isskit import datasets, models, sampling
+    from isskit import sampling
+    from isskit.sampling import datasets, models
 
     if model_spec:
         loaded = models.load_factory(model_spec)

@@ -1,6 +1,6 @@
 """``isskit verify``: check Propositions 1 and 2 for one ISS mapping table.
 
-Parses options, calls :func:`isskit.verify.verify`, prints "holds" or the worst
+Parses options, calls :func:`isskit.psi.verify.verify`, prints "holds" or the worst
 violation, and exits 0 when both hold, 1 when one is violated (2: bad input).
 """
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import click
 
-from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors
-from isskit_cli.psi import parse_list, shared_options
+from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_numbers
+from isskit_cli._options import psi_table_options
 
 __all__ = ["verify"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@shared_options(several=False)
+@psi_table_options(several=False)
 @click.option("--fine", type=int, default=16, show_default=True,
               help="Points p_A checked inside every grid cell (besides the grid points).")
 @click.option("--k0", type=SAMPLE_SIZE, default=None,
@@ -43,10 +43,11 @@ def verify(ctx, k_bar, U, decline, sigma, alpha, delta, mapping, as_json, fine, 
     \b
         isskit verify --k-bar 100000 --U 0.01 --decline rd --sigma 0.5
     """
-    from isskit.verify import verify as run_verify
+    from isskit.psi.verify import verify as run_verify
 
     with library_errors():
-        k_bars, Us = parse_list(k_bar, "k_bar"), parse_list(U, "U")
+        k_bars = parse_numbers(k_bar, "k_bar", integral_as_int=True)
+        Us = parse_numbers(U, "U")
         if len(k_bars) != 1 or len(Us) != 1:
             raise ValueError(f"verify checks one table: --k-bar ({k_bar}) and --U ({U}) "
                              "take one value each")

@@ -5,7 +5,7 @@ asserted with numbers in tests/test_verify.py and recorded in docs/mapping.md; h
 property is asserted for the mapping that is meant to satisfy it.
 
 Props. 1 and 2 are decided by brute force in tests/reference.py (isskit's ``k_hat`` on
-every interval, declines from scipy.stats), not by :func:`isskit.verify.verify`, whose
+every interval, declines from scipy.stats), not by :func:`isskit.psi.verify.verify`, whose
 verdict is asserted beside it. Grids are coarse (at most 20 cells) so that every pair
 of points can be an interval, and Prop. 2's scan over every k < k_hat keeps k_bar <= 500.
 """
@@ -26,8 +26,8 @@ from scipy import stats as sst
 from strategies import alphas, k_bars, mapping_params, sigmas
 
 from isskit.psi import PsiTable, psi_exact, psi_table
+from isskit.psi.verify import verify
 from isskit.stats import cp_interval, cp_lower, expected_radius
-from isskit.verify import verify
 
 
 def _points(table: PsiTable, fine: int = 2) -> np.ndarray:

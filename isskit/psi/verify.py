@@ -30,9 +30,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import betainc, ndtr
 
-from isskit import psi as _psi
 from isskit._progress import progress_bar
-from isskit._validate import OVERHEAD_BYTES, check_memory, check_pilot_size, check_positive_int
+from isskit._validate import (
+    OVERHEAD_BYTES,
+    check_memory,
+    check_pilot_size,
+    check_positive_int,
+)
+from isskit.psi import mapping as _psi
 from isskit.stats import cp_interval, expected_radius
 
 __all__ = ["VerifyResult", "Violation", "verify", "verify_table"]

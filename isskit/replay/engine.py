@@ -1,6 +1,6 @@
 """Replay certification policies over stored label streams, offline: no model, no GPU.
 
-Three layers (DESIGN.md): :mod:`isskit._kernels` (numba, arrays only) answers counting
+Three layers (DESIGN.md): :mod:`isskit.replay._kernels` (numba, arrays only) answers counting
 queries; this module reads the store once into a :class:`StreamIndex` (:func:`build_index`),
 evaluates each policy over it (:func:`evaluate`) and labels the results as one
 ``xarray.Dataset`` (:func:`replay`, layout in DESIGN.md "Results"); the CLI prints and plots.
@@ -28,26 +28,25 @@ from pathlib import Path
 
 import numpy as np
 
-from isskit import _cbeta, _kernels
 from isskit._atomic import atomic_path
 from isskit._progress import progress_bar
 from isskit._provenance import make_attrs
 from isskit._validate import ArgumentError
-from isskit.metrics import (
+from isskit.policies import CountPlan, RadiusPolicy, parse_policies
+from isskit.replay import _cbeta, _kernels
+from isskit.replay.metrics import (
     acr,
     certified_accuracy,
-    default_reference,
     est_minutes,
     mad,
     mean_samples,
     speedup,
     total_samples,
 )
-from isskit.policies import IAS, ISS, Cohen, parse_policies
-from isskit.psi import psi_table
-from isskit.stats import certified_radius, cp_interval, cp_lower
+from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
+    "PolicyResult",
     "StreamIndex",
     "build_index",
     "cohen_log_paths",
@@ -80,7 +79,7 @@ _COORDS = {
 
 @dataclass
 class StreamIndex:
-    """Everything the policies need from a store, read in one pass (see :mod:`isskit._kernels`).
+    """Everything the policies need from a store, read in one pass (:mod:`isskit.replay._kernels`).
 
     Attributes
     ----------
@@ -408,9 +407,8 @@ def _check_static_needs(policies, n, first_image):
     """Policies whose selection or fixed budget exceeds N fail for every image: say so now."""
     img = int(first_image[0]) if len(first_image) else 0
     for p in policies:
-        need = p.max_samples if isinstance(p, IAS | Cohen) else p.selection_size
-        if need > n:
-            raise _too_many(p, img, need, n)
+        if p.static_need > n:
+            raise _too_many(p, img, p.static_need, n)
 
 
 def _cp_lower(k_A, k, alpha):
@@ -453,53 +451,47 @@ def _cp_lower(k_A, k, alpha):
 class _Planner:
     """Per policy, the count range of every image: where it starts, how long, what it costs.
 
-    Everything that depends only on the pilot (its count's two-sided interval and the
-    k_hat psi gives it) is computed once per distinct pilot count and spread back, since a
-    pilot of k0 samples has at most k0 + 1 distinct counts.
+    A policy's plan depends on its selection count alone (:meth:`RadiusPolicy.plan`), and a
+    selection of m samples has at most m + 1 distinct counts: each policy is asked once per
+    distinct count of its checkpoint, and the answers are spread back over the images.
     """
 
     def __init__(self, index: StreamIndex, sigma: float, image_ids):
         self.index = index
         self.sigma = float(sigma)
         self.ids = index.rows if image_ids is None else np.asarray(image_ids)
-        self._pilots: dict = {}
+        self._distinct: dict = {}
         # per checkpoint, contiguous over images
         self.slot_T = np.ascontiguousarray(index.slot.T)
         self.modes_T = np.ascontiguousarray(index.modes.T)
 
-    def _pilot(self, j, k0, alpha):
-        key = (j, k0, alpha)
-        if key not in self._pilots:
+    def _counts(self, j):
+        if j not in self._distinct:
             uniq, inv = np.unique(self.index.mode_counts[:, j], return_inverse=True)
-            low, up = cp_interval(uniq, np.full(uniq.shape, k0), alpha)
-            self._pilots[key] = (np.atleast_1d(low), np.atleast_1d(up), inv.reshape(-1))
-        return self._pilots[key]
+            self._distinct[j] = (uniq.astype(np.int64), inv.reshape(-1))
+        return self._distinct[j]
 
     def plan(self, policy):
         """(column j, start, k, samples, k_hat), arrays of shape (n,) or scalars."""
         n = self.index.n_samples
+        if not isinstance(policy, RadiusPolicy):
+            raise ValueError(f"policy ({policy!r}) is not a radius policy")
         _check_static_needs([policy], n, self.ids[:1])
         j = self.index.column(policy.selection_size)
-        if isinstance(policy, IAS):
-            return j, 0, policy.n, policy.n, -1
-        if isinstance(policy, Cohen):
-            return j, policy.n0, policy.n, policy.n0 + policy.n, -1
-        if not isinstance(policy, ISS):
-            raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS")
-        low, up, inv = self._pilot(j, policy.k0, policy.alpha)
-        table = psi_table(policy.k_bar, policy.U, policy.decline, self.sigma, policy.alpha,
-                          policy.delta, mapping=policy.mapping)
-        k_hat = np.asarray(table.k_hat(low, up), dtype=np.int64).reshape(-1)[inv]
-        if policy.fresh:
-            start, samples = policy.k0, policy.k0 + k_hat
-        else:
-            start, samples = 0, np.maximum(policy.k0, k_hat)
-        over = start + k_hat > n
+        if policy.fixed_samples:
+            plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
+            return j, plan.start, plan.k, policy.samples_consumed(plan), plan.k_hat
+        x, inv = self._counts(j)
+        plan = policy.plan(x, sigma=self.sigma)
+        start, k, k_hat = (np.broadcast_to(np.asarray(v, np.int64), x.shape)[inv]
+                           for v in (plan.start, plan.k, plan.k_hat))
+        samples = policy.samples_consumed(CountPlan(start, k))
+        over = start + k > n
         if np.any(over):
             i = int(np.flatnonzero(over)[0])
-            raise _too_many(policy, int(self.ids[i]), int(start + k_hat[i]), n,
+            raise _too_many(policy, int(self.ids[i]), int(start[i] + k[i]), n,
                             int(over.sum()))
-        return j, start, k_hat, samples, k_hat
+        return j, start, k, samples, k_hat
 
 
 def _count_batch(index, planner, policies, out=None):
@@ -540,14 +532,39 @@ def _certify(chosen, k_A, k, alpha, sigma):
 _BATCH_CELLS = 2_000_000
 
 
-def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
+@dataclass(frozen=True)
+class PolicyResult:
+    """One radius policy replayed over every stream of an index (:func:`evaluate`).
+
+    Attributes
+    ----------
+    prediction : ndarray of int64
+        The class certified, -1 for an abstention.
+    radius : ndarray of float64
+        ``sigma * Phi^-1(p_lower)``, 0 when abstaining.
+    p_lower : ndarray of float64
+        One-sided Clopper-Pearson bound; NaN where no estimate was made (``k = 0``).
+    samples : ndarray of int64
+        Samples consumed.
+    k_hat : ndarray of int64
+        The input-specific sample size (-1 for policies whose size is fixed).
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    p_lower: np.ndarray
+    samples: np.ndarray
+    k_hat: np.ndarray
+
+
+def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> PolicyResult:
     """Replay one policy over every stream of an index.
 
     Parameters
     ----------
     index : StreamIndex
         Built for (at least) this policy's selection size.
-    policy : Cohen, IAS or ISS
+    policy : RadiusPolicy
         The policy.
     sigma : float
         Noise level of the store (for the radius and ISS's mapping psi).
@@ -556,9 +573,8 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
 
     Returns
     -------
-    dict of ndarray, each of shape (n,)
-        ``prediction`` (int64, -1 abstains), ``radius``, ``p_lower`` (NaN where no estimate
-        was made), ``samples`` (int64), ``k_hat`` (int64; -1 for policies other than ISS).
+    PolicyResult
+        Arrays of shape (n,).
 
     Raises
     ------
@@ -567,23 +583,44 @@ def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> dict:
     """
     c = _count_batch(index, _Planner(index, sigma, image_ids), [policy])
     prediction, radius, p_lower = _certify(c["chosen"], c["k_A"], c["k"], [policy.alpha], sigma)
-    return {"prediction": prediction[0], "radius": radius[0], "p_lower": p_lower[0],
-            "samples": c["samples"][0], "k_hat": c["k_hat"][0]}
+    return PolicyResult(prediction=prediction[0], radius=radius[0], p_lower=p_lower[0],
+                        samples=c["samples"][0], k_hat=c["k_hat"][0])
+
+
+def _missing(values):
+    """What a policy without a parameter gets in that coordinate, by the others' type."""
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, bool | np.bool_) for v in present):
+        return False
+    if all(isinstance(v, int | np.integer) for v in present):
+        return 0
+    if all(isinstance(v, int | float | np.number) for v in present):
+        return math.nan
+    return ""
+
+
+def _coord_value(v):
+    # tuples (a decision policy's stages) are stored as the spec writes them: 100/1000
+    return "/".join(str(x) for x in v) if isinstance(v, tuple) else v
 
 
 def _policy_coords(policies, references):
-    coords = {key: [] for key in _COORDS}
+    """Policy parameters as coordinates along ``policy``: every key any policy has."""
+    params = []
     for p in policies:
-        params = {**p.params(), "k_bar": p.k_bar}  # IAS and Cohen: their n
-        for key, missing in _COORDS.items():
-            coords[key].append(params.get(key, missing))
-    out = {
-        key: np.array(values, dtype=object if isinstance(_COORDS[key], str) else None)
-        for key, values in coords.items()
-    }
-    out["kind"] = out["kind"].astype(str)
-    out["decline"] = out["decline"].astype(str)
-    out["mapping"] = out["mapping"].astype(str)
+        # only ISS has a k_bar: IAS and Cohen keep their n in the n coordinate (0 in k_bar)
+        params.append({key: _coord_value(v) for key, v in p.params().items()})
+    keys = list(_COORDS) + list(dict.fromkeys(k for d in params for k in d if k not in _COORDS))
+    out = {}
+    for key in keys:
+        values = [d.get(key) for d in params]
+        fill = _COORDS[key] if key in _COORDS else _missing(values)
+        values = [fill if v is None else v for v in values]
+        if isinstance(fill, str):
+            out[key] = np.array([str(v) for v in values], dtype=str)
+        else:
+            out[key] = np.array(values)
+    out["validity"] = np.array([p.validity for p in policies], dtype=str)
     out["reference"] = np.array([r.name for r in references], dtype=str)
     return out
 
@@ -616,7 +653,7 @@ def replay(
         Policies or specs (:func:`isskit.policies.parse_policy_spec`); specs expand to grids.
     reference : str or policy, optional
         One policy every policy's MAD and speed-up are measured against. Default: per policy
-        :func:`isskit.metrics.default_reference` (``IAS(k_bar, alpha)``).
+        :func:`isskit.replay.metrics.default_reference` (``IAS(k_bar, alpha)``).
     seconds_per_sample : float, optional
         Seconds per sample for the estimated runtime; default the store's measured rate.
     radius_grid : array_like of float, optional
@@ -664,7 +701,7 @@ def replay(
     if not policies:
         raise ValueError("policies ([]) must name at least one policy")
     if reference is None:
-        references = [default_reference(p, policies) for p in policies]
+        references = [p.default_reference(policies) for p in policies]
     else:
         ref = parse_policies(reference)
         if len(ref) != 1:

@@ -3,7 +3,7 @@
 For image ``x`` (pixels in [0, 1]) and noise level ``sigma``, row ``i`` of the store holds
 ``argmax_c f(x + sigma * z_j)_c`` for ``j = 0 .. N-1`` in draw order, ``z_j ~ N(0, I)``
 drawn in the model's input space before normalisation (Cohen et al. 2019: the
-normalisation is the model's first layer, :mod:`isskit.models`). Every policy that
+normalisation is the model's first layer, :mod:`isskit.sampling.models`). Every policy that
 :mod:`isskit.replay` evaluates reads prefixes and ranges of these rows.
 
 Noise, exactly (so a row can be redone bit-for-bit on the same device type):
@@ -440,7 +440,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     ----------
     model : torch.nn.Module
         Maps a batch of images in [0, 1] pixel units to logits; normalisation included
-        (:mod:`isskit.models`).
+        (:mod:`isskit.sampling.models`).
     dataset : torch.utils.data.Dataset
         ``dataset[i] == (image, label)``, image a float tensor ``(C, H, W)`` in [0, 1].
     out : str or Path

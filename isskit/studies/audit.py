@@ -2,7 +2,9 @@
 
 A certificate claims, with failure probability at most ``alpha``, that the chosen class's
 probability is at least ``p_lower``. This module measures the failure rate on streams
-whose p_A is known, for Cohen's CERTIFY, one-stage IAS and both forms of ISS. It matters
+whose p_A is known, for every radius policy (Cohen's CERTIFY, one-stage IAS, both forms of
+ISS, or one of a user's own): it executes the policy's own plan
+(:meth:`isskit.policies.RadiusPolicy.plan`) and knows no policy by name. It matters
 for the paper-faithful ISS, which reuses its pilot: the pilot both decides the sample size
 ``k_hat`` and is counted in the final estimate, so the count over ``[0, k_hat)`` is not a
 binomial with a sample size fixed in advance, and Clopper-Pearson's guarantee does not
@@ -15,13 +17,14 @@ certifies (``p_lower >= 1/2``) a bound above the true probability of the class i
 
 Two computations, which check each other:
 
-* :func:`failure_probability`, exact: a sum over every pilot count of its binomial
+* :func:`failure_probability`, exact: a sum over every selection count of its binomial
   probability times the exact conditional probability that the count the policy takes
-  reaches the failure threshold. That count is ``Binomial(k_hat, p)`` on fresh samples;
-  for the reused pilot it is ``pilot + Binomial(k_hat - k0, p)`` when ``k_hat >= k0`` and
-  ``Hypergeometric(k0, pilot, k_hat)`` (the first ``k_hat`` of the ``k0`` pilot samples)
-  when ``k_hat < k0``. These are exactly the distributions of the counts a replay over a
-  stream of i.i.d. samples takes, given the pilot count.
+  reaches the failure threshold. That count is ``Binomial(k, p)`` on a range after the
+  selection (Cohen, fresh ISS); on a range from 0 that covers the selection (IAS, ISS
+  reusing its pilot with ``k_hat >= k0``) it is ``pilot + Binomial(k - k0, p)``, and on a
+  range inside it ``Hypergeometric(k0, pilot, k)`` (ISS with ``k_hat < k0``). These are
+  exactly the distributions of the counts a replay over a stream of i.i.d. samples takes,
+  given the pilot count.
 * :func:`simulate`, Monte Carlo: draws the same counts for ``trials`` independent images
   (the shortcut: counts, not streams, since only counts enter the certificate) and
   reports the failure rate with a two-sided Clopper-Pearson interval. ``tests/test_audit.py``
@@ -45,13 +48,13 @@ from isskit._validate import (
     check_positive_int,
     check_sigma,
 )
-from isskit.policies import IAS, ISS, Cohen
-from isskit.psi import psi_table
+from isskit.policies import ISS, KINDS, Cohen, CountPlan, RadiusPolicy
 from isskit.stats import cp_interval, cp_lower
 
 __all__ = [
     "DEFAULT_P_A",
     "AuditRow",
+    "Simulation",
     "audit",
     "default_policies",
     "failure_probability",
@@ -175,29 +178,50 @@ def _threshold(k: np.ndarray, p_c: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(k > 0, hi, 1)
 
 
-def _table(policy: ISS, sigma: float):
-    return psi_table(
-        policy.k_bar, policy.U, policy.decline, sigma, policy.alpha, policy.delta,
-        mapping=policy.mapping,
-    )
-
-
-def _pilot(policy, x0: np.ndarray, p: float, sigma: float):
-    """From pilot counts of class 0: chosen class's pilot count, its true p, and k_hat."""
-    k0 = policy.k0
-    # The most frequent label, ties to the smaller (label 0, the top class).
-    top = x0 >= k0 - x0
-    x_c = np.where(top, x0, k0 - x0)
-    p_c = np.where(top, p, 1.0 - p)
-    p_low, p_up = cp_interval(x_c, k0, policy.alpha)
-    k_hat = np.asarray(_table(policy, sigma).k_hat(p_low, p_up), dtype=np.int64)
-    return x_c, p_c, k_hat
-
-
 def _check_policy(policy):
-    if not isinstance(policy, Cohen | IAS | ISS):
-        raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS policy")
+    if not isinstance(policy, RadiusPolicy):
+        raise ValueError(f"policy ({policy!r}) must be a radius policy ({', '.join(KINDS)})")
     return policy
+
+
+def _selection(m: int, p: float, x0: np.ndarray):
+    """Label 0's counts in ``[0, m)`` -> whether it is chosen, the chosen class's count, its p.
+
+    The class chosen is the most frequent label, ties to the smaller one (label 0).
+    """
+    top = x0 >= m - x0
+    return top, np.where(top, x0, m - x0), np.where(top, p, 1.0 - p)
+
+
+def _plan(policy, x_c: np.ndarray, sigma: float):
+    """The policy's own plan for each selection count (asked once per distinct count)."""
+    uniq, inv = np.unique(x_c, return_inverse=True)
+    plan = policy.plan(uniq.astype(np.int64), sigma=sigma)
+    start, k = (np.broadcast_to(np.asarray(v, np.int64), uniq.shape)[inv.reshape(-1)]
+                for v in (plan.start, plan.k))
+    return start.reshape(x_c.shape), k.reshape(x_c.shape)
+
+
+def _law(policy, start: np.ndarray, k: np.ndarray):
+    """How the count over ``[start, start + k)`` relates to the selection ``[0, m)``.
+
+    Given the chosen class's selection count, the count is ``Binomial(k, p)`` on a range
+    after the selection ("fresh"), ``selection count + Binomial(k - m, p)`` on a range
+    that starts at 0 and covers it ("covers"), and ``Hypergeometric(m, count, k)`` on a
+    range inside it ("inside": i.i.d. samples are exchangeable). Those are the ranges of
+    every policy here; one that overlaps part of the selection and goes past it is refused.
+    """
+    m = policy.selection_size
+    go = k > 0
+    fresh = go & (start >= m)
+    covers = go & ~fresh & (start == 0) & (k >= m)
+    inside = go & ~fresh & ~covers & (start + k <= m)
+    if np.any(go & ~(fresh | covers | inside)):
+        raise ValueError(
+            f"policy {policy.name}: a count range that overlaps part of the selection and "
+            "goes past it cannot be audited"
+        )
+    return fresh, covers, inside
 
 
 # --------------------------------------------------------------------------- exact
@@ -208,7 +232,7 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
 
     Parameters
     ----------
-    policy : Cohen, IAS or ISS
+    policy : RadiusPolicy
         The policy (its alpha is the one audited).
     p_A : float
         Top-class probability of the two-class stream, in [0, 1].
@@ -218,72 +242,90 @@ def failure_probability(policy, p_A: float, sigma: float = 0.5) -> float:
     Returns
     -------
     float
-        The failure probability, summed over every pilot / selection count.
+        The failure probability, summed over every selection count.
+
+    Examples
+    --------
+    >>> from isskit.studies.audit import failure_probability
+    >>> from isskit.policies import Cohen
+    >>> bool(failure_probability(Cohen(n0=100, n=10_000), 0.9) <= 0.001)
+    True
     """
     policy = _check_policy(policy)
     p = _check_p(p_A)
     sigma = check_sigma(sigma)
-    alpha = policy.alpha
-    if isinstance(policy, Cohen):
-        n0, n = policy.n0, policy.n
-        p_top = st.binom.sf(np.ceil(n0 / 2) - 1, n0, p)  # P(X0 >= n0/2): ties go to label 0
-        m = _threshold(np.array([n, n]), np.array([p, 1 - p]), alpha)
-        tails = st.binom.sf(m - 1, n, np.array([p, 1 - p]))
-        return float(p_top * tails[0] + (1 - p_top) * tails[1])
-    if isinstance(policy, IAS):
-        n = policy.n
-        # x top-class samples of n: the class chosen is the top class when x >= n - x
-        # (ties to label 0), i.e. x >= ceil(n/2), and fails once its count x reaches its
-        # threshold m[0]; the runner-up is chosen when x <= ceil(n/2) - 1 and fails once
-        # n - x reaches m[1]. Two binomial tails: no array of the n + 1 counts (8 TB at
-        # n = 10^12).
-        m = _threshold(np.array([n, n]), np.array([p, 1 - p]), alpha)
-        half = -(-n // 2)
-        top_fails = st.binom.sf(max(int(m[0]), half) - 1, n, p)
-        runner_up_fails = st.binom.cdf(min(half - 1, n - int(m[1])), n, p)
-        return float(top_fails + runner_up_fails)
-    k0 = policy.k0
-    lo, hi = _pilot_window(policy, p)
+    m = policy.selection_size
+    if policy.fixed_samples:
+        closed = _fixed_failure(policy, p, sigma)
+        if closed is not None:
+            return closed
+    lo, hi = _selection_window(policy, p)
     x0 = np.arange(lo, hi + 1)
-    weight = st.binom.pmf(x0, k0, p)
-    x_c, p_c, k_hat = _pilot(policy, x0, p, sigma)
-    m = _threshold(k_hat, p_c, alpha)
-    if policy.fresh:
-        cond = st.binom.sf(m - 1, k_hat, p_c)
-    else:
-        extra = np.maximum(k_hat - k0, 0)
-        above = st.binom.sf(m - x_c - 1, extra, p_c)  # k_hat >= k0: pilot + fresh tail
-        below = st.hypergeom.sf(m - 1, k0, x_c, np.maximum(k_hat, 0))  # first k_hat of pilot
-        cond = np.where(k_hat >= k0, above, below)
-    cond = np.where(k_hat > 0, cond, 0.0)
+    weight = st.binom.pmf(x0, m, p)
+    _, x_c, p_c = _selection(m, p, x0)
+    start, k = _plan(policy, x_c, sigma)
+    fresh, covers, inside = _law(policy, start, k)
+    thr = _threshold(k, p_c, policy.alpha)
+    cond = np.zeros(x0.shape)
+    cond[fresh] = st.binom.sf(thr[fresh] - 1, k[fresh], p_c[fresh])
+    cond[covers] = st.binom.sf(thr[covers] - x_c[covers] - 1, k[covers] - m, p_c[covers])
+    cond[inside] = st.hypergeom.sf(thr[inside] - 1, m, x_c[inside], k[inside])
     return float(np.sum(weight * cond))
 
 
-def _pilot_window(policy: ISS, p: float) -> tuple[int, int]:
-    """The pilot counts ``lo..hi`` the exact ISS sum visits, checked against its bounds.
+def _fixed_failure(policy, p: float, sigma: float) -> float | None:
+    """The failure probability of a policy whose count range ignores the selection count.
 
-    Counts outside the central 1 - 2e-18 of Binomial(k0, p) are skipped: they change the
-    sum by less than 2e-18 and would cost most of the time for large k0. The upper end
-    comes from the lower tail of the failures, Binomial(k0, 1 - p): SciPy's isf at 1e-18
-    returns k0 itself (1 - 1e-18 rounds to 1), which made the window span a tenth of k0
-    at p = 0.9 (10^11 counts at k0 = 10^12) instead of about 18 standard deviations.
+    Two binomial tails, with no array of the selection's m + 1 counts (8 TB for an IAS of
+    n = 10^12): the top class (label 0) is chosen when its count x >= ceil(m/2) (ties to
+    label 0), the runner-up otherwise. On a range after the selection (Cohen) the count is
+    a fresh binomial; on the selection itself (IAS) it is x, or m - x for the runner-up.
+    None for any other range (the caller sums over the selection counts).
     """
-    k0 = policy.k0
-    first = st.binom.ppf(_TAIL, k0, p)
-    last = k0 - st.binom.ppf(_TAIL, k0, 1.0 - p)
-    lo, hi = max(int(first) - 1, 0), min(int(last) + 1, k0)
+    plan = policy.plan(np.zeros(1, np.int64), sigma=sigma)
+    start, k = int(np.asarray(plan.start).reshape(-1)[0]), int(np.asarray(plan.k).reshape(-1)[0])
+    m = policy.selection_size
+    if k == 0:
+        return 0.0
+    thr = _threshold(np.array([k, k]), np.array([p, 1 - p]), policy.alpha)
+    half = -(-m // 2)
+    if start >= m:
+        p_top = st.binom.sf(half - 1, m, p)  # P(x >= m / 2)
+        tails = st.binom.sf(thr - 1, k, np.array([p, 1 - p]))
+        return float(p_top * tails[0] + (1 - p_top) * tails[1])
+    if start == 0 and k == m:
+        top_fails = st.binom.sf(max(int(thr[0]), half) - 1, m, p)
+        runner_up_fails = st.binom.cdf(min(half - 1, m - int(thr[1])), m, p)
+        return float(top_fails + runner_up_fails)
+    return None
+
+
+def _selection_window(policy, p: float) -> tuple[int, int]:
+    """The selection counts ``lo..hi`` the exact sum visits, checked against its bounds.
+
+    Counts outside the central 1 - 2e-18 of Binomial(m, p) are skipped: they change the
+    sum by less than 2e-18 and would cost most of the time for large m. The upper end
+    comes from the lower tail of the failures, Binomial(m, 1 - p): SciPy's isf at 1e-18
+    returns m itself (1 - 1e-18 rounds to 1), which made the window span a tenth of m
+    at p = 0.9 (10^11 counts at m = 10^12) instead of about 18 standard deviations.
+    """
+    m = policy.selection_size
+    first = st.binom.ppf(_TAIL, m, p)
+    last = m - st.binom.ppf(_TAIL, m, 1.0 - p)
+    lo, hi = max(int(first) - 1, 0), min(int(last) + 1, m)
     _check_exact_size(policy, p, hi - lo + 1)
     return lo, hi
 
 
 def _check_exact_size(policy, p: float, counts: int) -> None:
-    """Refuse an exact ISS sum over more pilot counts than the work or the memory allows."""
+    """Refuse an exact sum over more selection counts than the work or the memory allows."""
     if counts > _MAX_PILOT_COUNTS:
         raise ArgumentError(
             "policies", "{name} ({policy}): the exact failure probability at p_A = {p:g} sums "
             "over {counts:,} pilot counts of k0 = {k0:,}, more than the {cap:,} an audit "
             "visits (each costs a Clopper-Pearson interval); choose a smaller k0",
-            policy=policy.name, p=p, counts=counts, k0=policy.k0, cap=_MAX_PILOT_COUNTS,
+            policy=policy.name, p=p, counts=counts, k0=policy.selection_size,
+            cap=_MAX_PILOT_COUNTS,
         )
     need = OVERHEAD_BYTES + _BYTES_PER_PILOT_COUNT * counts
     check_memory(need, "policies", policy.name,
@@ -302,12 +344,37 @@ def _check_trials(trials: int, minimum: int) -> int:
 # --------------------------------------------------------------------------- Monte Carlo
 
 
-def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5):
+@dataclass(frozen=True)
+class Simulation:
+    """Counts a replay would take for independent images of a known p_A (:func:`simulate`).
+
+    Attributes
+    ----------
+    prediction : ndarray of int64
+        0 the top class, 1 the runner-up, -1 an abstention.
+    p_lower : ndarray of float64
+        The certificate's bound (0 without an estimate).
+    samples : ndarray of int64
+        Samples consumed.
+    p_true : ndarray of float64
+        True probability of the chosen class.
+    failure : ndarray of bool
+        Certified with ``p_lower`` above ``p_true``.
+    """
+
+    prediction: np.ndarray
+    p_lower: np.ndarray
+    samples: np.ndarray
+    p_true: np.ndarray
+    failure: np.ndarray
+
+
+def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5) -> Simulation:
     """Draw the counts a replay would take for ``trials`` independent images.
 
     Parameters
     ----------
-    policy : Cohen, IAS or ISS
+    policy : RadiusPolicy
         The policy.
     p_A : float
         Top-class probability of the two-class stream.
@@ -320,55 +387,34 @@ def simulate(policy, p_A: float, trials: int, rng, sigma: float = 0.5):
 
     Returns
     -------
-    dict
-        Arrays per image: ``prediction`` (0 top class, 1 runner-up, -1 abstain),
-        ``p_lower``, ``samples`` (consumed), ``p_true`` (true probability of the chosen
-        class) and ``failure``.
+    Simulation
+        Arrays, one entry per image.
     """
     policy = _check_policy(policy)
     p = _check_p(p_A)
     trials = _check_trials(trials, minimum=1)
     sigma = check_sigma(sigma)
-    if isinstance(policy, Cohen):
-        x0 = rng.binomial(policy.n0, p, trials)
-        top = x0 >= policy.n0 - x0
-        p_c = np.where(top, p, 1.0 - p)
-        k = np.full(trials, policy.n)
-        count = rng.binomial(policy.n, p_c)
-        samples = np.full(trials, policy.n0 + policy.n)
-    elif isinstance(policy, IAS):
-        x = rng.binomial(policy.n, p, trials)
-        top = x >= policy.n - x
-        p_c = np.where(top, p, 1.0 - p)
-        k = np.full(trials, policy.n)
-        count = np.where(top, x, policy.n - x)
-        samples = k.copy()
-    else:
-        k0 = policy.k0
-        x0 = rng.binomial(k0, p, trials)
-        top = x0 >= k0 - x0
-        x_c, p_c, k = _pilot(policy, x0, p, sigma)
-        count = np.zeros(trials, np.int64)
-        go = k > 0
-        if policy.fresh:
-            count[go] = rng.binomial(k[go], p_c[go])
-            samples = k0 + k
-        else:
-            more = go & (k >= k0)
-            count[more] = x_c[more] + rng.binomial(k[more] - k0, p_c[more])
-            less = go & (k < k0)
-            count[less] = rng.hypergeometric(x_c[less], k0 - x_c[less], k[less])
-            samples = np.maximum(k0, k)
+    m = policy.selection_size
+    x0 = rng.binomial(m, p, trials)
+    top, x_c, p_c = _selection(m, p, x0)
+    start, k = _plan(policy, x_c, sigma)
+    fresh, covers, inside = _law(policy, start, k)
+    count = np.zeros(trials, np.int64)
+    # Draw order (fresh, then covering, then inside ranges) keeps earlier seeds' results.
+    count[fresh] = rng.binomial(k[fresh], p_c[fresh])
+    count[covers] = x_c[covers] + rng.binomial(k[covers] - m, p_c[covers])
+    count[inside] = rng.hypergeometric(x_c[inside], m - x_c[inside], k[inside])
+    samples = np.broadcast_to(policy.samples_consumed(CountPlan(start, k)), (trials,))
     p_lower = np.where(k > 0, cp_lower(count, np.maximum(k, 1), policy.alpha), 0.0)
     certified = (k > 0) & (p_lower >= 0.5)
     prediction = np.where(certified, np.where(top, 0, 1), -1)
-    return {
-        "prediction": prediction,
-        "p_lower": p_lower,
-        "samples": samples,
-        "p_true": p_c,
-        "failure": certified & (p_lower > p_c),
-    }
+    return Simulation(
+        prediction=prediction,
+        p_lower=p_lower,
+        samples=np.array(samples),
+        p_true=p_c,
+        failure=certified & (p_lower > p_c),
+    )
 
 
 def audit(
@@ -385,7 +431,7 @@ def audit(
 
     Parameters
     ----------
-    policies : list of Cohen, IAS or ISS, optional
+    policies : list of RadiusPolicy, optional
         Default :func:`default_policies`.
     p_A : sequence of float
         Top-class probabilities to audit.
@@ -417,9 +463,9 @@ def audit(
     confidence = float(confidence)
     sigma = check_sigma(sigma)
     for policy in policies:  # every exact sum's size, before the first one runs
-        if isinstance(policy, ISS):
+        if not policy.fixed_samples:
             for p in ps:
-                _pilot_window(policy, p)
+                _selection_window(policy, p)
     seeds = np.random.SeedSequence(check_positive_int(seed, "seed", minimum=0)).spawn(
         len(policies) * len(ps)
     )
@@ -430,10 +476,10 @@ def audit(
             if trials:
                 rng = np.random.default_rng(seeds[i * len(ps) + j])
                 sim = simulate(policy, p, trials, rng, sigma)
-                failures = int(sim["failure"].sum())
+                failures = int(sim.failure.sum())
                 lo, hi = cp_interval(failures, trials, 1.0 - confidence)
-                certified = float(np.mean(sim["prediction"] >= 0))
-                mean_samples = float(np.mean(sim["samples"]))
+                certified = float(np.mean(sim.prediction >= 0))
+                mean_samples = float(np.mean(sim.samples))
             else:
                 failures, lo, hi, certified, mean_samples = 0, 0.0, 1.0, np.nan, np.nan
             rows.append(

@@ -15,7 +15,7 @@ The symbol is registered with LLVM under a name of ours and called as a
 ``NUMBA_DISABLE_JIT=1`` the kernels run as Python and call the ctypes function instead.
 
 This module never computes anything but the self-test; the kernels live in
-:mod:`isskit._kernels`.
+:mod:`isskit.replay._kernels`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._data import data_dir
 from isskit._progress import progress_bar
 from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
 from isskit.store import open_for_writing
@@ -333,25 +334,17 @@ def write_synthetic_store(
 
 
 def published_dir() -> Path:
-    """The folder of published logs: ``$ISSKIT_DATA/published``, else ``<repo>/data/published``.
+    """The folder of published logs: ``published/`` of the data folder (:mod:`isskit._data`).
+
+    ``$ISSKIT_DATA/published`` when ``ISSKIT_DATA`` is set, else the package's own data,
+    else ``data/published`` of a checkout.
 
     Raises
     ------
     FileNotFoundError
-        Neither exists (an installed wheel carries no data: set ``ISSKIT_DATA``).
+        None exists (an installed wheel carries no published logs: set ``ISSKIT_DATA``).
     """
-    tried = []
-    env = os.environ.get("ISSKIT_DATA")
-    if env:
-        tried.append(Path(env) / "published")
-    tried.append(Path(__file__).resolve().parents[1] / "data" / "published")
-    for cand in tried:
-        if cand.is_dir():
-            return cand
-    raise FileNotFoundError(
-        "published logs not found (looked in " + ", ".join(map(str, tried)) + "); set"
-        " ISSKIT_DATA to the folder holding published/"
-    )
+    return data_dir("published")
 
 
 def _recovered_path(source) -> Path:

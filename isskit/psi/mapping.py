@@ -40,6 +40,7 @@ import numpy as np
 from scipy.special import betainc, ndtr, ndtri
 
 from isskit._atomic import atomic_path
+from isskit._bisect import bisect, bisect_float
 from isskit._provenance import file_sha256
 from isskit._validate import (
     check_alpha,
@@ -105,30 +106,24 @@ def _bisect_betainc(p, q_star, k_bar, alpha) -> np.ndarray:
     the search runs on ``betainc``; the caller re-checks the answer with the exact
     inverse. Assumes the predicate is monotone in k (see :func:`psi_exact`).
     """
-    lo = np.zeros(p.shape, dtype=np.int64)  # fails (k = 0: no samples)
-    hi = np.full(p.shape, k_bar, dtype=np.int64)  # meets: decline(k_bar) = 0 <= U
-    while True:
-        todo = hi - lo > 1
-        if not np.any(todo):
-            return hi
-        mid = (lo + hi) // 2
+
+    def meets(mid, rows):
         kf = mid.astype(np.float64)
-        a = p * kf
-        ok = betainc(a, kf - a + 1.0, q_star) <= alpha
-        hi = np.where(todo & ok, mid, hi)
-        lo = np.where(todo & ~ok, mid, lo)
+        a = p[rows] * kf
+        return betainc(a, kf - a + 1.0, q_star[rows]) <= alpha
+
+    # k = 0 fails (no samples); k_bar meets (decline(k_bar) = 0 <= U)
+    _, hi = bisect(np.zeros(p.shape, np.int64), np.full(p.shape, k_bar, np.int64), meets)
+    return hi
 
 
 def _bisect_exact(p, r_bar, k_bar, U, decline, sigma, alpha) -> np.ndarray:
     """Bisection on the exact predicate (:func:`_meets`); the fallback of the fast search."""
-    lo = np.zeros(p.shape, dtype=np.int64)
-    hi = np.full(p.shape, k_bar, dtype=np.int64)
-    while np.any(hi - lo > 1):
-        todo = hi - lo > 1
-        mid = (lo + hi) // 2
-        ok = _meets(mid, p, r_bar, U, decline, sigma, alpha)
-        hi = np.where(todo & ok, mid, hi)
-        lo = np.where(todo & ~ok, mid, lo)
+
+    def meets(mid, rows):
+        return _meets(mid, p[rows], r_bar[rows], U, decline, sigma, alpha)
+
+    _, hi = bisect(np.zeros(p.shape, np.int64), np.full(p.shape, k_bar, np.int64), meets)
     return hi
 
 
@@ -155,7 +150,7 @@ def psi_exact(p, k_bar, U, decline, sigma, alpha) -> np.ndarray:
     search relies on ("k meets, k - 1 fails" is then the global minimum). That is
     checked, not assumed: a Hypothesis property in the tests, exhaustive scans recorded
     in ``docs/mapping.md``, and
-    :func:`isskit.verify.verify` with ``check_minimal=True`` scans every k below psi for
+    :func:`isskit.psi.verify.verify` with ``check_minimal=True`` scans every k below psi for
     the user's parameters. For ``alpha >= 1/2`` the bound is not monotone in k (above the
     median, more samples pull the quantile down towards p), and this function scans k
     upward instead, which finds the exact minimum without that assumption.
@@ -614,7 +609,7 @@ def _cell_sup(p, k, neighbour_max, k_bar, U, decline, sigma, alpha) -> np.ndarra
 
     Where psi is monotone across a cell its sup is at one of the cell's ends, so the
     neighbour max is the sup (that psi is monotone inside every other cell is what
-    :mod:`isskit.verify` checks on a fine grid). The cells where the target radius
+    :mod:`isskit.psi.verify` checks on a fine grid). The cells where the target radius
     turns positive hold a jump of psi from 0 up to its right limit at the sign change
     p0 (k_bar itself for RD, where R(k_bar, p0) = 0 leaves no room for any decline);
     there psi is evaluated on points packed geometrically towards p0.
@@ -637,15 +632,11 @@ def _threshold_cells(k) -> np.ndarray:
 
 def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
     """The smallest float p in (lo, hi] where the target radius is > 0 (bisection to an ulp)."""
-    while True:
-        mid = 0.5 * (lo + hi)
-        if mid <= lo or mid >= hi:
-            return hi
-        r_bar = np.asarray(expected_radius(k_bar, mid, sigma, alpha))
-        if _target(r_bar, U, decline) > 0:
-            hi = mid
-        else:
-            lo = mid
+
+    def positive(p):
+        return bool(_target(np.asarray(expected_radius(k_bar, p, sigma, alpha)), U, decline) > 0)
+
+    return bisect_float(lo, hi, positive)
 
 
 def _threshold_samples(lo, hi, k_bar, U, decline, sigma, alpha) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Every dataset yields ``(image, label)`` with the image a float32 tensor ``(C, H, W)`` in
 [0, 1] pixel units, the space where :mod:`isskit.sampling` adds noise (normalisation is
-the model's first layer, :mod:`isskit.models`). Transforms follow Cohen et al.'s
+the model's first layer, :mod:`isskit.sampling.models`). Transforms follow Cohen et al.'s
 ``datasets.py``: CIFAR-10 test images as they are (``ToTensor``); ImageNet validation
 images resized to 256, centre-cropped to 224.
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from isskit._atomic import atomic_path
-from isskit.metrics import certified_accuracy
+from isskit._extras import require_extra
+from isskit.replay.metrics import certified_accuracy
 
 __all__ = ["FIGURES", "plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
 
@@ -26,7 +27,7 @@ MAX_FAMILIES = 8
 
 
 def _plt():
-    import matplotlib
+    matplotlib = require_extra("matplotlib", "plot", "figures (--plot)")
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt

@@ -16,19 +16,17 @@ Arrays in, arrays out: the last axis of every per-image array is the image. Defi
   somewhere; it can be negative when the policy beats the reference on every image.
 
 The reference of a policy is, unless one is given, ``IAS(k_bar, alpha)`` with the policy's
-own ``alpha`` (see :func:`default_reference`). This module never reads files and never prints.
+own ``alpha`` (see :meth:`isskit.policies.Policy.default_reference`). This module never
+reads files and never prints.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from isskit.policies import IAS, ISS, Cohen
-
 __all__ = [
     "acr",
     "certified_accuracy",
-    "default_reference",
     "est_minutes",
     "mad",
     "mean_samples",
@@ -134,34 +132,3 @@ def mad(radius, reference_radius):
     radius = np.asarray(radius, dtype=np.float64)
     reference_radius = np.asarray(reference_radius, dtype=np.float64)
     return np.max(reference_radius - radius, axis=-1)
-
-
-def default_reference(policy, policies=()):
-    """The reference a policy is compared with when none is given: ``IAS(k_bar, alpha)``.
-
-    ``k_bar`` is the policy's own for ISS (the budget it accelerates). IAS and Cohen have
-    no ``k_bar`` of their own; they are compared with the IAS of the largest ISS ``k_bar``
-    among ``policies`` (the paper's Table 1 compares IAS-2.6 with IAS-10 beside ISS-10-x),
-    or, where no ISS is replayed, the largest ``n`` among ``policies``.
-
-    Parameters
-    ----------
-    policy : Cohen, IAS or ISS
-        The policy.
-    policies : sequence of policies
-        Every policy of the replay.
-
-    Returns
-    -------
-    IAS
-    """
-    if isinstance(policy, ISS):
-        return IAS(n=policy.k_bar, alpha=policy.alpha)
-    if not isinstance(policy, IAS | Cohen):
-        raise ValueError(f"policy ({policy!r}) must be a Cohen, IAS or ISS")
-    iss = [p.k_bar for p in policies if isinstance(p, ISS)]
-    if iss:
-        k_bar = max(iss)
-    else:
-        k_bar = max([p.n for p in policies if isinstance(p, IAS | Cohen)] + [policy.n])
-    return IAS(n=k_bar, alpha=policy.alpha)

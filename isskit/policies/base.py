@@ -1,0 +1,247 @@
+"""The policy interface: what every certification policy says about itself, in one place.
+
+A policy is a frozen, self-validating dataclass deriving from :class:`Policy`. Its module
+says everything about it (DESIGN.md, "A policy is one unit"): its parameters and their
+checks, which samples of a stream it reads in which order, how it decides from counts,
+what it consumes and its validity class. Replay (:mod:`isskit.replay`), the validity audit
+(:mod:`isskit.studies.audit`), the oracle comparison and online certification all execute that one
+definition; none of them knows a policy class by name.
+
+A *radius policy* (:class:`RadiusPolicy`, "what radius can I certify?") works in two steps
+over one image's stream ``labels[0:N]``:
+
+1. **selection**: the class is the most frequent label of ``labels[0:m]`` with
+   ``m = selection_size`` (ties to the smallest label); let ``x`` be its count there;
+2. **plan**: from ``x`` alone, :meth:`RadiusPolicy.plan` gives the count range
+   ``[start, start + k)`` the chosen class is counted over (``k = 0`` abstains without an
+   estimate). The certificate is then Cohen's one-sided Clopper-Pearson bound at the
+   policy's ``alpha`` on that count, and the image consumes ``max(m, start + k)`` samples.
+
+That is all a replay, an audit or an online run needs: the replay counts ranges on its
+index, the audit knows the law of a range's count given the selection count (binomial
+where the ranges are disjoint, hypergeometric inside the selection), and an online run
+draws up to ``max(m, start + k)``.
+
+A new policy registers its spec keyword with :func:`register`; :mod:`isskit.policies.spec`
+then parses it, and replay, audit and export take it with no change elsewhere
+(docs/policies.md shows one).
+
+This module imports nothing heavier than NumPy and never reads a store.
+"""
+
+from __future__ import annotations
+
+import decimal
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "KINDS",
+    "CountPlan",
+    "Policy",
+    "RadiusPolicy",
+    "register",
+]
+
+#: Default one-sided failure probability: Cohen et al. and Chen et al. both certify at 0.001.
+DEFAULT_ALPHA = 0.001
+#: The paper's shorthand unit: "IAS-2.6" is 2.6 x 10,000 samples (Chen et al. 2022, Fig. 1).
+SHORTHAND_UNIT = 10_000
+
+#: Spec keyword -> policy class, filled by :func:`register` as policy modules are imported.
+KINDS: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make a policy class known to the spec language by its ``kind``.
+
+    Parameters
+    ----------
+    cls : type
+        A frozen dataclass deriving from :class:`Policy`, with a ``kind`` class variable.
+
+    Returns
+    -------
+    type
+        ``cls`` itself.
+    """
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind.isidentifier() or kind != kind.lower():
+        raise ValueError(f"policy class {cls.__name__} needs a lower-case identifier kind")
+    if not issubclass(cls, Policy):
+        raise ValueError(f"policy class {cls.__name__} must derive from isskit.policies.Policy")
+    other = KINDS.get(kind)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise ValueError(f"policy kind {kind!r} is taken by {other.__name__}")
+    KINDS[kind] = cls
+    return cls
+
+
+def fmt(x) -> str:
+    """A number without exponent or trailing zeros (names must not contain a '-' in values)."""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, int | np.integer):
+        return str(int(x))
+    return np.format_float_positional(float(x), trim="-")
+
+
+def units(n: int) -> str:
+    """``n`` in the shorthand's units of 10,000 samples, exactly (26000 -> "2.6")."""
+    d = decimal.Decimal(int(n)) / SHORTHAND_UNIT
+    return format(d.normalize(), "f")
+
+
+@dataclass(frozen=True)
+class CountPlan:
+    """Where a radius policy counts its class, per selection count.
+
+    Attributes
+    ----------
+    start : int or ndarray of int64
+        First sample of the count range.
+    k : int or ndarray of int64
+        Length of the count range (0: abstain without an estimate).
+    k_hat : int or ndarray of int64
+        The input-specific sample size the policy chose, for the results' ``k_hat``
+        variable; -1 for policies whose ``k`` is the same for every image.
+    """
+
+    start: object
+    k: object
+    k_hat: object = -1
+
+
+class Policy:
+    """Base of every certification policy (a frozen dataclass in its own module).
+
+    Subclasses set the class variables ``kind`` (the spec keyword), ``question``
+    (``"radius"`` or ``"decision"``) and ``validity`` (DESIGN.md's validity class: for
+    example ``"fixed-n"``), and define :attr:`name`, :meth:`params` and
+    :attr:`max_samples`.
+    """
+
+    kind: ClassVar[str]
+    question: ClassVar[str]
+    validity: ClassVar[str]
+
+    @property
+    def name(self) -> str:  # pragma: no cover - every policy defines it
+        """Readable name, unique among the policies of one kind (the results' ``policy``)."""
+        raise NotImplementedError
+
+    def params(self) -> dict:  # pragma: no cover - every policy defines it
+        """The policy's parameters by their names in the paper, with ``kind`` first."""
+        raise NotImplementedError
+
+    @property
+    def max_samples(self) -> int:  # pragma: no cover - every policy defines it
+        """Most samples one image can consume."""
+        raise NotImplementedError
+
+    @property
+    def reference_size(self) -> int | None:
+        """The IAS sample size this policy is measured against by default, if its own.
+
+        ISS accelerates ``IAS(k_bar)``; policies without a budget of their own return
+        ``None`` and are compared with the largest one of the replay
+        (:meth:`default_reference`).
+        """
+        return None
+
+    @property
+    def budget(self) -> int:
+        """The sample size the policy spends on its estimate when nothing else decides it."""
+        return self.max_samples
+
+    def default_reference(self, policies=()):
+        """The reference of MAD and speed-up when none is given: ``IAS(n, alpha)``.
+
+        ``n`` is the policy's own :attr:`reference_size` where it has one (ISS: its
+        ``k_bar``), else the largest :attr:`reference_size` among ``policies`` (the paper's
+        Table 1 compares IAS-2.6 with IAS-10 beside ISS-10-x), else the largest
+        :attr:`budget` among ``policies`` and this policy.
+
+        Parameters
+        ----------
+        policies : sequence of Policy
+            Every policy of the replay.
+
+        Returns
+        -------
+        Policy
+        """
+        from isskit.policies.ias import IAS
+
+        n = self.reference_size
+        if n is None:
+            own = [p.reference_size for p in policies if p.reference_size is not None]
+            n = max(own) if own else max([p.budget for p in policies] + [self.budget])
+        return IAS(n=n, alpha=self.alpha)
+
+    @classmethod
+    def shorthand_grid(cls, decline, b, head: str) -> dict:
+        """The paper-style shorthand ``<KIND>-<a>`` of a policy with a ``shorthand_key``.
+
+        ``a`` (in units of 10,000 samples) becomes ``shorthand_key``, which
+        :mod:`isskit.policies.spec` fills in; this returns the grid of the rest. The default
+        takes no decline and no second number (``IAS-2.6``, ``Cohen-10``).
+        """
+        if decline is not None or b is not None:
+            raise ValueError(
+                f"{cls.kind} shorthand {head!r} takes one number, the sample size in units "
+                f"of 10,000 (e.g. {getattr(cls, 'shorthand_example', cls.__name__ + '-10')})"
+            )
+        return {}
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RadiusPolicy(Policy):
+    """A policy that certifies a radius: selection on ``[0, m)``, then one count range.
+
+    Subclasses define :attr:`selection_size` and :meth:`plan`, and have an ``alpha``.
+    """
+
+    question: ClassVar[str] = "radius"
+
+    @property
+    def selection_size(self) -> int:  # pragma: no cover - every policy defines it
+        """``m``: the class is the most frequent label of ``labels[0:m]``."""
+        raise NotImplementedError
+
+    @property
+    def fixed_samples(self) -> bool:
+        """Whether every image consumes :attr:`max_samples` (the plan ignores the pilot)."""
+        return False
+
+    def plan(self, x, *, sigma: float) -> CountPlan:  # pragma: no cover - every policy
+        """The count range for selection counts ``x``.
+
+        Parameters
+        ----------
+        x : ndarray of int64
+            Count of the chosen class in ``labels[0:m]``, one per image (or per distinct
+            count: the result must depend on ``x`` alone).
+        sigma : float
+            Noise level of the streams (for policies whose size depends on the radius).
+
+        Returns
+        -------
+        CountPlan
+            ``start`` and ``k`` broadcastable against ``x``.
+        """
+        raise NotImplementedError
+
+    def samples_consumed(self, plan: CountPlan):
+        """Samples an image consumes under ``plan``: ``max(m, start + k)``."""
+        return np.maximum(self.selection_size, np.asarray(plan.start) + np.asarray(plan.k))
+
+    @property
+    def static_need(self) -> int:
+        """Samples every image needs whatever its stream: its size if fixed, else ``m``."""
+        return self.max_samples if self.fixed_samples else self.selection_size

@@ -1,0 +1,474 @@
+"""Writing a stream store: create or resume it, write rows, mark them complete.
+
+A row is marked complete only once it is written and flushed, so a killed or failed run
+keeps every complete row and a rerun redoes the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from isskit._provenance import make_attrs
+from isskit._validate import check_positive_int, check_sigma
+from isskit.store._faults import StoreWriteError, _abandon, _space_needed, _write_error
+from isskit.store.lock import _WriterLock
+from isskit.store.schema import (
+    _COMPRESSION,
+    _COMPRESSION_LEVEL,
+    _MAX_CLASSES,
+    RUN_PARAMS,
+    SCHEMA_VERSION,
+    StoreError,
+    StoreMismatchError,
+    _check_attr_value,
+    _check_columns,
+    _chunk_shape,
+    _int_array,
+    _open_h5,
+    _py,
+    _read_columns,
+    _same,
+    _short,
+    _validate,
+)
+
+__all__ = [
+    "StreamWriter",
+    "open_for_writing",
+]
+
+def _create(
+    path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict
+) -> None:
+    """Write a new empty store, atomically: a temporary file renamed into place.
+
+    Every chunk of ``/labels`` is written here, as a deflated chunk of zeros (27 bytes
+    for 2,000 samples, 277 for 2^17: about 1 % of a written row, left as dead space once
+    the row is written). The chunk index (an HDF5 B-tree) then holds every chunk from the
+    start, and writing a row later only changes its index entry in place: no B-tree node
+    is added, split or moved, which on a full disk could reach the disk in part and cut
+    complete rows off the index.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    n = image_index.size
+    f = None
+    try:
+        f = h5py.File(tmp, "w", locking=False)
+        labels = f.create_dataset(
+            "labels",
+            shape=(n, samples_per_image),
+            dtype=np.uint16,
+            chunks=_chunk_shape(samples_per_image) if n else None,
+            compression=_COMPRESSION if n else None,
+            compression_opts=_COMPRESSION_LEVEL if n else None,
+            fillvalue=0,
+        )
+        if n:
+            C = labels.chunks[1]
+            # Level 9, unlike the rows' level 1: written once per chunk, it only has to be
+            # small. A zero chunk reads as the fill value HDF5 gives a chunk never written.
+            zeros = zlib.compress(bytes(2 * C), 9)
+            for r in range(n):
+                for c0 in range(0, samples_per_image, C):
+                    labels.id.write_direct_chunk((r, c0), zeros)
+        # The small per-image datasets are contiguous and written in full now, so later
+        # updates rewrite bytes in place and never change the file's structure.
+        f.create_dataset("image_index", data=image_index)
+        f.create_dataset("true_label", data=true_label)
+        f.create_dataset("complete", data=np.zeros(n, dtype=bool))
+        f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
+        if columns:
+            extra = f.create_group("extra")
+            for name, values in columns.items():
+                extra.create_dataset(name, data=values)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        # Flushed before the close, so that a full disk fails here, where the file can
+        # still be abandoned cleanly, and not inside close().
+        f.flush()
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if f is not None and f.id.valid:
+            _abandon(f)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _check_labels(labels, N: int, num_classes: int, what: str,
+                  first_row: int | None = None) -> np.ndarray:
+    """Labels as uint16 if every one is a class; else a StoreError naming ``what``.
+
+    With ``first_row`` (the row number of the block's first row), the message also names
+    the first row holding a bad label.
+    """
+    arr = np.asarray(labels)
+    if arr.shape[-1:] != (N,):
+        raise StoreError(f"{what}: labels have shape {arr.shape}, expected {N} per row")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise StoreError(f"{what}: labels must be integers, got dtype {arr.dtype}")
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            if first_row is not None and arr.ndim == 2:
+                row = first_row + int(np.argmax(np.any((arr < 0) | (arr >= num_classes), 1)))
+                what = f"{what}, row {row}"
+            raise StoreError(f"{what}: label {bad} outside [0, num_classes={num_classes})")
+    return arr.astype(np.uint16, copy=False)
+
+
+# --------------------------------------------------------------------------------------
+# writing
+
+
+def open_for_writing(
+    path,
+    *,
+    image_index: Sequence[int],
+    true_label: Sequence[int],
+    samples_per_image: int,
+    attrs: dict,
+    columns: dict | None = None,
+    fsync: bool = False,
+) -> StreamWriter:
+    """Create a stream store, or reopen an existing one to resume it.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store file. Its sidecar ``<path>.lock`` holds the writer lock.
+    image_index : sequence of int
+        Dataset index of each row, all distinct.
+    true_label : sequence of int
+        Ground-truth class of each row, in ``[0, num_classes)``.
+    samples_per_image : int
+        ``N``, the number of noisy copies (labels) per image.
+    attrs : dict
+        Root attrs: must hold ``sigma`` and ``num_classes``; should hold ``seed``,
+        ``dataset``, ``model``, ``device``, ``torch_version``, ``batch_size``, ``noise``.
+        Provenance (isskit version, creation time) is added by
+        :func:`isskit._provenance.make_attrs`; ``None`` values are dropped.
+    columns : dict of str to array, optional
+        Further per-image numbers (one int or float per row), stored as ``/extra/<name>``:
+        for example the true ``p_A`` of a synthetic store. Part of the run's identity:
+        resuming with different columns is refused.
+    fsync : bool, default False
+        Also ``fsync`` after each row, so that complete rows survive a power loss (a killed
+        process needs no fsync: its flushed writes are already with the kernel).
+
+    Returns
+    -------
+    StreamWriter
+
+    Raises
+    ------
+    StoreMismatchError
+        The store exists and any of :data:`RUN_PARAMS`, the image_index list or the true
+        labels differ; the message names each with both values.
+    StoreLockedError
+        Another live process is writing the store.
+    StoreError
+        Bad arguments, or an existing file that is not a valid store.
+    StoreWriteError
+        The lock file or the new store could not be written (a full disk names the space
+        to free); nothing is left behind.
+
+    Warns
+    -----
+    StaleLockWarning
+        The lock file of a writer that died was taken over.
+    """
+    path = Path(path)
+    samples_per_image = check_positive_int(samples_per_image, "samples_per_image")
+    if not isinstance(attrs, dict):
+        raise StoreError(f"attrs ({attrs!r}) must be a dict")
+    for key in ("sigma", "num_classes"):
+        if attrs.get(key) is None:
+            raise StoreError(f"attrs must hold {key!r}")
+    sigma = check_sigma(attrs["sigma"])
+    num_classes = check_positive_int(attrs["num_classes"], "num_classes")
+    if num_classes > _MAX_CLASSES:
+        raise StoreError(f"num_classes ({num_classes}) must be <= {_MAX_CLASSES} (uint16 labels)")
+    image_index = _int_array(image_index, "image_index")
+    true_label = _int_array(true_label, "true_label")
+    if true_label.shape != image_index.shape:
+        raise StoreError(
+            f"true_label has {true_label.size} values but image_index has {image_index.size}"
+        )
+    uniq, counts = np.unique(image_index, return_counts=True)
+    if np.any(counts > 1):
+        raise StoreError(f"image_index repeats {_short(uniq[counts > 1])}")
+    if true_label.size and (true_label.min() < 0 or true_label.max() >= num_classes):
+        raise StoreError(
+            f"true_label holds values outside [0, num_classes={num_classes}):"
+            f" {_short(true_label[(true_label < 0) | (true_label >= num_classes)])}"
+        )
+    columns = _check_columns(columns, image_index.size)
+    reserved = {"schema_version", "samples_per_image"} & set(attrs)
+    if reserved:
+        raise StoreError(f"attrs must not set {sorted(reserved)}: open_for_writing sets them")
+    extra = {k: _check_attr_value(k, v) for k, v in attrs.items() if v is not None}
+    extra.update(sigma=sigma, num_classes=num_classes)
+    full = make_attrs(schema_version=SCHEMA_VERSION, samples_per_image=samples_per_image, **extra)
+
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot write {path}: directory {path.parent} does not exist")
+    lock = _WriterLock(path)
+    try:
+        # Leftovers of a creation that was killed before its rename; the lock says no
+        # other process is creating this store now.
+        for stale in path.parent.glob(f".{path.name}.tmp-*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        if not path.exists():
+            try:
+                _create(path, image_index, true_label, samples_per_image, full, columns)
+            except (OSError, RuntimeError) as exc:  # h5py raises both for a failed write
+                need, basis = _space_needed(image_index.size * samples_per_image, None)
+                raise _write_error(exc, f"the new stream store {path}", path, need=need,
+                                   basis=basis) from None
+        # No chunk cache: a chunk goes to disk (or fails) inside the write that made it, so
+        # after a failure none is left in memory for HDF5 to retry, and fail on, at close.
+        f = _open_h5(path, "r+", rdcc_nbytes=0)
+        try:
+            stored = _validate(f, path)
+            _check_same_run(path, f, stored, full, image_index, true_label, columns)
+        except BaseException:
+            f.close()
+            raise
+    except BaseException:
+        lock.release()
+        raise
+    return StreamWriter(path, f, lock, fsync=fsync)
+
+
+def _check_same_run(path, f, stored: dict, given: dict, image_index, true_label, columns) -> None:
+    diffs = []
+    for key in RUN_PARAMS:
+        a, b = stored.get(key), given.get(key)
+        if not _same(a, b):
+            diffs.append(f"{key}: stored {a!r}, given {b!r}")
+    old_index = f["image_index"][...]
+    if not np.array_equal(old_index, image_index):
+        diffs.append(f"image_index: stored {_short(old_index)}, given {_short(image_index)}")
+    else:
+        old_true = f["true_label"][...]
+        if not np.array_equal(old_true, true_label):
+            diffs.append(f"true_label: stored {_short(old_true)}, given {_short(true_label)}")
+    old_columns = _read_columns(f, path)
+    for name in sorted(set(old_columns) | set(columns)):
+        a, b = old_columns.get(name), columns.get(name)
+        if a is None or b is None or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+            fmt = lambda v: "none" if v is None else _short(v)  # noqa: E731
+            diffs.append(f"column {name}: stored {fmt(a)}, given {fmt(b)}")
+    if diffs:
+        raise StoreMismatchError(
+            f"{path} was made with different run parameters; refusing to resume or"
+            " overwrite it (use another --out, or delete it):\n  " + "\n  ".join(diffs)
+        )
+
+
+class StreamWriter:
+    """Writes rows of a stream store; made by :func:`open_for_writing`.
+
+    Every write marks its rows complete only after the labels are written and flushed,
+    so a writer killed at any moment leaves no row marked complete that is not whole.
+    A write that fails (:class:`StoreWriteError`) closes the writer at once, without
+    writing anything more into the file, and releases the lock: the store keeps every
+    row marked complete before, and reopening it resumes the others.
+    """
+
+    def __init__(self, path: Path, f: h5py.File, lock: _WriterLock, *, fsync: bool = False):
+        self.path = path
+        self._f = f
+        self._lock = lock
+        self._fsync = fsync
+        self._failure: str | None = None
+        self._labels = f["labels"]
+        self._complete_ds = f["complete"]
+        self._seconds = f["seconds"]
+        self._complete = self._complete_ds[...]
+        self.image_index = f["image_index"][...]
+        self.true_label = f["true_label"][...]
+        self.attrs = {k: _py(v) for k, v in f.attrs.items()}
+        self.n_images, self.samples_per_image = self._labels.shape
+        self.num_classes = int(self.attrs["num_classes"])
+
+    # -- state
+    @property
+    def complete(self) -> np.ndarray:
+        """Whether each row is complete (a copy)."""
+        return self._complete.copy()
+
+    def pending(self) -> np.ndarray:
+        """Row indices not yet complete, in increasing order."""
+        return np.flatnonzero(~self._complete)
+
+    # -- writing
+    def write_row(self, i: int, labels, seconds: float) -> None:
+        """Write row ``i`` (``N`` labels in draw order) and mark it complete.
+
+        Parameters
+        ----------
+        i : int
+            Row index in ``[0, n_images)``.
+        labels : array of int, shape (N,)
+            Predicted labels, each in ``[0, num_classes)``.
+        seconds : float
+            Wall seconds spent sampling this row.
+        """
+        self.write_rows(i, np.asarray(labels)[None, ...], [seconds])
+
+    def write_rows(self, start: int, labels, seconds) -> None:
+        """Write consecutive rows ``start, start+1, ...`` and mark them complete together.
+
+        Parameters
+        ----------
+        start : int
+            First row index.
+        labels : array of int, shape (rows, N)
+            One row of labels per image.
+        seconds : array of float, shape (rows,)
+            Wall seconds spent sampling each row.
+        """
+        self._check_open()
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            raise StoreError(f"labels block must be 2-D (rows, N), got shape {labels.shape}")
+        start = check_positive_int(start, "start", minimum=0)
+        self.write_rows_at(np.arange(start, start + labels.shape[0]), labels, seconds)
+
+    def write_rows_at(self, rows, labels, seconds) -> None:
+        """Write the given rows (any distinct indices) and mark them complete together.
+
+        Parameters
+        ----------
+        rows : array of int, shape (m,)
+            Row indices, distinct.
+        labels : array of int, shape (m, N)
+            Labels of each row, in the order of ``rows``.
+        seconds : array of float, shape (m,)
+            Wall seconds spent sampling each row (NaN where unknown).
+        """
+        self._check_open()
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return
+        if rows.min() < 0 or rows.max() >= self.n_images:
+            raise StoreError(f"row index outside [0, {self.n_images}): {_short(rows)}")
+        if np.unique(rows).size != rows.size:
+            raise StoreError(f"row indices repeat: {_short(rows)}")
+        seconds = np.asarray(seconds, dtype=np.float64).reshape(-1)
+        known = seconds[~np.isnan(seconds)]
+        if seconds.shape != rows.shape or np.any(np.isinf(known)) or np.any(known < 0):
+            raise StoreError(
+                f"seconds must be {rows.size} finite values >= 0 (or NaN for unknown),"
+                f" got {_short(seconds)}"
+            )
+        what = f"{self.path} row {int(rows[0])}" + (f"..{int(rows[-1])}" if rows.size > 1 else "")
+        labels = _check_labels(labels, self.samples_per_image, self.num_classes, what)
+        if labels.shape[0] != rows.size:
+            raise StoreError(f"{what}: {labels.shape[0]} label rows for {rows.size} row indices")
+        try:
+            if np.any(self._complete[rows]):
+                # Rewriting a complete row: unmark it first, so a kill mid-write cannot
+                # leave the old mark on half-new labels.
+                self._mark(rows, False)
+            if np.all(np.diff(rows) == 1):
+                self._labels[rows[0] : rows[-1] + 1] = labels
+            else:
+                for j, r in enumerate(rows):
+                    self._labels[r] = labels[j]
+            for j, r in enumerate(rows):
+                self._seconds[r] = seconds[j]
+            self._flush()
+            self._mark(rows, True)
+        except (OSError, RuntimeError) as exc:  # disk full, quota, I/O error (h5py: either)
+            raise self._fail(exc, what) from None
+
+    def _mark(self, rows: np.ndarray, value: bool) -> None:
+        """Set the complete flag of ``rows`` on disk, then (once flushed) in memory."""
+        mask = self._complete.copy()
+        mask[rows] = value
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        self._complete_ds[lo:hi] = mask[lo:hi]
+        self._flush()
+        self._complete = mask
+
+    def _fail(self, exc: BaseException, what: str) -> StoreWriteError:
+        """Close the file without writing more, release the lock; the error to raise."""
+        done = int(self._complete.sum())
+        N = self.samples_per_image
+        rate = None
+        if done:
+            with contextlib.suppress(OSError):
+                rate = self.path.stat().st_size / (done * N)
+        need, basis = _space_needed((self.n_images - done) * N, rate)
+        err = _write_error(exc, what, self.path, need=need, basis=basis)
+        kept = (f"the {done} complete row(s) are kept; the other {self.n_images - done} are"
+                " redone when the store is opened for writing again")
+        err.args = (f"{err}; {kept}",)
+        f, self._f = self._f, None
+        _abandon(f)
+        self._lock.release()
+        self._failure = str(err)
+        return err
+
+    def _flush(self) -> None:
+        self._f.flush()
+        if self._fsync:
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise StoreError(f"the writer of {self.path} stopped after a failed write:"
+                             f" {self._failure}")
+        if self._f is None:
+            raise StoreError(f"the writer of {self.path} is closed")
+
+    # -- life cycle
+    def close(self) -> None:
+        """Flush, close the file and release the writer lock.
+
+        Raises
+        ------
+        StoreWriteError
+            The last flush failed; rows marked complete before are kept.
+        """
+        if self._f is None:
+            return
+        try:
+            # Every write flushed already, so this normally writes nothing; done apart from
+            # the close so that a failure can still abandon the file cleanly.
+            self._flush()
+            self._f.close()
+        except (OSError, RuntimeError) as exc:
+            raise self._fail(exc, f"{self.path} (closing it)") from None
+        self._f = None
+        self._lock.release()
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        done = int(self._complete.sum())
+        return (
+            f"StreamWriter({str(self.path)!r}, {done}/{self.n_images} rows complete,"
+            f" N={self.samples_per_image})"
+        )
