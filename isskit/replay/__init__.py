@@ -7,6 +7,7 @@
 """
 
 from isskit.replay.engine import (
+    DEFAULT_MAX_BYTES,
     PolicyResult,
     StreamIndex,
     build_index,
@@ -20,6 +21,7 @@ from isskit.replay.engine import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "PolicyResult",
     "StreamIndex",
     "build_index",

@@ -46,6 +46,7 @@ from isskit.replay.metrics import (
 from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "PolicyResult",
     "StreamIndex",
     "build_index",
