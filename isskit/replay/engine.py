@@ -51,6 +51,7 @@ __all__ = [
     "replay",
 ]
 
+
 def _cp_lower(k_A, k, alpha):
     """One-sided CP lower bounds, row b at ``alpha[b]``; NaN where k = 0 (no estimate).
 
