@@ -78,18 +78,18 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import binom
 
 from isskit._bisect import bisect
-from isskit._validate import (
+from isskit.policies.base import DEFAULT_ALPHA
+from isskit.policies.base import fmt as _fmt
+from isskit.psi.mapping import _frozen
+from isskit.replay import _kernels
+from isskit.stats import cp_interval, cp_lower
+from isskit.validate import (
     _real,
     check_alpha,
     check_positive_int,
     check_sample_size,
     check_sigma,
 )
-from isskit.policies.base import DEFAULT_ALPHA
-from isskit.policies.base import fmt as _fmt
-from isskit.psi.mapping import _frozen
-from isskit.replay import _kernels
-from isskit.stats import cp_interval, cp_lower
 
 __all__ = [
     "CERTIFIED",

@@ -54,7 +54,7 @@ def _parse_indices(text: str | None) -> list[int] | None:
     """
     if text is None:
         return None
-    from isskit._validate import check_memory
+    from isskit.validate import check_memory
 
     parts: list[range] = []
     for part in text.split(","):
@@ -198,8 +198,8 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         N = DEFAULT_N
 
     from isskit import require_extra
-    from isskit._validate import check_positive_int, check_sample_size, check_sigma
     from isskit.store import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+    from isskit.validate import check_positive_int, check_sample_size, check_sigma
 
     with library_errors():
         require_extra("torch", "torch", "isskit sample")

@@ -20,13 +20,13 @@ import numpy as np
 
 from isskit._atomic import atomic_path
 from isskit._provenance import file_sha256
-from isskit._validate import (
+from isskit.logs.cohen_format import CohenLog, num_classes_from_name, read_cohen_log
+from isskit.logs.recover import AlphaFit, CountRanges, _resolve_sigma, detect_alpha, recover_counts
+from isskit.validate import (
     ArgumentError,
     check_positive_int,
     check_sample_size,
 )
-from isskit.logs.cohen_format import CohenLog, num_classes_from_name, read_cohen_log
-from isskit.logs.recover import AlphaFit, CountRanges, _resolve_sigma, detect_alpha, recover_counts
 
 __all__ = [
     "ABSTAIN_RULES",

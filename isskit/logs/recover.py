@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from isskit._bisect import bisect
-from isskit._validate import (
+from isskit.logs.cohen_format import CohenLog, _fmt, sigma_from_name
+from isskit.stats import certified_radius, cp_lower
+from isskit.validate import (
     ArgumentError,
     check_alpha,
     check_sample_size,
     check_sigma,
 )
-from isskit.logs.cohen_format import CohenLog, _fmt, sigma_from_name
-from isskit.stats import certified_radius, cp_lower
 
 __all__ = [
     "DEFAULT_ALPHAS",

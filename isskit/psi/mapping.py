@@ -38,14 +38,14 @@ import numpy as np
 from scipy.special import betainc, ndtr, ndtri
 
 from isskit._bisect import bisect, bisect_float
-from isskit._validate import (
+from isskit.stats import expected_radius
+from isskit.validate import (
     check_alpha,
     check_decline,
     check_sample_size,
     check_sigma,
     check_U,
 )
-from isskit.stats import expected_radius
 
 __all__ = [
     "psi_exact",

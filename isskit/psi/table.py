@@ -21,8 +21,8 @@ import numpy as np
 
 from isskit._atomic import atomic_path
 from isskit._provenance import file_sha256
-from isskit._validate import check_delta
 from isskit.psi.mapping import _cell_values, _check_p, _check_params, psi_exact
+from isskit.validate import check_delta
 
 __all__ = [
     "MAPPINGS",

@@ -30,13 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import betainc, ndtr
 
-from isskit._progress import progress_bar
-from isskit._validate import (
-    OVERHEAD_BYTES,
-    check_memory,
-    check_pilot_size,
-    check_positive_int,
-)
+from isskit.progress import progress_bar
 from isskit.psi.mapping import (
     _meets,
     _target,
@@ -46,6 +40,12 @@ from isskit.psi.mapping import (
 )
 from isskit.psi.table import _range_max, _sparse_max, psi_table
 from isskit.stats import cp_interval, expected_radius
+from isskit.validate import (
+    OVERHEAD_BYTES,
+    check_memory,
+    check_pilot_size,
+    check_positive_int,
+)
 
 __all__ = ["VerifyResult", "Violation", "verify", "verify_table"]
 

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from isskit._progress import progress_bar
 from isskit._provenance import make_attrs
-from isskit._validate import ArgumentError
 from isskit.policies import CountPlan, RadiusPolicy, parse_policies
+from isskit.progress import progress_bar
 from isskit.replay import _cbeta, _kernels
 from isskit.replay.index import StreamIndex, _check_static_needs, _too_many, build_index
 from isskit.replay.metrics import (
@@ -44,6 +43,7 @@ from isskit.replay.metrics import (
 )
 from isskit.replay.results import _default_grid, _describe, _policy_coords
 from isskit.stats import certified_radius, cp_lower
+from isskit.validate import ArgumentError
 
 __all__ = [
     "PolicyResult",

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from isskit._progress import progress_bar
 from isskit.policies import parse_policies
+from isskit.progress import progress_bar
 from isskit.replay import _kernels
 
 __all__ = [

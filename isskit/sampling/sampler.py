@@ -45,8 +45,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isskit._progress import progress_bar
-from isskit._validate import (
+from isskit.progress import progress_bar
+from isskit.store import StoreWriteError, open_for_writing
+from isskit.validate import (
     OVERHEAD_BYTES,
     ArgumentError,
     check_memory,
@@ -54,7 +55,6 @@ from isskit._validate import (
     check_sample_size,
     check_sigma,
 )
-from isskit.store import StoreWriteError, open_for_writing
 
 __all__ = [
     "NOISE_SCHEME",

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from isskit._atomic import atomic_path
-from isskit._progress import progress_bar
+from isskit.progress import progress_bar
 from isskit.store.reader import StreamStore, open_store
 from isskit.store.schema import RUN_PARAMS, StoreError, StoreMismatchError, _same, _short
 from isskit.store.writer import _check_labels, open_for_writing

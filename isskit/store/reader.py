@@ -11,11 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from isskit._progress import progress_bar
 from isskit._provenance import file_sha256
-from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int
+from isskit.progress import progress_bar
 from isskit.store._inflate import _default_threads, _inflate_into
 from isskit.store.schema import StoreError, _open_h5, _read_columns, _short, _validate
+from isskit.validate import OVERHEAD_BYTES, check_memory, check_positive_int
 
 __all__ = [
     "StreamStore",

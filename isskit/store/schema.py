@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from isskit._validate import check_sigma
+from isskit.validate import check_sigma
 
 __all__ = [
     "RUN_PARAMS",

@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 
 from isskit._provenance import make_attrs
-from isskit._validate import check_positive_int, check_sigma
 from isskit.store._faults import StoreWriteError, _abandon, _space_needed, _write_error
 from isskit.store.lock import _WriterLock
 from isskit.store.schema import (
@@ -38,6 +37,7 @@ from isskit.store.schema import (
     _short,
     _validate,
 )
+from isskit.validate import check_positive_int, check_sigma
 
 __all__ = [
     "StreamWriter",

@@ -41,15 +41,15 @@ import numpy as np
 from scipy import stats as st
 
 from isskit._bisect import bisect
-from isskit._validate import (
+from isskit.policies import ISS, KINDS, Cohen, CountPlan, RadiusPolicy
+from isskit.stats import cp_interval, cp_lower
+from isskit.validate import (
     OVERHEAD_BYTES,
     ArgumentError,
     check_memory,
     check_positive_int,
     check_sigma,
 )
-from isskit.policies import ISS, KINDS, Cohen, CountPlan, RadiusPolicy
-from isskit.stats import cp_interval, cp_lower
 
 __all__ = [
     "DEFAULT_P_A",

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from isskit._validate import check_alpha, check_sigma
 from isskit.stats import expected_radius
+from isskit.validate import check_alpha, check_sigma
 
 __all__ = ["OracleResult", "default_k_grid", "expected_acr", "oracle_allocation"]
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from isskit._data import data_dir
-from isskit._progress import progress_bar
-from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
+from isskit.progress import progress_bar
 from isskit.store import open_for_writing
+from isskit.validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
 
 __all__ = [
     "DEFAULT_SOURCE",
