@@ -374,3 +374,30 @@ def test_bad_arguments(tmp_path, default, digits):
         sample_to_store(default.model, digits.dataset, out, sigma=0.1, N=10,
                         device="nonsense", progress=False)
     assert not out.exists()
+
+
+def test_sample_extends_rows_drawn_in_part(tmp_path, default, digits):
+    from isskit.store import RUN_PARAMS, open_for_writing
+
+    idx = [3, 8, 21]
+    kw = dict(sigma=0.5, N=1000, batch=300, seed=5, indices=idx, device="cpu",
+              progress=False, model_description="m", dataset_name="d")
+    sample_to_store(default.model, digits.dataset, tmp_path / "full.h5", **kw)
+    with open_store(tmp_path / "full.h5") as full:
+        attrs = {k: full.attrs[k] for k in RUN_PARAMS if k != "samples_per_image"}
+        want = full.labels()
+        truth = full.true_label
+    # what isskit certify leaves: row 0 drawn to 300 (a block and a part), row 1 whole,
+    # row 2 not begun
+    part = tmp_path / "part.h5"
+    with open_for_writing(part, image_index=idx, true_label=truth, samples_per_image=1000,
+                          attrs=attrs) as w:
+        head = np.zeros((2, 1000), np.uint16)
+        head[0, :300] = want[0, :300]
+        head[1] = want[1]
+        w.write_rows_at([0, 1], head, [1.0, 1.0], drawn=[300, 1000])
+    run = sample_to_store(default.model, digits.dataset, part, **kw)
+    assert (run.rows_sampled, run.rows_skipped) == (2, 1)
+    with open_store(part) as s:
+        np.testing.assert_array_equal(s.drawn, [1000] * 3)
+        np.testing.assert_array_equal(s.labels(), want)

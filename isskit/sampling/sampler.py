@@ -609,7 +609,8 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     """Sample every selected image N times and write the labels to a stream store.
 
     Creates ``out`` or resumes it: rows already complete are skipped, the others are
-    (re)done from their first sample. Parameters that define the streams (sigma, N,
+    (re)done from their first sample; complete rows of fewer than N samples (drawn by
+    ``isskit certify``) are extended to N. Parameters that define the streams (sigma, N,
     seed, model, dataset, classes, noise, images) must match an existing store, which
     refuses otherwise (:class:`isskit.store.StoreMismatchError`).
 
@@ -724,10 +725,13 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     seconds = 0.0
     with open_for_writing(out, image_index=selected, true_label=labels_true,
                           samples_per_image=N, attrs=attrs) as writer:
-        pending = [int(r) for r in writer.pending()]
+        # Rows ``isskit certify`` drew in part are extended to N from where they stop,
+        # under this scheme their first samples are those a full row would have.
+        drawn = np.where(writer.complete, writer.drawn, 0)
+        pending = [int(r) for r in np.flatnonzero(drawn < N)]
         skipped = len(selected) - len(pending)
         bar = progress_bar(
-            total=len(pending) * N, unit="sample", unit_scale=True, smoothing=0.1,
+            total=int((N - drawn).sum()), unit="sample", unit_scale=True, smoothing=0.1,
             enabled=progress and rank == 0,
             desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1
                                            else ""),
@@ -743,7 +747,10 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
                     x = dataset[image_index][0]
                     _sync(dev)
                     t0 = time.perf_counter()
-                    labels = sampler.row(x, image_index, bar)
+                    start = int(drawn[row])
+                    labels = sampler.row(x, image_index, bar, start=start)
+                    if start:
+                        labels = np.concatenate([writer.read_row(row, start), labels])
                     _sync(dev)
                     dt = time.perf_counter() - t0
                     groups.add(row, labels, dt)
@@ -764,7 +771,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         rows_sampled=len(pending),
         rows_skipped=skipped,
         seconds=seconds,
-        samples_per_second=(len(pending) * N / seconds) if seconds > 0 else 0.0,
+        samples_per_second=(float((N - drawn).sum()) / seconds) if seconds > 0 else 0.0,
         device=str(dev),
         rank=rank,
         world_size=world_size,
