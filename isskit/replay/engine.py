@@ -945,6 +945,23 @@ def cohen_log_paths(names, directory) -> list[Path]:
     return [d / f"{_safe_name(str(name))}.tsv" for name in names]
 
 
+#: The header of Cohen et al.'s certify.py log, which every Cohen-format log isskit writes
+#: starts with (:func:`export_cohen`, ``isskit certify``).
+COHEN_LOG_HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+
+
+def cohen_log_line(idx, label, predict, radius, seconds) -> str:
+    """One line of a Cohen-format log, as :func:`export_cohen` documents it.
+
+    ``seconds`` NaN writes ``nan`` as the time; ``correct`` is 1 where ``predict`` is the
+    label (an abstention, -1, is never correct).
+    """
+    seconds = float(seconds)
+    t = str(datetime.timedelta(seconds=seconds)) if math.isfinite(seconds) else "nan"
+    correct = int(predict == label and predict >= 0)
+    return f"{int(idx)}\t{int(label)}\t{int(predict)}\t{float(radius):.6f}\t{correct}\t{t}\n"
+
+
 def export_cohen(ds, directory) -> list[Path]:
     """Write each policy's per-image results as a Cohen-format certification log.
 
@@ -981,17 +998,9 @@ def export_cohen(ds, directory) -> list[Path]:
         rad = ds.radius.values[i]
         samples = ds.samples.values[i]
         with atomic_path(path) as tmp, tmp.open("w") as f:
-            f.write("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
+            f.write(COHEN_LOG_HEADER)
             for j in range(idx.size):
-                t = (
-                    str(datetime.timedelta(seconds=float(samples[j]) * sps))
-                    if math.isfinite(sps)
-                    else "nan"
-                )
-                correct = int(pred[j] == label[j] and pred[j] >= 0)
-                f.write(
-                    f"{int(idx[j])}\t{int(label[j])}\t{int(pred[j])}\t{rad[j]:.6f}\t"
-                    f"{correct}\t{t}\n"
-                )
+                f.write(cohen_log_line(idx[j], label[j], pred[j], rad[j],
+                                       float(samples[j]) * sps))
         out.append(path)
     return out
