@@ -237,15 +237,43 @@ def prop2_bruteforce(table, points):
 
 # --- sampling (isskit.sampling) ---------------------------------------------
 
-def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
+def _blake_seed(text):
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def noise_reference(shape, *, N, batch, seed, image_index, scheme="isskit-noise-v2"):
+    """The float32 noise of one row, ``(N, *shape)``, coded from sampler.py's docstring.
+
+    ``isskit-noise-v2``: blocks of 256 samples, block b one ``normal_`` on a CPU generator
+    seeded with the first 8 bytes (little-endian, top bit cleared) of
+    ``blake2b(b"isskit-noise-v2:<seed>:<index>:<b>")``, drawn whole. ``isskit-noise-v1``:
+    one generator seeded with ``blake2b(b"isskit-noise-v1:<seed>:<index>")``, ``normal_`` on
+    blocks of ``batch`` copies (the last one shorter).
+    """
+    import torch
+
+    parts = []
+    if scheme == "isskit-noise-v1":
+        gen = torch.Generator().manual_seed(_blake_seed(f"{scheme}:{seed}:{image_index}"))
+        for start in range(0, N, batch):
+            z = torch.empty((min(batch, N - start), *shape), dtype=torch.float32)
+            parts.append(z.normal_(generator=gen))
+    else:
+        for b in range(0, (N + 255) // 256):
+            gen = torch.Generator().manual_seed(
+                _blake_seed(f"{scheme}:{seed}:{image_index}:{b}"))
+            z = torch.empty((256, *shape), dtype=torch.float32)
+            parts.append(z.normal_(generator=gen))
+    return torch.cat(parts)[:N]
+
+
+def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index,
+                         scheme="isskit-noise-v2"):
     """One stream row, one forward pass per noisy copy (isskit.sampling's documented noise).
 
-    The noise follows the derivation written in ``isskit/sampling/sampler.py``'s docstring, coded
-    here from that text: a CPU ``torch.Generator`` seeded with the first 8 bytes
-    (little-endian, top bit cleared) of ``blake2b(b"isskit-noise-v1:<seed>:<index>")``,
-    ``normal_`` on float32 blocks of ``batch`` copies (the last one shorter), input
-    ``torch.add(x, z, alpha=sigma)``. Then every copy is classified alone and the first
-    maximal logit wins.
+    The noise is :func:`noise_reference`'s, input ``torch.add(x, z, alpha=sigma)``. Then
+    every copy is classified alone and the first maximal logit wins.
 
     Returns
     -------
@@ -256,21 +284,16 @@ def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
     """
     import torch
 
-    digest = hashlib.blake2b(f"isskit-noise-v1:{seed}:{image_index}".encode(),
-                             digest_size=8).digest()
-    gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+    z = noise_reference(tuple(x.shape), N=N, batch=batch, seed=seed,
+                        image_index=image_index, scheme=scheme)
     labels, margins = [], []
     with torch.no_grad():
-        for start in range(0, N, batch):
-            b = min(batch, N - start)
-            z = torch.empty((b, *x.shape), dtype=torch.float32)
-            z.normal_(generator=gen)
-            noisy = torch.add(x, z, alpha=sigma)
-            for j in range(b):
-                logits = model(noisy[j : j + 1])[0].double()
-                top2 = torch.topk(logits, 2).values
-                labels.append(int(torch.argmax(logits)))
-                margins.append(float(top2[0] - top2[1]))
+        noisy = torch.add(x, z, alpha=sigma)
+        for j in range(N):
+            logits = model(noisy[j : j + 1])[0].double()
+            top2 = torch.topk(logits, 2).values
+            labels.append(int(torch.argmax(logits)))
+            margins.append(float(top2[0] - top2[1]))
     return np.asarray(labels, dtype=np.int64), np.asarray(margins)
 
 

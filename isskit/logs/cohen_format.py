@@ -25,7 +25,9 @@ from isskit._atomic import atomic_path
 
 __all__ = [
     "HEADER",
+    "HEADER_LINE",
     "CohenLog",
+    "format_row",
     "num_classes_from_name",
     "read_cohen_log",
     "sigma_from_name",
@@ -34,6 +36,8 @@ __all__ = [
 
 #: The header every log starts with, tab separated (Cohen et al.'s ``certify.py``).
 HEADER = ("idx", "label", "predict", "radius", "correct", "time")
+#: The header as the first line of a log file.
+HEADER_LINE = "\t".join(HEADER) + "\n"
 
 # Formats a radius may have been printed with, in order of preference when several
 # reproduce every text of a log: Cohen et al. print ``{:.3}`` (3 significant digits),
@@ -303,16 +307,29 @@ def write_cohen_log(path, idx, label, predict, radius, seconds, *,
         raise ValueError(f"the columns of a log must be 1-D of one length: shapes {shapes}")
     idx, label, predict, radius, seconds = columns.values()
     with atomic_path(path) as tmp, tmp.open("w") as f:
-        f.write("\t".join(HEADER) + "\n")
+        f.write(HEADER_LINE)
         for j in range(idx.size):
-            s = float(seconds[j])
-            t = "nan" if math.isnan(s) else str(datetime.timedelta(seconds=s))
-            correct = int(predict[j] == label[j] and predict[j] >= 0)
-            f.write(
-                f"{int(idx[j])}\t{int(label[j])}\t{int(predict[j])}\t"
-                f"{_fmt(radius[j], radius_format)}\t{correct}\t{t}\n"
-            )
+            f.write(format_row(idx[j], label[j], predict[j], radius[j], seconds[j],
+                               radius_format=radius_format))
     return path
+
+
+def format_row(idx, label, predict, radius, seconds, *, radius_format: str = ".6f") -> str:
+    """One row of a Cohen-format log, with its newline (the rule of :func:`write_cohen_log`).
+
+    ``isskit certify`` writes its logs a row at a time through this, flushed after every
+    image as Cohen's ``certify.py`` does.
+
+    Examples
+    --------
+    >>> format_row(7, 3, 3, 0.5, 13.73608)
+    '7\t3\t3\t0.500000\t1\t0:00:13.736080\n'
+    """
+    s = float(seconds)
+    t = "nan" if math.isnan(s) else str(datetime.timedelta(seconds=s))
+    correct = int(predict == label and predict >= 0)
+    return (f"{int(idx)}\t{int(label)}\t{int(predict)}\t{_fmt(radius, radius_format)}\t"
+            f"{correct}\t{t}\n")
 
 
 # --------------------------------------------------------------------------- file names

@@ -32,6 +32,7 @@ Examples
 from isskit.policies.base import (
     DEFAULT_ALPHA,
     KINDS,
+    Counted,
     CountPlan,
     Policy,
     RadiusPolicy,
@@ -51,6 +52,7 @@ __all__ = [
     "KINDS",
     "Cohen",
     "CountPlan",
+    "Counted",
     "Policy",
     "RadiusPolicy",
     "load_policy_file",

@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_ALPHA",
     "KINDS",
     "CountPlan",
+    "Counted",
     "Policy",
     "RadiusPolicy",
     "register",
@@ -113,6 +114,35 @@ class CountPlan:
     start: object
     k: object
     k_hat: object = -1
+
+
+@dataclass(frozen=True)
+class Counted:
+    """What a radius policy counted on one image's stream prefix, once it has decided.
+
+    The certificate follows from these counts by the rule replay applies
+    (:func:`isskit.replay.engine._certify`: Cohen's bound on ``k_A`` of ``k`` at the
+    policy's ``alpha``, certified when it is at least 1/2).
+
+    Attributes
+    ----------
+    chosen : int
+        The class chosen on ``labels[0:m]``.
+    k_A : int
+        Count of ``chosen`` over the count range.
+    k : int
+        Length of the count range (0: abstain without an estimate).
+    samples : int
+        Samples consumed, ``max(m, start + k)``.
+    k_hat : int
+        As :attr:`CountPlan.k_hat`.
+    """
+
+    chosen: int
+    k_A: int
+    k: int
+    samples: int
+    k_hat: int = -1
 
 
 class Policy:
@@ -245,3 +275,41 @@ class RadiusPolicy(Policy):
     def static_need(self) -> int:
         """Samples every image needs whatever its stream: its size if fixed, else ``m``."""
         return self.max_samples if self.fixed_samples else self.selection_size
+
+    def needs(self, labels, *, sigma: float):
+        """Evaluate the policy on a stream prefix: decided, or the samples it needs.
+
+        DESIGN.md: "a policy evaluated on a stream prefix either decides, or answers with
+        the least total number of samples it needs". ``isskit certify`` draws up to that
+        number and asks again, so online certification runs this one definition, from
+        :attr:`selection_size` and :meth:`plan` as replay does.
+
+        Parameters
+        ----------
+        labels : array of int, shape (t,)
+            The image's first ``t`` labels in draw order.
+        sigma : float
+            Noise level (for :meth:`plan`).
+
+        Returns
+        -------
+        int or Counted
+            The least total number of samples (> ``t``) needed before the policy can
+            decide, or what it counted once ``t`` suffices.
+        """
+        labels = np.asarray(labels)
+        m = int(self.selection_size)
+        if labels.size < m:
+            return m
+        # the most frequent label of the selection, ties to the smallest (argmax: first)
+        counts = np.bincount(labels[:m].astype(np.int64), minlength=1)
+        chosen = int(np.argmax(counts))
+        x = np.asarray([counts[chosen]], dtype=np.int64)
+        plan = self.plan(x, sigma=sigma)
+        start, k, k_hat = (int(np.asarray(v).reshape(-1)[0]) for v in
+                           (plan.start, plan.k, plan.k_hat))
+        samples = max(m, start + k)
+        if labels.size < samples:
+            return samples
+        k_A = int(np.count_nonzero(labels[start:start + k] == chosen))
+        return Counted(chosen=chosen, k_A=k_A, k=k, samples=samples, k_hat=k_hat)

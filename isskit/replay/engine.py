@@ -97,8 +97,10 @@ class _Planner:
     distinct count of its checkpoint, and the answers are spread back over the images.
     """
 
-    def __init__(self, index: StreamIndex, sigma: float, image_ids):
+    def __init__(self, index: StreamIndex, sigma: float, image_ids, drawn=None):
         self.index = index
+        # samples drawn per image (schema 2): a plan past them is refused like one past N
+        self.drawn = None if drawn is None else np.asarray(drawn, np.int64)
         self.sigma = float(sigma)
         self.ids = index.rows if image_ids is None else np.asarray(image_ids)
         self._distinct: dict = {}
@@ -121,6 +123,7 @@ class _Planner:
         j = self.index.column(policy.selection_size)
         if policy.fixed_samples:
             plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
+            self._check_drawn(policy, policy.samples_consumed(plan))
             return j, plan.start, plan.k, policy.samples_consumed(plan), plan.k_hat
         x, inv = self._counts(j)
         plan = policy.plan(x, sigma=self.sigma)
@@ -132,7 +135,18 @@ class _Planner:
             i = int(np.flatnonzero(over)[0])
             raise _too_many(policy, int(self.ids[i]), int(start[i] + k[i]), n,
                             int(over.sum()))
+        self._check_drawn(policy, samples)
         return j, start, k, samples, k_hat
+
+    def _check_drawn(self, policy, samples):
+        if self.drawn is None:
+            return
+        over = np.broadcast_to(samples, self.drawn.shape) > self.drawn
+        if np.any(over):
+            i = int(np.flatnonzero(over)[0])
+            raise _too_many(policy, int(self.ids[i]),
+                            int(np.broadcast_to(samples, over.shape)[i]),
+                            self.index.n_samples, int(over.sum()), drawn=int(self.drawn[i]))
 
 
 def _count_batch(index, planner, policies, out=None):
@@ -356,7 +370,8 @@ def replay(
     n_img = rows.size
     shape = (len(every), n_img)
     res = {f: np.empty(shape, np.int64) for f in _COUNT_FIELDS}
-    planner = _Planner(index, sigma, ids)
+    planner = _Planner(index, sigma, ids, drawn=np.asarray(store.drawn)[rows]
+                       if hasattr(store, "drawn") else None)
     per = max(1, _BATCH_CELLS // max(1, n_img))
     starts = range(0, len(every), per)
     if progress:

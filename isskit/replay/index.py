@@ -352,11 +352,13 @@ def build_index(store, policies, *, rows=None, max_bytes=DEFAULT_MAX_BYTES, prog
     )
 
 
-def _too_many(policy, image, need, n, n_bad=1):
+def _too_many(policy, image, need, n, n_bad=1, drawn=None):
     more = f" (and {n_bad - 1} more images)" if n_bad > 1 else ""
+    held = (f"each stream holds {n} (N)" if drawn is None or drawn >= n else
+            f"its stream holds {drawn} drawn samples (of N = {n})")
     return ValueError(
-        f"policy {policy.name} needs {need} samples for image {image}{more}, but each "
-        f"stream holds {n} (N); sample more, or choose a smaller policy"
+        f"policy {policy.name} needs {need} samples for image {image}{more}, but "
+        f"{held}; sample more, or choose a smaller policy"
     )
 
 

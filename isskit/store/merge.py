@@ -129,7 +129,7 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
                                           f"merge input {s.path}", first_row=start)
                             src = np.arange(start, start + block.shape[0])
                             dst = out_row[offset + src]
-                            writer.write_rows_at(dst, block, s.seconds[src])
+                            writer.write_rows_at(dst, block, s.seconds[src], drawn=s.drawn[src])
                             if bar is not None:
                                 bar.update(src.size)
                         offset += s.n_images

@@ -14,7 +14,14 @@ import numpy as np
 from isskit._provenance import file_sha256
 from isskit.progress import progress_bar
 from isskit.store._inflate import _default_threads, _inflate_into
-from isskit.store.schema import StoreError, _open_h5, _read_columns, _short, _validate
+from isskit.store.schema import (
+    StoreError,
+    _open_h5,
+    _read_columns,
+    _read_drawn,
+    _short,
+    _validate,
+)
 from isskit.validate import OVERHEAD_BYTES, check_memory, check_positive_int
 
 __all__ = [
@@ -76,6 +83,9 @@ class StreamStore:
             self.true_label = f["true_label"][...]
             self.complete = f["complete"][...]
             self.seconds = f["seconds"][...]
+            #: Samples drawn per row (``N`` for a full row, and for every row of a schema-1
+            #: store); samples past it are unused.
+            self.drawn = _read_drawn(f, path)
             self.columns = _read_columns(f, path)
         except OSError as exc:
             raise StoreError(f"cannot read stream store {path} (damaged?): {exc}") from None

@@ -1,4 +1,9 @@
-"""The stream store's schema (version 1): layout, root attrs, and the checks a file must pass.
+"""The stream store's schema (version 2): layout, root attrs, and the checks a file must pass.
+
+Version 2 adds ``/drawn`` (n_images,) int64: the samples actually drawn for each row
+(``isskit certify`` draws only what its policies need; the rest of the row is unused).
+A version-1 store (no ``/drawn``) reads as full rows, ``drawn = N``, and is never
+rewritten to version 2: its writer only writes full rows.
 
 Every other module of :mod:`isskit.store` reads and writes through these definitions;
 every problem with a file is a :class:`StoreError` (a ``ValueError``) naming the path.
@@ -24,7 +29,7 @@ __all__ = [
 ]
 
 #: The schema version this isskit writes, and the newest it reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Root attrs that define a run: resuming a store with any of them different is refused,
 #: since the rows already written would mix two different experiments.
@@ -49,6 +54,8 @@ _DATASETS = {
     "complete": (1, np.dtype(np.bool_)),
     "seconds": (1, np.dtype(np.float64)),
 }
+#: Datasets new in a schema version: (name, (number of dimensions, dtype), version).
+_DATASETS_SINCE = {"drawn": ((1, np.dtype(np.int64)), 2)}
 _REQUIRED_ATTRS = ("schema_version", "samples_per_image", "sigma", "num_classes")
 _MAX_CLASSES = 1 << 16  # labels are uint16
 
@@ -165,7 +172,14 @@ def _validate(f: h5py.File, path: Path) -> dict:
     if version < 1:
         raise StoreError(f"stream store {path}: schema_version ({version}) must be >= 1")
     _check_attrs(attrs, path)
-    for name, (rank, dtype) in _DATASETS.items():
+    layout = dict(_DATASETS)
+    for name, (spec, since) in _DATASETS_SINCE.items():
+        if version >= since:
+            if name not in f:
+                raise StoreError(f"stream store {path} (schema version {version}) lacks "
+                                 f"dataset {name}")
+            layout[name] = spec
+    for name, (rank, dtype) in layout.items():
         obj = f[name]
         if not isinstance(obj, h5py.Dataset):
             raise StoreError(f"stream store {path}: /{name} is a group, not a dataset")
@@ -178,7 +192,9 @@ def _validate(f: h5py.File, path: Path) -> dict:
                 f"stream store {path}: /{name} has dtype {obj.dtype}, expected {dtype}"
             )
     n, N = f["labels"].shape
-    for name in ("image_index", "true_label", "complete", "seconds"):
+    for name in ("image_index", "true_label", "complete", "seconds", "drawn"):
+        if name not in layout:
+            continue
         if f[name].shape != (n,):
             raise StoreError(
                 f"stream store {path}: /{name} has shape {f[name].shape}, expected ({n},) to"
@@ -190,6 +206,20 @@ def _validate(f: h5py.File, path: Path) -> dict:
             f" not match /labels' {N} columns"
         )
     return attrs
+
+
+def _read_drawn(f: h5py.File, path: Path) -> np.ndarray:
+    """``/drawn`` of a validated store (``N`` per row for version 1), each in ``[0, N]``."""
+    n, N = f["labels"].shape
+    if "drawn" not in f:
+        return np.full(n, N, dtype=np.int64)
+    drawn = f["drawn"][...]
+    bad = np.flatnonzero((drawn < 0) | (drawn > N))
+    if bad.size:
+        r = int(bad[0])
+        raise StoreError(f"stream store {path} is damaged: /drawn of row {r} is "
+                         f"{int(drawn[r])}, outside [0, N={N}]")
+    return drawn
 
 
 def _check_attrs(attrs: dict, path: Path) -> None:
