@@ -17,7 +17,7 @@ from scipy.special import ndtr
 
 from isskit._bisect import bisect
 from isskit._validate import _real, check_sample_size, check_sigma
-from isskit.psi.mapping import _frozen
+from isskit.psi.table import _frozen
 
 
 def _check_r(r) -> float:
