@@ -106,6 +106,12 @@ _DESCRIPTIONS = {
     "est_minutes": "estimated runtime in minutes: total samples x seconds_per_sample / 60",
     "speedup": "reference total samples / total samples",
     "certified_accuracy": "fraction correct with radius > r (Chen et al. 2022, Eq. 8)",
+    "decision": "decision policies: 1 certified at r, 0 not, -1 undecided (-1 for radius "
+                "policies)",
+    "certified_accuracy_at_r": "decision policies: fraction certified at r and correct",
+    "undecided": "decision policies: fraction undecided",
+    "reference_certified_accuracy_at_r": "decision policies: the reference's fraction "
+                                         "correct with radius >= r",
 }
 
 
