@@ -163,3 +163,77 @@ def test_bad_input(store_path):
         replay(store_path, ["cs r=0.25 n_max=5000"], reference=REFERENCE)
     with pytest.raises(ValueError, match=r"Adaptive-r=0.5 needs 11200 samples for image 5\d\d"):
         replay(store_path, ["adaptive r=0.5"], reference=REFERENCE)
+
+
+# ------------------------------------------------------------------------- the command line
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+    from isskit_cli.main import cli
+
+    return CliRunner().invoke(cli, ["replay", *map(str, args)])
+
+
+CLI_SPECS = ["-p", "adaptive r=0.5 n0=20 stages=200/1000", "-p", "cs r=0.25 method=kt,union "
+             "n_max=2500", "-p", "ias n=1000", "--reference", REFERENCE, "--no-progress"]
+
+
+def test_cli_decision_block_and_json(store_path, results):
+    res = _cli(store_path, *CLI_SPECS)
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "CA(r)" in out and "Undecided" in out and "Ref CA(r)" in out
+    ds = results
+    for name in ("Adaptive-r=0.5-n0=20-stages=200/1000", "CS-KT-r=0.25-n_max=2500"):
+        line = next(x for x in out.splitlines() if x.startswith(name + " "))
+        ca = 100 * float(ds.certified_accuracy_at_r.sel(policy=name))
+        assert f"{ca:6.1f}" in line and ("alpha-split" in line or "anytime-valid" in line)
+    res = _cli(store_path, *CLI_SPECS, "--json")
+    assert res.exit_code == 0, res.output
+    import json
+
+    rows = {r["name"]: r for r in json.loads(res.output)["policies"]}
+    cs = rows["CS-union-r=0.25-n_max=2500"]
+    assert cs["validity"] == "anytime-valid" and cs["r"] == 0.25
+    assert cs["certified_accuracy_at_r"] == pytest.approx(
+        float(ds.certified_accuracy_at_r.sel(policy="CS-union-r=0.25-n_max=2500")))
+    assert cs["undecided"] == pytest.approx(
+        float(ds.undecided.sel(policy="CS-union-r=0.25-n_max=2500")))
+    assert cs["acr"] is None  # NaN: ACR does not apply
+    assert "r" not in rows["IAS-0.1"] and rows["IAS-0.1"]["validity"] == "selection-biased"
+
+
+def test_cli_export_cohen_writes_r_where_certified(store_path, results, tmp_path):
+    from isskit.logs import read_cohen_log
+
+    res = _cli(store_path, *CLI_SPECS, "--export-cohen", tmp_path / "logs")
+    assert res.exit_code == 0, res.output
+    ds = results
+    name = "Adaptive-r=0.5-n0=20-stages=200/1000"
+    log = read_cohen_log(tmp_path / "logs" / "Adaptive-r=0.5-n0=20-stages=200_1000.tsv")
+    dec = ds.decision.sel(policy=name).values
+    np.testing.assert_allclose(log.radius, np.where(dec == 1, 0.5, 0.0))
+    np.testing.assert_array_equal(log.predict, ds.prediction.sel(policy=name).values)
+    np.testing.assert_array_equal(log.idx, ds.image_index.values)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-p", "staged r=0.5 stages=100/400/1500", "--radii", "0.5", "--reference", REFERENCE],
+     r"--radii \(\[0.5\]\) applies to radius policies"),
+    (["-p", "adaptive r=0"], r"r \(0.0\) must be a finite radius > 0"),
+    (["-p", "adaptive r=0.5 stages=1000/100"],
+     r"stages \(1000/100\) must be strictly increasing"),
+    (["-p", "staged r=0.5 alpha=1.5"], r"alpha \(1.5\)"),
+    (["-p", "adaptive r=0.5 beta=0"], r"beta \(0.0\)"),
+    (["-p", "cs r=0.025 n_max=10", "--reference", REFERENCE],
+     r"n_max \(10\) is smaller than the first possible decision"),
+    (["-p", "ias n=1000", "--reference", "cs r=0.5"], r"--reference \('CS-KT-r=0.5'\)"),
+])
+def test_cli_bad_input_is_exit_2(store_path, args, message):
+    import re
+
+    res = _cli(store_path, *args, "--no-progress")
+    assert res.exit_code == 2, res.output
+    assert re.search(message, res.output.replace("\n", " ")), res.output
+    assert "Traceback" not in res.output
