@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as st
 
-from isskit.decision import CS, Adaptive, Staged, _p0
+from isskit.policies import CS, Adaptive, Staged
+from isskit.policies._decide import _p0
 from isskit.replay import _kernels
 from isskit.validate import check_sigma
 

@@ -42,6 +42,7 @@ __all__ = [
     "KINDS",
     "CountPlan",
     "Counted",
+    "DecisionPolicy",
     "Policy",
     "RadiusPolicy",
     "register",
@@ -206,6 +207,8 @@ class Policy:
         """
         from isskit.policies.ias import IAS
 
+        # decision policies' budgets are stopping limits, not sample sizes to compare with
+        policies = [p for p in policies if p.question == "radius"]
         n = self.reference_size
         if n is None:
             own = [p.reference_size for p in policies if p.reference_size is not None]
@@ -313,3 +316,56 @@ class RadiusPolicy(Policy):
             return samples
         k_A = int(np.count_nonzero(labels[start:start + k] == chosen))
         return Counted(chosen=chosen, k_A=k_A, k=k, samples=samples, k_hat=k_hat)
+
+#: The reference of a decision policy's speed-up when none is given: Cohen's CERTIFY with
+#: n0 = 100, n = 100,000 (Cohen et al. 2019; the issue's default ``cohen n0=100 n=100000``).
+DECISION_REFERENCE_N0 = 100
+DECISION_REFERENCE_N = 100_000
+
+
+class DecisionPolicy(Policy):
+    """A policy that answers "certified at radius ``r``?": 1 certified, 0 not, -1 undecided.
+
+    Subclasses (:mod:`isskit.policies.adaptive`, :mod:`~isskit.policies.staged`,
+    :mod:`~isskit.policies.cs`) have ``r`` and ``alpha`` fields, and say what they need
+    from a stream index:
+
+    * ``uses_true_label``: the policy tests ``labels == true label`` (``staged``, ``cs``):
+      the index holds a bit vector of each image's true label;
+    * :attr:`selection_ranges`: ``[start, stop)`` ranges whose mode chooses a class
+      (``adaptive``'s stages): the index holds those modes and a bit vector of every class
+      they choose; the class is then counted over :attr:`estimation_ranges`.
+
+    Their evaluation over those arrays is :mod:`isskit.decision` (one function per family);
+    ACR and a radius grid do not apply to them.
+    """
+
+    question: ClassVar[str] = "decision"
+    uses_true_label: ClassVar[bool] = False
+    r: float
+    alpha: float
+
+    @property
+    def selection_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``[start, stop)`` ranges whose most frequent label the policy needs (none here)."""
+        return ()
+
+    @property
+    def estimation_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``[start, stop)`` ranges the chosen classes are counted over (none here)."""
+        return ()
+
+    @property
+    def static_need(self) -> int:
+        """Samples every image needs whatever its stream: the first draw that may decide."""
+        return 1
+
+    def default_reference(self, policies=()):
+        """Cohen's CERTIFY ``Cohen(n0=100, n=100000)`` at this policy's ``alpha``.
+
+        Its certified accuracy at ``r`` counts an image certified when its radius is at least
+        ``r`` (the rule of the decision policies, not the strict ``>`` of CA on a grid).
+        """
+        from isskit.policies.cohen import Cohen
+
+        return Cohen(n0=DECISION_REFERENCE_N0, n=DECISION_REFERENCE_N, alpha=self.alpha)

@@ -31,6 +31,7 @@ from isskit._provenance import make_attrs
 from isskit.policies import CountPlan, RadiusPolicy, parse_policies
 from isskit.progress import progress_bar
 from isskit.replay import _cbeta, _kernels
+from isskit.replay.decisions import certified_at_r, evaluate_decisions
 from isskit.replay.index import StreamIndex, _check_static_needs, _too_many, build_index
 from isskit.replay.metrics import (
     acr,
@@ -45,11 +46,43 @@ from isskit.replay.results import _default_grid, _describe, _policy_coords
 from isskit.stats import certified_radius, cp_lower
 from isskit.validate import ArgumentError
 
+#: Decision codes of the results' ``decision`` (isskit.decision's, which imports replay).
+D_CERTIFIED = _kernels._CERTIFIED
+D_UNDECIDED = _kernels._UNDECIDED
+
 __all__ = [
     "PolicyResult",
     "evaluate",
     "replay",
 ]
+
+
+def _stack_policies(policies, is_decision, row_of, res, deciders, index, sigma, true_label,
+                    ids):
+    """Per (policy, image) arrays in policy order.
+
+    Radius rows from ``res``, decision rows from
+    :func:`isskit.replay.decisions.evaluate_decisions`; what does not apply to a kind is NaN
+    (``radius``, ``p_lower``) or -1 (``k_hat``, ``decision``).
+    """
+    P, n = len(policies), index.rows.size
+    out = {
+        "prediction": np.full((P, n), -1, np.int64),
+        "radius": np.full((P, n), np.nan),
+        "p_lower": np.full((P, n), np.nan),
+        "samples": np.empty((P, n), np.int64),
+        "k_hat": np.full((P, n), -1, np.int64),
+        "decision": np.full((P, n), D_UNDECIDED, np.int8),
+    }
+    radius_at = np.flatnonzero(~is_decision)
+    src = np.array([row_of[policies[i]] for i in radius_at], dtype=np.int64)
+    for f in ("prediction", "radius", "p_lower", "samples", "k_hat"):
+        out[f][radius_at] = res[f][src]
+    if deciders:
+        at = np.flatnonzero(is_decision)
+        out["decision"][at], out["samples"][at], out["prediction"][at] = evaluate_decisions(
+            index, deciders, sigma, true_label, image_ids=ids)
+    return out
 
 
 def _cp_lower(k_A, k, alpha):
@@ -317,9 +350,16 @@ def replay(
         if len(ref) != 1:
             raise ArgumentError("reference", "{name} ({value!r}) must name exactly one policy",
                                 value=reference)
+        if not isinstance(ref[0], RadiusPolicy):
+            raise ArgumentError("reference", "{name} ({value!r}) must be a radius policy "
+                                "(speed-ups are measured against a certificate)",
+                                value=ref[0].name)
         references = [ref[0]] * len(policies)
-    every = list(dict.fromkeys([*policies, *references]))
-
+    is_decision = np.array([p.question == "decision" for p in policies], dtype=bool)
+    deciders = [p for p, d in zip(policies, is_decision, strict=True) if d]
+    # the radius policies and every reference (decision policies' references are radius)
+    every = list(dict.fromkeys([*(p for p in policies if p.question == "radius"),
+                                *references]))
     sigma = float(store.sigma)
     n = int(store.samples_per_image)
     complete = np.asarray(store.complete, dtype=bool)
@@ -363,7 +403,7 @@ def replay(
                 "with {name})", error=str(exc), policy=p.name,
             ) from None
     if index is None:
-        index = build_index(store, every, rows=rows, progress=progress)
+        index = build_index(store, [*every, *deciders], rows=rows, progress=progress)
     elif not np.array_equal(index.rows, rows):
         raise ValueError("index was built over other rows than the store's complete rows")
 
@@ -382,21 +422,39 @@ def replay(
     prediction, radius, p_lower = _certify(res.pop("chosen"), res.pop("k_A"), res.pop("k"),
                                            [p.alpha for p in every], sigma)
     res.update(prediction=prediction, radius=radius, p_lower=p_lower)
-    fields = ("prediction", "radius", "p_lower", "samples", "k_hat")
-    # every = policies, then the references that are not policies: views, no copies
-    stacked = {f: res[f][: len(policies)] for f in fields}
     row_of = {p: i for i, p in enumerate(every)}
     ref_rows = np.array([row_of[r] for r in references])
     ref_radius = res["radius"][ref_rows]
     ref_samples = res["samples"][ref_rows]
     true_label = np.asarray(store.true_label, dtype=np.int64)[rows]
+    stacked = _stack_policies(policies, is_decision, row_of, res, deciders, index, sigma,
+                              true_label, ids)
+    radius_rows = ~is_decision
     if radius_grid is None:
-        grid = _default_grid(stacked["radius"])
+        grid = _default_grid(stacked["radius"][radius_rows])
     else:
         grid = np.asarray(radius_grid, dtype=np.float64).reshape(-1)
         if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
             raise ArgumentError("radius_grid", "{name} ({value}) must hold finite radii >= 0",
                                 value=grid.tolist())
+        if not radius_rows.any():
+            raise ArgumentError(
+                "radius_grid", "{name} ({value}) applies to radius policies, but every policy "
+                "given is a decision policy ({names}): each answers at its own r",
+                value=grid.tolist(), names=", ".join(p.name for p in deciders))
+
+    r = np.array([getattr(p, "r", np.nan) if d else np.nan
+                  for p, d in zip(policies, is_decision, strict=True)], dtype=np.float64)
+    dec = stacked["decision"]
+    correct = (stacked["prediction"] == true_label) & (stacked["prediction"] >= 0)
+    ca_at_r = np.where(is_decision, np.mean((dec == D_CERTIFIED) & correct, axis=-1), np.nan)
+    undecided = np.where(is_decision, np.mean(dec == D_UNDECIDED, axis=-1), np.nan)
+    ref_ca_at_r = np.where(
+        is_decision,
+        certified_at_r(res["prediction"][ref_rows], ref_radius, true_label,
+                       np.nan_to_num(r, nan=np.inf)),
+        np.nan)
+    nan_dec = np.where(is_decision, np.nan, 1.0)  # radius metrics do not apply to deciders
 
     pol = ("policy",)
     pim = ("policy", "image")
@@ -409,20 +467,27 @@ def replay(
         "p_lower": (pim, stacked["p_lower"]),
         "samples": (pim, stacked["samples"]),
         "k_hat": (pim, stacked["k_hat"]),
+        "decision": (pim, dec),
         "true_label": (("image",), true_label),
         "image_index": (("image",), ids),
         "p_A_empirical": (("image",), index.p_A_empirical),
         "top_class": (("image",), index.top_class),
-        "acr": (pol, acr(stacked["prediction"], stacked["radius"], true_label)),
-        "mad": (pol, mad(stacked["radius"], ref_radius)),
+        "acr": (pol, nan_dec * acr(stacked["prediction"], np.nan_to_num(stacked["radius"]),
+                                   true_label)),
+        "mad": (pol, nan_dec * mad(np.nan_to_num(stacked["radius"]), ref_radius)),
         "mean_samples": (pol, mean_samples(stacked["samples"])),
         "total_samples": (pol, total_samples(stacked["samples"])),
         "est_minutes": (pol, est_minutes(stacked["samples"], seconds_per_sample)),
         "speedup": (pol, speedup(stacked["samples"], ref_samples)),
         "certified_accuracy": (
             ("policy", "radius_grid"),
-            certified_accuracy(stacked["prediction"], stacked["radius"], true_label, grid),
+            nan_dec[:, None] * certified_accuracy(stacked["prediction"],
+                                                  np.nan_to_num(stacked["radius"]),
+                                                  true_label, grid),
         ),
+        "certified_accuracy_at_r": (pol, ca_at_r),
+        "undecided": (pol, undecided),
+        "reference_certified_accuracy_at_r": (pol, ref_ca_at_r),
     }
     path = getattr(store, "path", None)
     sha = store.sha256() if hasattr(store, "sha256") else None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,6 +56,13 @@ class StreamIndex:
         compare indexes with :meth:`same_as`.)
     bits, cum : ndarray
         Bit vectors and rank directories of the slots.
+    true_slot : ndarray of int64, shape (n,), or None
+        Slot of each image's true label (decision policies that test it: ``staged``,
+        ``cs``); None when the index was built without true labels.
+    range_modes, range_slots : dict
+        Per schedule of selection ranges (key: the policies' ``selection_ranges``), arrays
+        of shape (n, K): the most frequent label of each range (ties to the smallest; -1
+        where the stream does not hold it) and the slot marking it (-1 likewise).
     """
 
     n_samples: int
@@ -67,6 +74,9 @@ class StreamIndex:
     slot: np.ndarray
     bits: np.ndarray
     cum: np.ndarray
+    true_slot: np.ndarray | None = None
+    range_modes: dict = field(default_factory=dict)
+    range_slots: dict = field(default_factory=dict)
 
     def column(self, m: int) -> int:
         """Index of checkpoint ``m``; ValueError if the index was not built for it."""
@@ -112,7 +122,45 @@ class StreamIndex:
 
 
 def _selection_sizes(policies) -> list[int]:
-    return sorted({p.selection_size for p in policies})
+    return sorted({p.selection_size for p in policies if p.question == "radius"})
+
+
+def _range_schedules(policies) -> dict:
+    """``selection_ranges -> (starts, width)`` of the decision policies that choose a class."""
+    out = {}
+    for p in policies:
+        ranges = p.selection_ranges if p.question == "decision" else ()
+        if ranges and ranges not in out:
+            widths = {b - a for a, b in ranges}
+            if len(widths) != 1:  # range_modes takes one width (adaptive's n0)
+                raise ValueError(f"policy {p.name}: selection ranges of unequal widths")
+            out[ranges] = (np.array([a for a, _ in ranges], np.int64), widths.pop())
+    return out
+
+
+def _wanted_slots(wanted, primary_class, first):
+    """Slots of the classes ``wanted`` (rows, W) (-1: none) of one block.
+
+    A class equal to the row's primary class (slot = row) reuses it; the others get one new
+    slot per distinct (row, class), numbered from ``first``, row by row. Returns the slots
+    (rows, W), ``row_start`` (rows + 1,) and the class of each new slot, for
+    :func:`isskit.replay._kernels.pack_slots`.
+    """
+    rows, W = wanted.shape
+    slots = np.full((rows, W), -1, np.int64)
+    row_of = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], (rows, W))
+    if primary_class is not None:
+        same = (wanted == primary_class[:, None]) & (wanted >= 0)
+        slots[same] = row_of[same]
+    else:
+        same = np.zeros((rows, W), bool)
+    new = (wanted >= 0) & ~same
+    width = max(int(wanted.max()) + 1, 1) if wanted.size else 1
+    keys = row_of[new] * width + wanted[new]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    slots[new] = first + inv.reshape(-1)
+    row_start = np.searchsorted(uniq // width, np.arange(rows + 1), side="left")
+    return slots, row_start.astype(np.int64), (uniq % width).astype(np.int64)
 
 
 def _slots_of_block(modes, need_slot, primary):
@@ -148,7 +196,8 @@ def _slots_of_block(modes, need_slot, primary):
 
 
 def index_blocks(
-    blocks, *, n_samples, num_classes, selection_sizes, image_ids=None, rows=None
+    blocks, *, n_samples, num_classes, selection_sizes, image_ids=None, rows=None,
+    true_labels=None, range_schedules=None,
 ) -> StreamIndex:
     """Build a :class:`StreamIndex` from blocks of whole streams (the array-level core).
 
@@ -166,6 +215,12 @@ def index_blocks(
         Dataset index of each indexed row, for error messages.
     rows : ndarray of int, optional
         Store row of each indexed row (default 0, 1, ...).
+    true_labels : ndarray of int, optional
+        True label of each indexed row: the index then holds a slot of it
+        (:attr:`StreamIndex.true_slot`).
+    range_schedules : dict, optional
+        ``key -> (starts, width)``: the modes of ``labels[a:a + width]`` for ``a`` in
+        ``starts`` and a slot of each (:attr:`StreamIndex.range_modes`, ``range_slots``).
 
     Returns
     -------
@@ -188,6 +243,11 @@ def index_blocks(
     primary = int(np.flatnonzero(need_slot)[-1]) if need_slot.any() else -1
     nw = _kernels.n_words(n_samples)
     modes_l, counts_l, slot_l, bits_l, cum_l = [], [], [], [], []
+    schedules = dict(range_schedules or {})
+    if true_labels is not None:
+        true_labels = np.asarray(true_labels, dtype=np.int64)
+    true_l: list = []
+    range_l: dict = {key: ([], []) for key in schedules}
     n_done = 0
     n_slots = 0
     for block in blocks:
@@ -221,6 +281,36 @@ def index_blocks(
             _kernels.pack_slots(block, row_extra, extra_class, xbits, xcum)
             bits = np.concatenate([bits, xbits])
             cum = np.concatenate([cum, xcum])
+        # decision policies: the true label and the classes of their selection ranges
+        wanted = []
+        if true_labels is not None:
+            wanted.append(true_labels[n_done : n_done + r, None])
+        for starts, width in schedules.values():
+            rm = np.empty((r, starts.size), np.int64)
+            rc = np.empty((r, starts.size), np.int64)
+            _kernels.range_modes(block, starts, width, np.full(r, n_samples, np.int64),
+                                 num_classes, rm, rc, bad)
+            wanted.append(rm)
+        if wanted:
+            want = np.concatenate(wanted, axis=1)
+            w_slot, w_start, w_class = _wanted_slots(
+                want, modes[:, primary] if primary >= 0 else None, bits.shape[0])
+            if w_class.size:
+                xbits = np.empty((w_class.size, 8 * nw), np.uint8)
+                xcum = np.empty((w_class.size, nw + 1), np.int32)
+                _kernels.pack_slots(block, w_start, w_class, xbits, xcum)
+                bits = np.concatenate([bits, xbits])
+                cum = np.concatenate([cum, xcum])
+            w_slot = np.where(w_slot >= 0, w_slot + n_slots, -1)
+            c = 0
+            if true_labels is not None:
+                true_l.append(w_slot[:, 0])
+                c = 1
+            for key, (starts, _) in schedules.items():
+                k = starts.size
+                range_l[key][0].append(want[:, c : c + k])
+                range_l[key][1].append(w_slot[:, c : c + k])
+                c += k
         modes_l.append(modes)
         counts_l.append(counts)
         slot_l.append(np.where(local >= 0, local + n_slots, -1))
@@ -242,6 +332,11 @@ def index_blocks(
         slot=cat(slot_l, (0, cps.size), np.int64),
         bits=cat(bits_l, (0, 8 * nw), np.uint8),
         cum=cat(cum_l, (0, nw + 1), np.int32),
+        true_slot=None if true_labels is None else cat(true_l, (0,), np.int64),
+        range_modes={key: cat(v[0], (0, schedules[key][0].size), np.int64)
+                     for key, v in range_l.items()},
+        range_slots={key: cat(v[1], (0, schedules[key][0].size), np.int64)
+                     for key, v in range_l.items()},
     )
 
 
@@ -341,6 +436,9 @@ def build_index(store, policies, *, rows=None, max_bytes=DEFAULT_MAX_BYTES, prog
     n = int(store.samples_per_image)
     rows = np.arange(store.n_images, dtype=np.int64) if rows is None else np.asarray(rows)
     _check_static_needs(policies, n, np.asarray(store.image_index)[rows[:1]])
+    true_labels = None
+    if any(getattr(p, "uses_true_label", False) for p in policies):
+        true_labels = _true_labels(store, rows, policies)
     blocks = _prefetch(_store_blocks(store, rows, max_bytes, progress))
     return index_blocks(
         blocks,
@@ -349,7 +447,25 @@ def build_index(store, policies, *, rows=None, max_bytes=DEFAULT_MAX_BYTES, prog
         selection_sizes=_selection_sizes(policies),
         image_ids=np.asarray(store.image_index)[rows],
         rows=rows,
+        true_labels=true_labels,
+        range_schedules=_range_schedules(policies),
     )
+
+
+def _true_labels(store, rows, policies):
+    """The true labels of ``rows``, which ``staged`` and ``cs`` test; refused if unknown."""
+    from isskit.validate import ArgumentError
+
+    labels = getattr(store, "true_label", None)
+    labels = None if labels is None else np.asarray(labels, dtype=np.int64)[rows]
+    if labels is None or np.any((labels < 0) | (labels >= int(store.num_classes))):
+        names = ", ".join(p.name for p in policies if getattr(p, "uses_true_label", False))
+        raise ArgumentError(
+            "policies", "{policy} (in {name}) test(s) the true label, but the store holds no "
+            "true label for every image; replay them on a store sampled with its labels, or "
+            "use adaptive",
+            policy=names)
+    return labels
 
 
 def _too_many(policy, image, need, n, n_bad=1, drawn=None):

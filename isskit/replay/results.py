@@ -104,6 +104,12 @@ _DESCRIPTIONS = {
     "est_minutes": "estimated runtime in minutes: total samples x seconds_per_sample / 60",
     "speedup": "reference total samples / total samples",
     "certified_accuracy": "fraction correct with radius > r (Chen et al. 2022, Eq. 8)",
+    "decision": "decision policies: 1 certified at r, 0 not, -1 undecided (-1 for radius "
+                "policies)",
+    "certified_accuracy_at_r": "decision policies: fraction certified at r and correct",
+    "undecided": "decision policies: fraction undecided",
+    "reference_certified_accuracy_at_r": "decision policies: the reference's fraction "
+                                         "correct with radius >= r",
 }
 
 
@@ -191,7 +197,9 @@ def export_cohen(ds, directory) -> list[Path]:
     ``time`` the estimated wall time of the image (samples x seconds per sample) written as
     ``certify.py`` writes it (``str(datetime.timedelta)``), or ``nan`` where the sampling
     time is unknown. Radii get 6 decimals (``certify.py`` prints 3 significant digits;
-    more keep the counts recoverable).
+    more keep the counts recoverable). A decision policy's ``radius`` is its ``r`` where it
+    certified and 0 elsewhere (DESIGN.md, ``isskit certify``'s logs), its ``predict`` the
+    class certified or -1.
 
     Parameters
     ----------
@@ -217,7 +225,11 @@ def export_cohen(ds, directory) -> list[Path]:
         # an unknown (or unusable) rate leaves every time unknown: written "nan"
         samples = ds.samples.values[i]
         seconds = samples * sps if math.isfinite(sps) else np.full(samples.shape, math.nan)
-        write_cohen_log(path, idx, label, ds.prediction.values[i], ds.radius.values[i],
-                        seconds, radius_format=".6f")
+        radius = ds.radius.values[i]
+        r = float(ds.r.values[i]) if "r" in ds.coords and "decision" in ds else math.nan
+        if math.isfinite(r):  # a decision policy: r where certified
+            radius = np.where(ds.decision.values[i] == 1, r, 0.0)
+        write_cohen_log(path, idx, label, ds.prediction.values[i], radius, seconds,
+                        radius_format=".6f")
         out.append(path)
     return out

@@ -180,7 +180,11 @@ def _threshold(k: np.ndarray, p_c: np.ndarray, alpha: float) -> np.ndarray:
 
 def _check_policy(policy):
     if not isinstance(policy, RadiusPolicy):
-        raise ValueError(f"policy ({policy!r}) must be a radius policy ({', '.join(KINDS)})")
+        radius = [k for k, c in KINDS.items() if issubclass(c, RadiusPolicy)]
+        raise ValueError(
+            f"policy ({policy!r}) must be a radius policy ({', '.join(radius)}); decision "
+            "policies have their exact audit in isskit.decision_audit (docs/audit.md)"
+        )
     return policy
 
 
