@@ -49,6 +49,13 @@ How the rule is computed (``docs/budget.md`` has the measurements):
   ``p`` fitted by maximum likelihood (EM, the NPMLE) to the pilot counts of all the images
   replayed together. It uses only pilots, which are independent of every image's estimation
   samples, so the certificate keeps alpha; the rule then depends on the batch of images.
+* **A second pilot** (``k1 > 0``, beyond DESIGN.md's one-stage definition): after the first
+  pilot an image may draw ``k1`` more pilot samples, where the objective expected after
+  them (over their predictive distribution, :func:`pilot_predictive`) minus ``price * k1``
+  beats stopping (:func:`two_stage_rule`); it then takes the rule's ``k`` for the pooled
+  count of ``k0 + k1`` and counts over ``[k0 + k1, k0 + k1 + k)``. With ``B`` the price is
+  solved on the expected samples, since the price may not see any image's second pilot
+  (those samples are estimation samples of the images that stop after one).
 
 This module never prints, never reads a store and never imports click: arrays in, arrays out.
 :func:`replay_budget` takes the counts from a callable, which replay answers from its stream
@@ -64,10 +71,16 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import betainc, xlogy
+from scipy.special import betainc, betaln, gammaln, xlogy
 
 from isskit._bisect import bisect_float
-from isskit._validate import check_alpha, check_sample_size, check_sigma
+from isskit._validate import (
+    MAX_SAMPLE_SIZE,
+    check_alpha,
+    check_positive_int,
+    check_sample_size,
+    check_sigma,
+)
 from isskit.oracle import default_k_grid
 from isskit.stats import certified_radius, cp_lower, expected_radius
 
@@ -83,13 +96,16 @@ __all__ = [
     "GainTable",
     "PriceSolution",
     "Prior",
+    "TwoStageRule",
     "budget_table",
     "empirical_prior",
     "gain_table",
     "k_grid",
+    "pilot_predictive",
     "plan_budget",
     "replay_budget",
     "solve_price",
+    "two_stage_rule",
 ]
 
 #: Default pilot size: on the shipped ImageNet logs 300 took the largest share of the
@@ -198,6 +214,14 @@ class Budget:
         pilots of the images replayed together (:func:`empirical_prior`).
     k_max : int
         Largest estimation sample size an image may get, >= 1.
+    k1 : int
+        Second pilot, >= 0 (0: one stage, as DESIGN.md defines the policy). With ``k1 > 0``
+        an image draws ``k1`` more pilot samples where their expected worth (the objective
+        after them, averaged over their predictive distribution, minus ``price * k1``)
+        beats stopping after the first pilot; it then counts over ``[k0 + k1, k0 + k1 + k)``.
+        Still ``fixed-n``: both pilots come before, and apart from, the estimation samples.
+        With ``B`` the price is solved on the expected samples (the price may see only
+        first pilots), so the mean meets ``B`` on average rather than exactly.
 
     Examples
     --------
@@ -215,6 +239,7 @@ class Budget:
     alpha: float = DEFAULT_ALPHA
     prior: str = "jeffreys"
     k_max: int = DEFAULT_K_MAX
+    k1: int = 0
     kind: ClassVar[str] = "budget"
     validity: ClassVar[str] = "fixed-n"
 
@@ -242,6 +267,8 @@ class Budget:
             raise ValueError(f"prior ({self.prior!r}) must be one of {', '.join(PRIORS)}")
         object.__setattr__(self, "prior", prior)
         object.__setattr__(self, "k_max", check_sample_size(self.k_max, "k_max"))
+        object.__setattr__(self, "k1", check_positive_int(self.k1, "k1", minimum=0,
+                                                          maximum=MAX_SAMPLE_SIZE))
 
     @property
     def name(self) -> str:
@@ -254,6 +281,8 @@ class Budget:
             out += f"-alpha={_fmt(self.alpha)}"
         if self.k_max != DEFAULT_K_MAX:
             out += f"-k_max={self.k_max}"
+        if self.k1:
+            out += f"-k1={self.k1}"
         return out
 
     @property
@@ -268,8 +297,8 @@ class Budget:
 
     @property
     def max_samples(self) -> int:
-        """Most samples an image can consume: ``k0 + k_max``."""
-        return self.k0 + self.k_max
+        """Most samples an image can consume: ``k0 + k1 + k_max``."""
+        return self.k0 + self.k1 + self.k_max
 
     def params(self) -> dict:
         """The policy's parameters, by their names in DESIGN.md."""
@@ -281,6 +310,7 @@ class Budget:
             "alpha": self.alpha,
             "prior": self.prior,
             "k_max": self.k_max,
+            "k1": self.k1,
         }
 
     def __str__(self) -> str:
@@ -796,6 +826,115 @@ def solve_price(gains: GainTable, pilot_counts, B: float, *, k_cap: int | None =
     return PriceSolution(float(hi[0]), _frozen(k), float(k0 + k.mean()), B)
 
 
+# ------------------------------------------------------------------ a second pilot
+
+
+def pilot_predictive(k0: int, k1: int, prior: Prior | None = None) -> np.ndarray:
+    """``P(x1 | x)``: the second pilot's count given the first's, under the posterior.
+
+    Jeffreys' prior: the beta-binomial ``BB(x1; k1, x + 1/2, k0 - x + 1/2)``; a discrete
+    prior: the posterior mixture of ``Binomial(k1, p)`` over its support.
+
+    Parameters
+    ----------
+    k0, k1 : int
+        First and second pilot sizes.
+    prior : Prior, optional
+        A discrete prior at ``k0``; default Jeffreys'.
+
+    Returns
+    -------
+    ndarray of float64, shape (k0 + 1, k1 + 1)
+        Row x: the distribution of x1 = 0..k1.
+    """
+    x = np.arange(k0 + 1, dtype=np.float64)[:, None]
+    x1 = np.arange(k1 + 1, dtype=np.float64)[None, :]
+    log_choose = gammaln(k1 + 1.0) - gammaln(x1 + 1.0) - gammaln(k1 - x1 + 1.0)
+    if prior is None:
+        a, b = x + 0.5, k0 - x + 0.5
+        return np.exp(log_choose + betaln(x1 + a, k1 - x1 + b) - betaln(a, b))
+    with np.errstate(divide="ignore"):
+        logpost = xlogy(x, prior.p) + xlogy(k0 - x, 1.0 - prior.p) + np.log(prior.weight)
+    post = np.exp(logpost - logpost.max(axis=1, keepdims=True))
+    post /= post.sum(axis=1, keepdims=True)
+    p = prior.p[:, None]
+    with np.errstate(divide="ignore"):
+        binom = np.exp(log_choose + xlogy(x1, p) + xlogy(k1 - x1, 1.0 - p))
+    return post @ binom
+
+
+@dataclass(frozen=True, eq=False)
+class TwoStageRule:
+    """The two-stage budget rule at one price, for every first-pilot count x = 0..k0.
+
+    Attributes
+    ----------
+    price : float
+        Radius per sample.
+    second : ndarray of bool, shape (k0 + 1,)
+        Whether a first pilot of x draws the second pilot: the objective expected after it,
+        ``sum_x1 P(x1 | x) max_k [G2(x + x1, k) - price k] - price k1``, beats stopping,
+        ``max_k [G1(x, k) - price k]``.
+    k_one : ndarray of int64, shape (k0 + 1,)
+        Estimation size after the first pilot alone.
+    k_two : ndarray of int64, shape (k0 + k1 + 1,)
+        Estimation size after both, by the pooled count ``x + x1`` of ``k0 + k1``.
+    expected_samples : ndarray of float64, shape (k0 + 1,)
+        Samples an image with first count x consumes, on average over x1.
+    """
+
+    price: float
+    second: np.ndarray = field(repr=False)
+    k_one: np.ndarray = field(repr=False)
+    k_two: np.ndarray = field(repr=False)
+    expected_samples: np.ndarray = field(repr=False)
+
+
+def two_stage_rule(first: GainTable, both: GainTable, predictive, price: float, *,
+                   k_cap: int | None = None) -> TwoStageRule:
+    """The two-stage rule from the gains after one pilot and after both.
+
+    Parameters
+    ----------
+    first, both : GainTable
+        Gains at pilot size ``k0`` and ``k0 + k1`` (same prior, sigma, alpha, grid).
+    predictive : ndarray, shape (k0 + 1, k1 + 1)
+        :func:`pilot_predictive`.
+    price : float
+        Radius per sample, >= 0.
+    k_cap : int, optional
+        Most samples after the first pilot (``N - k0``): estimation sizes are capped at
+        ``k_cap`` after one pilot and at ``k_cap - k1`` after two (no second pilot where
+        ``k1 > k_cap``).
+
+    Returns
+    -------
+    TwoStageRule
+    """
+    price = _check_price(price)
+    k0, k1 = first.k0, both.k0 - first.k0
+    if k1 < 1 or predictive.shape != (k0 + 1, k1 + 1):
+        raise ValueError(f"predictive ({predictive.shape}) must be (k0 + 1, k1 + 1) = "
+                         f"({k0 + 1}, {k1 + 1})")
+    k_one = first.choose(price, k_cap=k_cap)
+    v_one = first.gain[np.arange(k0 + 1), np.searchsorted(first.k, k_one)] - price * k_one
+    cap_two = None if k_cap is None else k_cap - k1
+    if cap_two is not None and cap_two < 0:  # the streams cannot hold a second pilot
+        second = np.zeros(k0 + 1, bool)
+        k_two = np.zeros(k0 + k1 + 1, np.int64)
+        after = np.zeros(k0 + 1)
+    else:
+        k_two = both.choose(price, k_cap=cap_two)
+        v_two = both.gain[np.arange(k0 + k1 + 1), np.searchsorted(both.k, k_two)] - price * k_two
+        pooled = np.arange(k0 + 1)[:, None] + np.arange(k1 + 1)[None, :]
+        worth = (predictive * v_two[pooled]).sum(axis=1) - price * k1
+        second = worth > v_one
+        after = (predictive * k_two[pooled]).sum(axis=1)
+    expected = np.where(second, k0 + k1 + after, k0 + k_one)
+    return TwoStageRule(price=price, second=_frozen(second), k_one=_frozen(k_one),
+                        k_two=_frozen(k_two), expected_samples=_frozen(expected))
+
+
 # ------------------------------------------------------------------ replay
 
 
@@ -806,10 +945,14 @@ class BudgetPlan:
     Attributes
     ----------
     k : ndarray of int64
-        Estimation sample size per image (0 abstains after the pilot); the count range is
-        ``[k0, k0 + k)``.
+        Estimation sample size per image (0 abstains after the pilot).
+    start : ndarray of int64
+        Where each image's count range ``[start, start + k)`` begins: ``k0``, or
+        ``k0 + k1`` after a second pilot.
     samples : ndarray of int64
-        Samples consumed, ``k0 + k``.
+        Samples consumed, ``start + k``.
+    second : ndarray of bool
+        Which images drew the second pilot (all False for one stage).
     price : float
         The price used: given, or the one the mean budget ``B`` implied.
     mean_samples : float
@@ -819,14 +962,24 @@ class BudgetPlan:
     """
 
     k: np.ndarray = field(repr=False)
+    start: np.ndarray = field(repr=False)
     samples: np.ndarray = field(repr=False)
+    second: np.ndarray = field(repr=False)
     price: float
     mean_samples: float
     prior: Prior | None = field(repr=False)
 
 
+def _check_counts(k_A, m, most):
+    k_A = np.asarray(k_A)
+    if k_A.shape != (m,) or k_A.dtype.kind not in "iu" or np.any((k_A < 0) | (k_A > most)):
+        raise ValueError(f"count must return {m} integer counts in [0, stop - start] "
+                         f"(got {k_A!r})")
+    return k_A.astype(np.int64)
+
+
 def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | None = None,
-                image_ids=None, prior: Prior | None = None) -> BudgetPlan:
+                image_ids=None, prior: Prior | None = None, count=None) -> BudgetPlan:
     """Each image's estimation size from its pilot count (and, with ``B``, everyone's).
 
     Parameters
@@ -838,15 +991,18 @@ def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | 
     sigma : float
         Noise level.
     n_samples : int, optional
-        Samples per stream, N: with ``B``, sizes above ``N - k0`` are not considered (and a
-        ``B`` the streams cannot meet is an error); with ``price``, an image that needs
-        more than N is an error naming it.
+        Samples per stream, N: with ``B``, sizes above what the streams hold are not
+        considered (and a ``B`` the streams cannot meet is an error); with ``price``, an
+        image that needs more than N is an error naming it.
     image_ids : array_like of int, optional
         Dataset index of each image, for error messages (default 0..n-1).
     prior : Prior, optional
         For ``prior="eb"``: a prior already fitted to these pilot counts
         (:func:`empirical_prior`), so that several budgets over the same images fit it
         once. Default: fitted here.
+    count : callable, optional
+        Needed with ``k1 > 0`` only: ``count(start, stop)`` as in :func:`replay_budget`,
+        asked once for the second pilots ``[k0, k0 + k1)`` (an empty range elsewhere).
 
     Returns
     -------
@@ -855,9 +1011,10 @@ def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | 
     if not isinstance(policy, Budget):
         raise ValueError(f"policy ({policy!r}) must be a Budget")
     sigma = check_sigma(sigma)
-    k0 = policy.k0
+    k0, k1 = policy.k0, policy.k1
     x = _check_pilots(pilot_counts, k0)
-    ids = np.arange(x.size) if image_ids is None else np.asarray(image_ids)
+    m = x.size
+    ids = np.arange(m) if image_ids is None else np.asarray(image_ids)
     k_cap = None
     if n_samples is not None:
         n_samples = check_sample_size(n_samples, "n_samples")
@@ -873,24 +1030,71 @@ def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | 
     elif prior is None:
         prior = empirical_prior(x, k0)
     gains = gain_table(k0, sigma, policy.alpha, k_max=policy.k_max, prior=prior)
-    if policy.B is not None:
-        sol = solve_price(gains, x, policy.B, k_cap=k_cap, n_samples=n_samples)
-        k, price = np.array(sol.k), sol.price
+    second = np.zeros(m, bool)
+    start = np.full(m, k0, np.int64)
+    if k1 == 0:
+        if policy.B is not None:
+            sol = solve_price(gains, x, policy.B, k_cap=k_cap, n_samples=n_samples)
+            k, price = np.array(sol.k), sol.price
+        else:
+            price = policy.price
+            k = gains.choose(price, x)
     else:
-        price = policy.price
-        k = gains.choose(price, x)
-        if k_cap is not None and np.any(k > k_cap):
-            over = np.flatnonzero(k > k_cap)
-            more = f" (and {over.size - 1} more images)" if over.size > 1 else ""
-            i = int(over[0])
-            raise ValueError(
-                f"policy {policy.name} needs {k0 + int(k[i])} samples for image "
-                f"{int(ids[i])}{more}, but each stream holds {n_samples} (N); sample more, "
-                "raise the price, or lower k_max"
-            )
-    samples = k0 + k
-    return BudgetPlan(k=_frozen(k), samples=_frozen(samples), price=float(price),
+        if count is None:
+            raise ValueError(f"policy {policy.name} draws a second pilot: give count, which "
+                             "counts it")
+        later = None if prior is None else Prior(p=prior.p, weight=prior.weight, k0=k0 + k1)
+        both = gain_table(k0 + k1, sigma, policy.alpha, k_max=policy.k_max, prior=later)
+        predictive = pilot_predictive(k0, k1, prior)
+        if policy.B is not None:
+            price = _solve_two_stage(gains, both, predictive, x, policy.B, k_cap, n_samples)
+        else:
+            price = policy.price
+        rule = two_stage_rule(gains, both, predictive, price, k_cap=k_cap)
+        second = rule.second[x]
+        start = np.where(second, k0 + k1, k0)
+        x1 = _check_counts(count(np.full(m, k0), start), m, k1)
+        k = np.where(second, rule.k_two[x + x1], rule.k_one[x])
+    if n_samples is not None and np.any(start + k > n_samples):
+        over = np.flatnonzero(start + k > n_samples)
+        more = f" (and {over.size - 1} more images)" if over.size > 1 else ""
+        i = int(over[0])
+        raise ValueError(
+            f"policy {policy.name} needs {int(start[i] + k[i])} samples for image "
+            f"{int(ids[i])}{more}, but each stream holds {n_samples} (N); sample more, "
+            "raise the price, or lower k_max"
+        )
+    samples = start + k
+    return BudgetPlan(k=_frozen(k), start=_frozen(start), samples=_frozen(samples),
+                      second=_frozen(second), price=float(price),
                       mean_samples=float(samples.mean()), prior=prior)
+
+
+def _solve_two_stage(first, both, predictive, x, B, k_cap, n_samples) -> float:
+    """The price at which the images' expected samples (over their second pilots) meet B."""
+    k0 = first.k0
+    B = _check_B(B, k0)
+    cnt = np.bincount(x, minlength=k0 + 1).astype(np.float64)
+    total = B * x.size
+
+    def spent(price):
+        return float(cnt @ two_stage_rule(first, both, predictive, price,
+                                          k_cap=k_cap).expected_samples)
+
+    at_zero = spent(0.0)
+    if at_zero < total:
+        where = f"streams of N = {n_samples} samples" if n_samples is not None else "k_max"
+        raise ValueError(
+            f"B ({_fmt(B)}) is larger than these images can spend: at most "
+            f"{at_zero / x.size:.6g} mean samples on average (the limit of the {where})"
+        )
+    if at_zero == total:
+        return 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = max(float(np.max(g.gain[:, 1:] / g.k[1:])) for g in (first, both))
+    _, hi = bisect_float(np.zeros(1), np.array([max(2.0 * top, np.finfo(float).tiny)]),
+                         lambda price, rows: np.array([spent(price[0]) <= total]))
+    return float(hi[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -931,7 +1135,7 @@ def replay_budget(policy: Budget, pilot_counts, count, *, sigma: float, chosen,
     """Replay the budget policy from plain arrays: pilot counts in, certificates out.
 
     :func:`plan_budget`, then the count of each image's chosen class over ``[k0, k0 + k)``
-    and Cohen's bound on it.
+    (``[k0 + k1, k0 + k1 + k)`` after a second pilot) and Cohen's bound on it.
 
     Parameters
     ----------
@@ -951,7 +1155,8 @@ def replay_budget(policy: Budget, pilot_counts, count, *, sigma: float, chosen,
     chosen : array_like of int, shape (n,)
         Each image's chosen class (its pilot's most frequent label).
     n_samples, image_ids, prior :
-        As in :func:`plan_budget`.
+        As in :func:`plan_budget`. With ``k1 > 0``, ``count`` is asked first for the second
+        pilots ``[k0, k0 + k1)`` (an empty range where none is drawn).
 
     Returns
     -------
@@ -970,18 +1175,19 @@ def replay_budget(policy: Budget, pilot_counts, count, *, sigma: float, chosen,
     >>> bool(9_000 < res.mean_samples <= 10_000), bool(np.all(res.prediction == 0))
     (True, True)
     """
-    plan = plan_budget(policy, pilot_counts, sigma=sigma, n_samples=n_samples,
-                       image_ids=image_ids, prior=prior)
-    k = np.array(plan.k)
-    m = k.size
+    m = np.asarray(pilot_counts).size
     chosen = np.asarray(chosen)
     if chosen.shape != (m,) or chosen.dtype.kind not in "iu":
         raise ValueError(f"chosen must hold {m} integer classes (got {chosen.shape} "
                          f"{chosen.dtype})")
-    start = np.full(m, policy.k0, np.int64)
-    k_A = np.asarray(count(start, start + k))
-    if k_A.shape != (m,) or k_A.dtype.kind not in "iu" or np.any((k_A < 0) | (k_A > k)):
-        raise ValueError(f"count must return {m} integer counts in [0, k] (got {k_A!r})")
+    plan = plan_budget(policy, pilot_counts, sigma=sigma, n_samples=n_samples,
+                       image_ids=image_ids, prior=prior, count=count)
+    k = np.array(plan.k)
+    start = np.array(plan.start)
+    k_A = _check_counts(count(start, start + k), m, k.max(initial=0))
+    if np.any(k_A > k):
+        raise ValueError(f"count must return {m} integer counts in [0, stop - start] "
+                         f"(got {k_A!r})")
     p_lower = np.full(m, np.nan)
     est = k > 0
     if np.any(est):

@@ -407,4 +407,41 @@ def ref_best_allocation(gains, k_grid, budget) -> float:
     return best
 
 
+def ref_two_stage(k0, k1, price, support, weight, sigma, alpha, k_grid):
+    """The two-stage budget rule under a discrete prior, by loops (scipy.stats.binom only).
+
+    Returns per first count x: (second?, k after the first pilot alone) and per pooled
+    count z of k0 + k1: k after both; ties to the smallest k.
+    """
+    from scipy.stats import binom
+
+    radius = {int(k): [max(ref_radius(int(k), p, sigma, alpha), 0.0) if k > 0 else 0.0
+                       for p in support] for k in k_grid}
+
+    def best(n, x):
+        post = np.array([w * binom.pmf(x, n, p) for p, w in zip(support, weight, strict=True)])
+        post = post / post.sum()
+        k_best, v_best = 0, 0.0
+        for k in sorted(radius):
+            v = float(post @ np.array(radius[k])) - price * k
+            if v > v_best:
+                k_best, v_best = k, v
+        return k_best, v_best, post
+
+    second, k_one, k_two, v_two = [], [], [], []
+    for z in range(k0 + k1 + 1):
+        k, v, _ = best(k0 + k1, z)
+        k_two.append(k)
+        v_two.append(v)
+    for x in range(k0 + 1):
+        k, v, post = best(k0, x)
+        k_one.append(k)
+        worth = -price * k1
+        for x1 in range(k1 + 1):
+            pred = sum(q * binom.pmf(x1, k1, p) for q, p in zip(post, support, strict=True))
+            worth += pred * v_two[x + x1]
+        second.append(worth > v)
+    return second, k_one, k_two
+
+
 # ------------------------------------------------------------------------- end of budget --

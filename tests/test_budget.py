@@ -17,7 +17,9 @@ from reference import (
     ref_budget_k,
     ref_npmle,
     ref_radius,
+    ref_two_stage,
 )
+from scipy import stats as st
 
 import isskit.budget as budget_mod
 from isskit import _kernels
@@ -29,8 +31,11 @@ from isskit.budget import (
     empirical_prior,
     gain_table,
     k_grid,
+    pilot_predictive,
+    plan_budget,
     replay_budget,
     solve_price,
+    two_stage_rule,
 )
 from isskit.replay import index_blocks
 from isskit.synthetic import realistic_p_A, synthetic_labels
@@ -46,10 +51,13 @@ def test_budget_names_params_validity():
     assert p.name == "Budget-B=26000-k0=300"
     assert (p.kind, p.validity, p.selection_size, p.k_bar) == ("budget", "fixed-n", 300, 26000)
     assert p.params() == {"kind": "budget", "k0": 300, "price": None, "B": 26000.0,
-                          "alpha": 0.001, "prior": "jeffreys", "k_max": 10**6}
+                          "alpha": 0.001, "prior": "jeffreys", "k_max": 10**6, "k1": 0}
     q = Budget(price=2.5e-6, k0=100, prior="EB", alpha=0.01, k_max=5000)
     assert q.name == "Budget-price=0.0000025-k0=100-prior=eb-alpha=0.01-k_max=5000"
     assert q.max_samples == 5100 and q.k_bar == 0
+    two = Budget(B=20000, k0=100, k1=1000, prior="eb")
+    assert two.name == "Budget-B=20000-k0=100-prior=eb-k1=1000" and two.validity == "fixed-n"
+    assert two.max_samples == 100 + 1000 + 10**6
     assert Budget(price=0) == Budget(price=0.0)  # a value: equal parameters, equal policies
 
 
@@ -68,6 +76,7 @@ def test_budget_names_params_validity():
         ({"B": 1000, "alpha": 0.5}, r"alpha \(0.5\) must be < 0.5"),
         ({"B": 1000, "alpha": 0.0}, r"alpha \(0.0\) must be in \(0, 1\)"),
         ({"B": 1000, "k_max": 0}, r"k_max \(0\) must be an integer >= 1"),
+        ({"B": 1000, "k1": -1}, r"k1 \(-1\) must be an integer >= 0"),
     ],
 )
 def test_budget_bad_input_names_the_value(kwargs, match):
@@ -339,6 +348,74 @@ def test_replay_budget_errors_name_the_image_and_numbers():
                       sigma=SIGMA, chosen=chosen)
     with pytest.raises(ValueError, match="chosen must hold 20 integer classes"):
         replay_budget(Budget(price=1e-4, k0=100), x, count, sigma=SIGMA, chosen=chosen[:5])
+
+
+# ------------------------------------------------------------------ a second pilot
+
+
+def test_pilot_predictive_matches_scipy():
+    got = pilot_predictive(30, 12)
+    for x in (0, 7, 29, 30):
+        np.testing.assert_allclose(got[x], st.betabinom.pmf(np.arange(13), 12, x + 0.5,
+                                                            30 - x + 0.5), rtol=1e-10)
+    prior = Prior(p=[0.5, 0.9, 1.0], weight=[0.2, 0.5, 0.3], k0=30)
+    got = pilot_predictive(30, 12, prior)
+    for x in (0, 20, 30):
+        post = np.array([0.2, 0.5, 0.3]) * st.binom.pmf(x, 30, [0.5, 0.9, 1.0])
+        post /= post.sum()
+        ref = sum(q * st.binom.pmf(np.arange(13), 12, p)
+                  for q, p in zip(post, [0.5, 0.9, 1.0], strict=True))
+        np.testing.assert_allclose(got[x], ref, rtol=1e-10, atol=1e-300)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("price", [2e-4, 1e-3])
+def test_two_stage_rule_matches_twin(price):
+    support, weight = [0.55, 0.8, 0.97, 0.999, 1.0], [0.2, 0.2, 0.2, 0.2, 0.2]
+    k0, k1, k_max = 10, 20, 400
+    first = gain_table(k0, SIGMA, ALPHA, k_max=k_max,
+                       prior=Prior(p=support, weight=weight, k0=k0))
+    both = gain_table(k0 + k1, SIGMA, ALPHA, k_max=k_max,
+                      prior=Prior(p=support, weight=weight, k0=k0 + k1))
+    pred = pilot_predictive(k0, k1, Prior(p=support, weight=weight, k0=k0))
+    rule = two_stage_rule(first, both, pred, price)
+    second, k_one, k_two = ref_two_stage(k0, k1, price, support, weight, SIGMA, ALPHA,
+                                         k_grid(k_max))
+    np.testing.assert_array_equal(rule.k_one, k_one)
+    np.testing.assert_array_equal(rule.k_two, k_two)
+    np.testing.assert_array_equal(rule.second, second)
+    assert rule.second.any() or price > 5e-4  # the test exercises both branches
+    assert np.all(rule.expected_samples >= k0)
+
+
+def test_two_stage_replay_counts_after_both_pilots_and_meets_B_on_average():
+    labels = _streams(m=60, N=20_000, seed=8)
+    policy = Budget(B=5_000, k0=100, k1=400, prior="eb")
+    chosen = np.array([int(np.bincount(r[:100], minlength=10).argmax()) for r in labels])
+    x = np.array([ref_budget_certify(list(r), 100, 0, ALPHA, SIGMA)["pilot"] for r in labels])
+    _, count, calls = _counter(labels, chosen)
+    plan = plan_budget(policy, x, sigma=SIGMA, n_samples=20_000, count=count)
+    assert plan.second.any() and not plan.second.all()
+    np.testing.assert_array_equal(calls[0][0], 100)  # the second pilots, right after the first
+    np.testing.assert_array_equal(calls[0][1], np.where(plan.second, 500, 100))
+    np.testing.assert_array_equal(plan.start, np.where(plan.second, 500, 100))
+    assert abs(plan.mean_samples - 5_000) < 0.25 * 5_000  # on average only: 60 images
+    _, count, calls = _counter(labels, chosen)
+    res = replay_budget(policy, x, count, sigma=SIGMA, chosen=chosen, n_samples=20_000,
+                        prior=plan.prior)
+    np.testing.assert_array_equal(res.k, plan.k)
+    np.testing.assert_array_equal(calls[1][0], plan.start)  # estimation after both pilots
+    for i in range(labels.shape[0]):
+        start = int(plan.start[i])
+        ref = ref_budget_certify(list(labels[i]), 100, 0, ALPHA, SIGMA)
+        if plan.k[i] > 0:  # a shifted stream: the count starts after the pilots drawn
+            shifted = list(labels[i][:100]) + list(labels[i][start:])
+            ref = ref_budget_certify(shifted, 100, int(plan.k[i]), ALPHA, SIGMA)
+        assert res.prediction[i] == ref["prediction"]
+        assert res.radius[i] == pytest.approx(ref["radius"], rel=1e-12, abs=1e-15)
+        assert res.samples[i] == start + plan.k[i]
+    with pytest.raises(ValueError, match="draws a second pilot: give count"):
+        plan_budget(policy, x, sigma=SIGMA)
 
 
 def test_docstring_examples_run():
