@@ -53,9 +53,11 @@ How the rule is computed (``docs/budget.md`` has the measurements):
   pilot an image may draw ``k1`` more pilot samples, where the objective expected after
   them (over their predictive distribution, :func:`pilot_predictive`) minus ``price * k1``
   beats stopping (:func:`two_stage_rule`); it then takes the rule's ``k`` for the pooled
-  count of ``k0 + k1`` and counts over ``[k0 + k1, k0 + k1 + k)``. With ``B`` the price is
-  solved on the expected samples, since the price may not see any image's second pilot
-  (those samples are estimation samples of the images that stop after one).
+  count of ``k0 + k1`` and counts over ``[k0 + k1, k0 + k1 + k)``. With ``B``, the price that
+  decides who draws the second pilot is solved on the expected samples: it may not see any
+  second pilot, since those samples are estimation samples of the images that stop after
+  one. A second price, on the pooled counts of the images that drew it, then shares what
+  the others left of ``B`` among them.
 
 This module never prints, never reads a store and never imports click: arrays in, arrays out.
 :func:`replay_budget` takes the counts from a callable, which replay answers from its stream
@@ -220,8 +222,10 @@ class Budget:
         after them, averaged over their predictive distribution, minus ``price * k1``)
         beats stopping after the first pilot; it then counts over ``[k0 + k1, k0 + k1 + k)``.
         Still ``fixed-n``: both pilots come before, and apart from, the estimation samples.
-        With ``B`` the price is solved on the expected samples (the price may see only
-        first pilots), so the mean meets ``B`` on average rather than exactly.
+        With ``B`` a first price, solved on the expected samples (it may see only first
+        pilots), decides who draws the second pilot and what the others get; a second
+        price then shares the rest of ``B`` among those who drew it, by their pooled
+        counts, so the mean meets ``B`` within one image's step.
 
     Examples
     --------
@@ -954,11 +958,16 @@ class BudgetPlan:
     second : ndarray of bool
         Which images drew the second pilot (all False for one stage).
     price : float
-        The price used: given, or the one the mean budget ``B`` implied.
+        The price used: given, or the one the mean budget ``B`` implied (with a second
+        pilot: the price that chose who draws it, meeting B on average).
     mean_samples : float
         ``mean(samples)``.
     prior : Prior or None
         The empirical-Bayes prior used (None for Jeffreys').
+    price_second : float
+        With ``B`` and a second pilot: the price that then shared what was left of ``B``
+        among the images that drew it (by their pooled counts), so that the mean meets
+        ``B`` within one image's step; NaN otherwise (inf where nothing was left).
     """
 
     k: np.ndarray = field(repr=False)
@@ -968,6 +977,7 @@ class BudgetPlan:
     price: float
     mean_samples: float
     prior: Prior | None = field(repr=False)
+    price_second: float = math.nan
 
 
 def _check_counts(k_A, m, most):
@@ -1032,6 +1042,7 @@ def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | 
     gains = gain_table(k0, sigma, policy.alpha, k_max=policy.k_max, prior=prior)
     second = np.zeros(m, bool)
     start = np.full(m, k0, np.int64)
+    price_second = math.nan
     if k1 == 0:
         if policy.B is not None:
             sol = solve_price(gains, x, policy.B, k_cap=k_cap, n_samples=n_samples)
@@ -1055,6 +1066,14 @@ def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | 
         start = np.where(second, k0 + k1, k0)
         x1 = _check_counts(count(np.full(m, k0), start), m, k1)
         k = np.where(second, rule.k_two[x + x1], rule.k_one[x])
+        if policy.B is not None and np.any(second):
+            # The price above met B on average over the second pilots; now that they are
+            # drawn, what the images that stopped after one pilot left of B is shared among
+            # the others by a second price, on their pooled counts alone: B is met within
+            # one image's step, and no price ever sees an estimation sample.
+            rest = policy.B * m - float(np.sum((k0 + k)[~second]))
+            k[second], price_second = _share_rest(both, (x + x1)[second], rest,
+                                                  None if k_cap is None else k_cap - k1)
     if n_samples is not None and np.any(start + k > n_samples):
         over = np.flatnonzero(start + k > n_samples)
         more = f" (and {over.size - 1} more images)" if over.size > 1 else ""
@@ -1067,7 +1086,26 @@ def plan_budget(policy: Budget, pilot_counts, *, sigma: float, n_samples: int | 
     samples = start + k
     return BudgetPlan(k=_frozen(k), start=_frozen(start), samples=_frozen(samples),
                       second=_frozen(second), price=float(price),
-                      mean_samples=float(samples.mean()), prior=prior)
+                      mean_samples=float(samples.mean()), prior=prior,
+                      price_second=float(price_second))
+
+
+def _share_rest(both: GainTable, pooled, total: float, k_cap):
+    """Estimation sizes of the images after a second pilot, spending ``total`` samples.
+
+    ``total`` covers their pilots too. The budget rule's price for their mean
+    ``total / n``; with nothing left beyond the pilots they all abstain, and with more than
+    they can spend each gets what it would at price 0.
+    """
+    n = pooled.size
+    mean = total / n
+    if not mean > both.k0:
+        return np.zeros(n, np.int64), math.inf
+    most = both.k0 + float(np.mean(both.choose(0.0, pooled, k_cap=k_cap)))
+    if mean >= most:
+        return both.choose(0.0, pooled, k_cap=k_cap), 0.0
+    sol = solve_price(both, pooled, mean, k_cap=k_cap)
+    return np.array(sol.k), sol.price
 
 
 def _solve_two_stage(first, both, predictive, x, B, k_cap, n_samples) -> float:

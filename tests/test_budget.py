@@ -388,18 +388,29 @@ def test_two_stage_rule_matches_twin(price):
     assert np.all(rule.expected_samples >= k0)
 
 
-def test_two_stage_replay_counts_after_both_pilots_and_meets_B_on_average():
+def test_two_stage_replay_counts_after_both_pilots_and_meets_B():
     labels = _streams(m=60, N=20_000, seed=8)
     policy = Budget(B=5_000, k0=100, k1=400, prior="eb")
     chosen = np.array([int(np.bincount(r[:100], minlength=10).argmax()) for r in labels])
     x = np.array([ref_budget_certify(list(r), 100, 0, ALPHA, SIGMA)["pilot"] for r in labels])
-    _, count, calls = _counter(labels, chosen)
+    cum, count, calls = _counter(labels, chosen)
     plan = plan_budget(policy, x, sigma=SIGMA, n_samples=20_000, count=count)
     assert plan.second.any() and not plan.second.all()
     np.testing.assert_array_equal(calls[0][0], 100)  # the second pilots, right after the first
     np.testing.assert_array_equal(calls[0][1], np.where(plan.second, 500, 100))
     np.testing.assert_array_equal(plan.start, np.where(plan.second, 500, 100))
-    assert abs(plan.mean_samples - 5_000) < 0.25 * 5_000  # on average only: 60 images
+    # the second price shares the rest of B: within one image's step, never above
+    assert plan.mean_samples <= 5_000 and 5_000 - plan.mean_samples <= plan.k.max() / 60
+    assert np.isfinite(plan.price_second) and plan.price_second > 0
+    # and every image that drew the second pilot got the rule's k at that price, by its
+    # pooled count (or at the adjacent double below it: the tie at the breakpoint)
+    both = gain_table(500, SIGMA, ALPHA, prior=Prior(p=plan.prior.p, weight=plan.prior.weight,
+                                                     k0=500))
+    z = (cum[:, 500] - cum[:, 100] + x)[plan.second]
+    at = both.choose(plan.price_second, z)
+    below = both.choose(float(np.nextafter(plan.price_second, 0.0)), z)
+    got = plan.k[plan.second]
+    assert np.all((got == at) | (got == below))
     _, count, calls = _counter(labels, chosen)
     res = replay_budget(policy, x, count, sigma=SIGMA, chosen=chosen, n_samples=20_000,
                         prior=plan.prior)
