@@ -279,19 +279,20 @@ def _hull_segments(x, gains, seg_img, seg_from, seg_to):
 
 
 @_jit
-def _greedy(order, seg_img, d_k, d_gain, k_to, total, k):
-    """Take hull segments in ``order`` while the budget ``total`` lasts (see oracle_allocation).
+def _greedy(seg_img, d_k, d_gain, k_to, total, k):
+    """Take hull segments, in the order given, while the budget ``total`` lasts.
 
-    A segment that does not fit is skipped, and so are the later segments of its image.
-    Writes each image's sample size into ``k`` (zeros on entry) and returns the value
-    taken and the Lagrangian bound (the first segment that does not fit, taken
+    The arrays are already in the greedy's order (decreasing slope), so the pass streams
+    through them. A segment that does not fit is skipped, and so are the later segments of
+    its image. Writes each image's sample size into ``k`` (zeros on entry) and returns the
+    value taken and the Lagrangian bound (the first segment that does not fit, taken
     fractionally; the value itself when every segment fits).
     """
     spent = 0.0
     value = 0.0
     bound = np.nan
     blocked = np.zeros(k.shape[0], np.bool_)
-    for s in order:
+    for s in range(seg_img.shape[0]):
         i = seg_img[s]
         if blocked[i]:
             continue
@@ -372,30 +373,34 @@ class Oracles:
         seg_from = np.empty(m * g, np.int64)
         seg_to = np.empty(m * g, np.int64)
         n = _hull_segments(self.k_grid.astype(np.float64), radius, seg_img, seg_from, seg_to)
-        self._seg_img, self._seg_from, self._seg_to = seg_img[:n], seg_from[:n], seg_to[:n]
-        self._d_k = (self.k_grid[self._seg_to] - self.k_grid[self._seg_from]).astype(np.float64)
-        self._d_gain = radius[self._seg_img, self._seg_to] - radius[self._seg_img, self._seg_from]
+        seg_img, seg_from, seg_to = seg_img[:n], seg_from[:n], seg_to[:n]
+        d_k = (self.k_grid[seg_to] - self.k_grid[seg_from]).astype(np.float64)
+        d_gain = radius[seg_img, seg_to] - radius[seg_img, seg_from]
         # Decreasing slope; within an image the hull's slopes already decrease, and the
         # stable sort on (slope, vertex) keeps an image's segments in hull order on ties.
-        slope = self._d_gain / self._d_k
-        self._order_blind = np.lexsort((self._seg_from, -slope))
-        on_correct = self.correct[self._seg_img]
-        sub = np.flatnonzero(on_correct)
-        self._order_aware = sub[np.lexsort((self._seg_from[sub], -slope[sub]))]
+        slope = d_gain / d_k
+        order_blind = np.lexsort((seg_from, -slope))
+        sub = np.flatnonzero(self.correct[seg_img])
+        order_aware = sub[np.lexsort((seg_from[sub], -slope[sub]))]
+        # Each oracle's segments stored in its greedy order: the pass then streams.
+        self._segments = {
+            name: (seg_img[o], d_k[o], d_gain[o], self.k_grid[seg_to[o]])
+            for name, o in (("blind", order_blind), ("aware", order_aware))
+        }
 
-    def _allocate(self, order, budget):
+    def _allocate(self, name, budget):
         k = np.zeros(self.p_A.size, np.int64)
-        if order.size == 0:
+        segments = self._segments[name]
+        if segments[0].size == 0:
             return k, 0.0, 0.0
-        value, bound = _greedy(order, self._seg_img, self._d_k, self._d_gain,
-                               self.k_grid[self._seg_to], budget * self.p_A.size, k)
+        value, bound = _greedy(*segments, budget * self.p_A.size, k)
         return k, float(value), float(bound)
 
     def aware(self, budget: float) -> OracleResult:
         """The label-aware oracle at a mean budget (see :func:`oracle_allocation`)."""
         budget = _check_budget(budget)
-        k, value, bound = self._allocate(self._order_aware, budget)
-        if self._order_aware.size == 0:
+        k, value, bound = self._allocate("aware", budget)
+        if self._segments["aware"][0].size == 0:
             return OracleResult(k, 0.0, 0.0, 0.0, budget, self.k_grid)
         acr = expected_acr(k, self.p_A, self.correct, self.sigma, self.alpha)
         m = self.p_A.size
@@ -405,7 +410,7 @@ class Oracles:
     def blind(self, budget: float) -> BlindOracleResult:
         """The label-blind oracle at a mean budget (see :func:`oracle_blind`)."""
         budget = _check_budget(budget)
-        k, value, bound = self._allocate(self._order_blind, budget)
+        k, value, bound = self._allocate("blind", budget)
         m = self.p_A.size
         radius = expected_acr(k, self.p_A, True, self.sigma, self.alpha)
         acr = expected_acr(k, self.p_A, self.correct, self.sigma, self.alpha)
