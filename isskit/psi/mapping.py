@@ -315,10 +315,11 @@ def _threshold_cells(k) -> np.ndarray:
 def _threshold(lo, hi, k_bar, U, decline, sigma, alpha) -> float:
     """The smallest float p in (lo, hi] where the target radius is > 0 (bisection to an ulp)."""
 
-    def positive(p):
-        return bool(_target(np.asarray(expected_radius(k_bar, p, sigma, alpha)), U, decline) > 0)
+    def positive(p, rows):
+        return _target(np.asarray(expected_radius(k_bar, p, sigma, alpha)), U, decline) > 0
 
-    return bisect_float(lo, hi, positive)
+    _, p0 = bisect_float(np.array([lo]), np.array([hi]), positive)
+    return float(p0[0])
 
 
 def _threshold_samples(lo, hi, k_bar, U, decline, sigma, alpha) -> np.ndarray:
