@@ -322,8 +322,8 @@ def format_row(idx, label, predict, radius, seconds, *, radius_format: str = ".6
 
     Examples
     --------
-    >>> format_row(7, 3, 3, 0.5, 13.73608)
-    '7\t3\t3\t0.500000\t1\t0:00:13.736080\n'
+    >>> format_row(7, 3, 3, 0.5, 13.73608).split()
+    ['7', '3', '3', '0.500000', '1', '0:00:13.736080']
     """
     s = float(seconds)
     t = "nan" if math.isnan(s) else str(datetime.timedelta(seconds=s))
