@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from isskit._provenance import make_attrs
+from isskit._tunables import BATCH_CELLS
 from isskit.policies import CountPlan, RadiusPolicy, parse_policies
 from isskit.progress import progress_bar
 from isskit.replay import _cbeta, _kernels
@@ -217,7 +218,7 @@ def _certify(chosen, k_A, k, alpha, sigma):
 
 
 #: Policy-images per kernel call in :func:`replay` (bounds the temporary arrays to ~250 MB).
-_BATCH_CELLS = 2_000_000
+_BATCH_CELLS = BATCH_CELLS
 
 
 @dataclass(frozen=True)

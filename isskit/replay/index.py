@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from isskit._tunables import BLOCK_BYTES
 from isskit.policies import parse_policies
 from isskit.progress import progress_bar
 from isskit.replay import _kernels
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 #: Default size of one block of labels read while indexing (a few are held at once).
-DEFAULT_MAX_BYTES = 64 * 2**20
+DEFAULT_MAX_BYTES = BLOCK_BYTES
 
 
 @dataclass

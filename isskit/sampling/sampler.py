@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isskit._tunables import BLOCK_BYTES, MAX_CLASSES
 from isskit.progress import progress_bar
 from isskit.store import StoreWriteError, open_for_writing
 from isskit.validate import (
@@ -445,7 +446,7 @@ class _RowGroups:
     they are written (the store marks them after flushing).
     """
 
-    def __init__(self, writer, max_seconds: float = 0.25, max_bytes: int = 64 << 20):
+    def __init__(self, writer, max_seconds: float = 0.25, max_bytes: int = BLOCK_BYTES):
         self.writer, self.max_seconds, self.max_bytes = writer, max_seconds, max_bytes
         self.rows, self.labels, self.seconds = [], [], []
 
@@ -699,8 +700,9 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     if num_classes is not None and int(num_classes) != k:
         raise ArgumentError("num_classes", "{name} ({value}) differs from the model's {k} "
                             "logits", value=num_classes, k=k)
-    if k > np.iinfo(np.uint16).max + 1:
-        raise ValueError(f"the model has {k} classes; labels are stored as uint16 (<= 65536)")
+    if k > MAX_CLASSES:
+        raise ValueError(f"the model has {k} classes; labels are stored as uint16 "
+                         f"(<= {MAX_CLASSES})")
     if labels_true.min() < 0 or labels_true.max() >= k:
         raise ValueError(f"true labels ({labels_true.min()} .. {labels_true.max()}) do not "
                          f"fit the model's {k} classes: does the model fit the dataset?")

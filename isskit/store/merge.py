@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from isskit._atomic import atomic_path
+from isskit._tunables import BLOCK_BYTES
 from isskit.progress import progress_bar
 from isskit.store.reader import StreamStore, open_store
 from isskit.store.schema import RUN_PARAMS, StoreError, StoreMismatchError, _same, _short
@@ -26,7 +27,8 @@ __all__ = [
 _PER_RANK = ("rank", "created_at", "device", "isskit_version", "torch_version", "batch_size")
 
 
-def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: bool = False) -> Path:
+def merge_stores(out_path, in_paths, *, max_bytes: int = BLOCK_BYTES,
+                 progress: bool = False) -> Path:
     """Join the per-rank stores of one run into a single store, rows sorted by image_index.
 
     Parameters

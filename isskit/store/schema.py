@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from isskit._tunables import CHUNK_SAMPLES, COMPRESSION, COMPRESSION_LEVEL, MAX_CLASSES
 from isskit.validate import check_sigma
 
 __all__ = [
@@ -42,9 +43,9 @@ RUN_PARAMS = ("sigma", "samples_per_image", "model", "seed", "dataset", "num_cla
 # in bench/bench_store.py (docs/formats.md has the table): about 0.2 bytes per sample on a
 # realistic p_A mix, where shuffle saved little space and halved the read speed, and
 # higher gzip levels cost write time for a few per cent of space.
-_CHUNK_SAMPLES = 1 << 17
-_COMPRESSION = "gzip"
-_COMPRESSION_LEVEL = 1
+_CHUNK_SAMPLES = CHUNK_SAMPLES
+_COMPRESSION = COMPRESSION
+_COMPRESSION_LEVEL = COMPRESSION_LEVEL
 
 _DATASETS = {
     # name: (number of dimensions, dtype)
@@ -57,7 +58,7 @@ _DATASETS = {
 #: Datasets new in a schema version: (name, (number of dimensions, dtype), version).
 _DATASETS_SINCE = {"drawn": ((1, np.dtype(np.int64)), 2)}
 _REQUIRED_ATTRS = ("schema_version", "samples_per_image", "sigma", "num_classes")
-_MAX_CLASSES = 1 << 16  # labels are uint16
+_MAX_CLASSES = MAX_CLASSES
 
 
 class StoreError(ValueError):
