@@ -23,12 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "cli")]
 
-from isskit.decision import CS, Adaptive, Staged, _p0  # noqa: E402
 from isskit.decision_audit import (  # noqa: E402
     DEFAULT_OFFSETS,
     audit_decisions,
     false_certification,
 )
+from isskit.policies import CS, Adaptive, Staged  # noqa: E402
+from isskit.policies._decide import _p0  # noqa: E402
 
 SIGMA = 0.5
 RADII = (0.125, 0.25, 0.5, 1.0)

@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "cli")]
 
 from isskit import decision as D  # noqa: E402
+from isskit.policies import CS, Adaptive, Staged  # noqa: E402
+from isskit.policies import cs as cs_module  # noqa: E402
 from isskit.replay import _kernels  # noqa: E402
 from isskit.studies.synthetic import realistic_p_A, synthetic_labels  # noqa: E402
 from tests import reference as ref  # noqa: E402
@@ -56,13 +58,13 @@ def sweep(scale: float = 1.0) -> list:
 
     out = []
     for r in RADII:
-        n_max = sz(D.CS_N_MAX)
-        out += [D.CS(r=r, alpha=a, n_max=n_max) for a in ALPHAS]
-        out += [D.CS(r=r, alpha=a, n_max=n_max, faithful=True) for a in ALPHAS[:2]]
-        out += [D.CS(r=r, alpha=a, n_max=n_max, method="union") for a in ALPHAS]
-        out += [D.Staged(r=r, stages=tuple(sz(n) for n in s), alpha=a)
+        n_max = sz(cs_module.CS_N_MAX)
+        out += [CS(r=r, alpha=a, n_max=n_max) for a in ALPHAS]
+        out += [CS(r=r, alpha=a, n_max=n_max, faithful=True) for a in ALPHAS[:2]]
+        out += [CS(r=r, alpha=a, n_max=n_max, method="union") for a in ALPHAS]
+        out += [Staged(r=r, stages=tuple(sz(n) for n in s), alpha=a)
                 for s in STAGED_SCHEDULES for a in ALPHAS]
-        out += [D.Adaptive(r=r, n0=sz(100), stages=tuple(sz(n) for n in s), alpha=a)
+        out += [Adaptive(r=r, n0=sz(100), stages=tuple(sz(n) for n in s), alpha=a)
                 for s in ADAPTIVE_SCHEDULES for a in ALPHAS]
     return out
 
@@ -142,8 +144,8 @@ def run_sweep(index: Index, policies, N: int, times=None):
     """Every policy over every image, from the index: {policy: arrays}; seconds into times."""
     times = {} if times is None else times
     out = {}
-    cs = [p for p in policies if isinstance(p, D.CS)]
-    staged = [p for p in policies if isinstance(p, D.Staged)]
+    cs = [p for p in policies if isinstance(p, CS)]
+    staged = [p for p in policies if isinstance(p, Staged)]
     t0 = time.perf_counter()
     for p in cs:
         p.thresholds(SIGMA)
@@ -158,7 +160,7 @@ def run_sweep(index: Index, policies, N: int, times=None):
     times["staged"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for sched, slot in index.mode_slot.items():
-        members = [p for p in policies if isinstance(p, D.Adaptive)
+        members = [p for p in policies if isinstance(p, Adaptive)
                    and (p.n0, p.stages) == sched]
         est = np.array(members[0].estimation_ranges, np.int64)
         K, n = est.shape[0], slot.shape[0]
@@ -176,9 +178,9 @@ def run_sweep(index: Index, policies, N: int, times=None):
 
 def reference_estimate(streams: Streams, policies, results, pairs_per_family, rng):
     """Seconds the twins would take for the whole sweep (timed on samples, scaled)."""
-    fam = {"cs": [p for p in policies if isinstance(p, D.CS)],
-           "staged": [p for p in policies if isinstance(p, D.Staged)],
-           "adaptive": [p for p in policies if isinstance(p, D.Adaptive)]}
+    fam = {"cs": [p for p in policies if isinstance(p, CS)],
+           "staged": [p for p in policies if isinstance(p, Staged)],
+           "adaptive": [p for p in policies if isinstance(p, Adaptive)]}
     # thresholds: the twins recompute cs thresholds per policy (no cache), 4 of them timed
     sample = [fam["cs"][i] for i in rng.choice(len(fam["cs"]), 4, replace=False)]
     t0 = time.perf_counter()
@@ -233,7 +235,7 @@ def main(argv=None):
     print(f"{len(policies)} policies, {args.images:,} images x {args.samples:,} samples, "
           f"sigma = {SIGMA}")
     streams = Streams(args.images, args.samples)
-    schedules = sorted({(p.n0, p.stages) for p in policies if isinstance(p, D.Adaptive)})
+    schedules = sorted({(p.n0, p.stages) for p in policies if isinstance(p, Adaptive)})
     t0 = time.perf_counter()
     index = Index(streams, schedules)
     t_index = time.perf_counter() - t0
@@ -242,11 +244,11 @@ def main(argv=None):
 
     # compile every kernel on a few images with other policies, then time from a cold cache
     small = Index(Streams(8, 4000), sorted({(p.n0, p.stages) for p in sweep(4000 / 140_000)
-                                            if isinstance(p, D.Adaptive)}))
+                                            if isinstance(p, Adaptive)}))
     run_sweep(small, sweep(4000 / 140_000)[:20], 4000)
     best, results, split = np.inf, None, {}
     for _ in range(args.repeat):
-        D._cached_thresholds.cache_clear()
+        cs_module._cached_thresholds.cache_clear()
         t0 = time.perf_counter()
         times = {}
         results = run_sweep(index, policies, args.samples, times)

@@ -46,7 +46,6 @@ from bench_replay import sweep  # noqa: E402
 import isskit.store as store_mod  # noqa: E402
 from isskit.policies import Cohen  # noqa: E402
 from isskit.replay import DEFAULT_MAX_BYTES, build_index, evaluate, index_blocks  # noqa: E402
-from isskit.replay.metrics import default_reference  # noqa: E402
 from isskit.store import StreamStore, open_store  # noqa: E402
 
 NUM_CLASSES = 10
@@ -113,7 +112,7 @@ def main() -> None:
         print(f"generated {path} in {time.perf_counter() - t:.0f} s (reused by later runs)")
 
     policies = sweep(args.samples)
-    every = list(dict.fromkeys([*policies, *(default_reference(p, policies) for p in policies)]))
+    every = list(dict.fromkeys([*policies, *(p.default_reference(policies) for p in policies)]))
     # numba compiles (or loads its cache) outside the timings
     tiny = np.zeros((2, 130), np.uint16)
     evaluate(index_blocks([tiny], n_samples=130, num_classes=2, selection_sizes=[5]),

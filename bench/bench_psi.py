@@ -29,7 +29,7 @@ from scipy.special import betaincinv, ndtri
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isskit.psi.mapping import _cached_table, psi_exact
+from isskit.psi import psi_exact, psi_table
 
 SIGMA, ALPHA = 0.5, 0.001
 CASES = [  # (k_bar, decline, U): the paper's ISS-AD-*-0.05 and ISS-RD-*-0.01
@@ -98,7 +98,7 @@ def main(argv=None):
         for k_bar, decline, U in CASES:
             def build(k_bar=k_bar, decline=decline, U=U, delta=delta):
                 # bypass the cache: time the computation, not the lookup
-                return _cached_table.__wrapped__(k_bar, U, decline, SIGMA, ALPHA, delta, "paper")
+                return psi_table(k_bar, U, decline, SIGMA, ALPHA, delta, cache=False)
 
             best, med, _ = best_ms(build, rep_exact)
             line = f"{k_bar:>7} {decline:>4} {U:>5} {delta:>7} {best:>7.2f} / {med:>7.2f}"
@@ -121,8 +121,8 @@ def main(argv=None):
             print(line + f"  {all(checks)}", flush=True)
     # the "sup" mapping adds psi on a few hundred points in the sign-change cells
     for k_bar, decline, U in CASES:
-        best, med, _ = best_ms(lambda k_bar=k_bar, decline=decline, U=U: _cached_table.__wrapped__(
-            k_bar, U, decline, SIGMA, ALPHA, 0.001, "sup"), rep_exact)
+        best, med, _ = best_ms(lambda k_bar=k_bar, decline=decline, U=U: psi_table(
+            k_bar, U, decline, SIGMA, ALPHA, 0.001, mapping="sup", cache=False), rep_exact)
         print(f"{k_bar:>7} {decline:>4} {U:>5} {0.001:>7} {best:>7.2f} / {med:>7.2f}"
               "  (mapping sup)")
 

@@ -30,9 +30,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as st
 
-from isskit._validate import check_sigma
-from isskit.decision import CS, Adaptive, Staged, _p0
+from isskit.policies import CS, Adaptive, Staged
+from isskit.policies._decide import _p0
 from isskit.replay import _kernels
+from isskit.validate import check_sigma
 
 __all__ = [
     "DEFAULT_OFFSETS",

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import betaincinv, ndtri
 
-from isskit._validate import check_alpha, check_sigma
+from isskit.validate import check_alpha, check_sigma
 
 __all__ = [
     "CPInterval",

@@ -237,15 +237,43 @@ def prop2_bruteforce(table, points):
 
 # --- sampling (isskit.sampling) ---------------------------------------------
 
-def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
+def _blake_seed(text):
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def noise_reference(shape, *, N, batch, seed, image_index, scheme="isskit-noise-v2"):
+    """The float32 noise of one row, ``(N, *shape)``, coded from sampler.py's docstring.
+
+    ``isskit-noise-v2``: blocks of 256 samples, block b one ``normal_`` on a CPU generator
+    seeded with the first 8 bytes (little-endian, top bit cleared) of
+    ``blake2b(b"isskit-noise-v2:<seed>:<index>:<b>")``, drawn whole. ``isskit-noise-v1``:
+    one generator seeded with ``blake2b(b"isskit-noise-v1:<seed>:<index>")``, ``normal_`` on
+    blocks of ``batch`` copies (the last one shorter).
+    """
+    import torch
+
+    parts = []
+    if scheme == "isskit-noise-v1":
+        gen = torch.Generator().manual_seed(_blake_seed(f"{scheme}:{seed}:{image_index}"))
+        for start in range(0, N, batch):
+            z = torch.empty((min(batch, N - start), *shape), dtype=torch.float32)
+            parts.append(z.normal_(generator=gen))
+    else:
+        for b in range(0, (N + 255) // 256):
+            gen = torch.Generator().manual_seed(
+                _blake_seed(f"{scheme}:{seed}:{image_index}:{b}"))
+            z = torch.empty((256, *shape), dtype=torch.float32)
+            parts.append(z.normal_(generator=gen))
+    return torch.cat(parts)[:N]
+
+
+def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index,
+                         scheme="isskit-noise-v2"):
     """One stream row, one forward pass per noisy copy (isskit.sampling's documented noise).
 
-    The noise follows the derivation written in ``isskit/sampling/sampler.py``'s docstring, coded
-    here from that text: a CPU ``torch.Generator`` seeded with the first 8 bytes
-    (little-endian, top bit cleared) of ``blake2b(b"isskit-noise-v1:<seed>:<index>")``,
-    ``normal_`` on float32 blocks of ``batch`` copies (the last one shorter), input
-    ``torch.add(x, z, alpha=sigma)``. Then every copy is classified alone and the first
-    maximal logit wins.
+    The noise is :func:`noise_reference`'s, input ``torch.add(x, z, alpha=sigma)``. Then
+    every copy is classified alone and the first maximal logit wins.
 
     Returns
     -------
@@ -256,21 +284,16 @@ def sample_row_reference(model, x, *, sigma, N, batch, seed, image_index):
     """
     import torch
 
-    digest = hashlib.blake2b(f"isskit-noise-v1:{seed}:{image_index}".encode(),
-                             digest_size=8).digest()
-    gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+    z = noise_reference(tuple(x.shape), N=N, batch=batch, seed=seed,
+                        image_index=image_index, scheme=scheme)
     labels, margins = [], []
     with torch.no_grad():
-        for start in range(0, N, batch):
-            b = min(batch, N - start)
-            z = torch.empty((b, *x.shape), dtype=torch.float32)
-            z.normal_(generator=gen)
-            noisy = torch.add(x, z, alpha=sigma)
-            for j in range(b):
-                logits = model(noisy[j : j + 1])[0].double()
-                top2 = torch.topk(logits, 2).values
-                labels.append(int(torch.argmax(logits)))
-                margins.append(float(top2[0] - top2[1]))
+        noisy = torch.add(x, z, alpha=sigma)
+        for j in range(N):
+            logits = model(noisy[j : j + 1])[0].double()
+            top2 = torch.topk(logits, 2).values
+            labels.append(int(torch.argmax(logits)))
+            margins.append(float(top2[0] - top2[1]))
     return np.asarray(labels, dtype=np.int64), np.asarray(margins)
 
 
@@ -568,3 +591,198 @@ def ref_decision_law_bruteforce(decide, length, ps):
 
 
 # ----------------------------------------------------------------- end of decision policies --
+
+
+# budget policy and oracles (issue 11): twins of isskit.budget and isskit.studies.oracle.
+# scipy.special / scipy.integrate only, no isskit; brute force over k and over allocations.
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_radius(k, p, sigma, alpha) -> float:
+    """R(k, p) = sigma * Phi^-1(Beta(alpha; p k, k - p k + 1)), -inf where p k = 0."""
+    from scipy.special import betaincinv, ndtri
+
+    a = p * k
+    if a <= 0:
+        return -math.inf
+    return sigma * float(ndtri(betaincinv(a, k - a + 1, alpha)))
+
+
+def ref_budget_gain(x, k0, k, sigma, alpha) -> float:
+    """E[max(R(k, p), 0)] under the Jeffreys posterior Beta(x + 1/2, k0 - x + 1/2), by quad.
+
+    In the quantile form ``E[f(p)] = int_0^1 f(Q(u)) du`` (Q the posterior's quantile), from
+    the u where R(k, .) turns positive: the posterior may be as sharp as Beta(k0 + 1/2, 1/2)
+    and quad then still sees a smooth integrand.
+    """
+    import warnings
+
+    from scipy import integrate
+    from scipy.optimize import brentq
+    from scipy.special import betainc, betaincinv
+
+    if k == 0 or not ref_radius(k, 1.0, sigma, alpha) > 0:
+        return 0.0
+    a, b = x + 0.5, k0 - x + 0.5
+    p_star = brentq(lambda p: ref_radius(k, p, sigma, alpha), 0.5, 1.0, xtol=1e-15)
+    u_star = float(betainc(a, b, p_star))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quad's roundoff notes near the tolerance
+        value, _ = integrate.quad(
+            lambda u: max(ref_radius(k, float(betaincinv(a, b, u)), sigma, alpha), 0.0),
+            u_star, 1.0, epsabs=1e-12, epsrel=1e-11, limit=500,
+        )
+    return value
+
+
+def ref_budget_k(x, k0, price, sigma, alpha, k_grid) -> tuple[int, float, dict]:
+    """argmax over k in ``k_grid`` of gain - price * k, ties to the smallest k, by a loop.
+
+    Returns the k, its objective and every k's objective (for near-tie checks).
+    """
+    values = {}
+    best_k, best = 0, 0.0
+    for k in sorted(int(v) for v in k_grid):
+        v = ref_budget_gain(x, k0, k, sigma, alpha) - price * k if k > 0 else 0.0
+        values[k] = v
+        if v > best:
+            best_k, best = k, v
+    return best_k, best, values
+
+
+def ref_budget_certify(labels, k0, k, alpha, sigma) -> dict:
+    """The budget policy's certificate on one raw stream, given its estimation size k.
+
+    Class: the pilot's mode; count over [k0, k0 + k); Cohen's bound; k = 0 abstains.
+    """
+    cls, x = ref_mode(labels[0:k0])
+    if k == 0:
+        return {"pilot": x, "prediction": -1, "radius": 0.0, "p_lower": math.nan,
+                "samples": k0}
+    k_A = ref_count(labels, cls, k0, k0 + k)
+    p_lower = ref_cp_lower(k_A, k, alpha)
+    certified = p_lower >= 0.5
+    return {"pilot": x, "prediction": cls if certified else -1,
+            "radius": sigma * float(st.norm.ppf(p_lower)) if certified else 0.0,
+            "p_lower": p_lower, "samples": k0 + k}
+
+
+def ref_npmle(pilot_counts, k0, support, iterations) -> np.ndarray:
+    """EM for the prior on ``support`` maximising the binomial likelihood, one image at a time.
+
+    Starts from the uniform prior and runs exactly ``iterations`` updates.
+    """
+    from scipy.stats import binom
+
+    support = np.asarray(support, dtype=np.float64)
+    lik = np.array([binom.pmf(x, k0, support) for x in pilot_counts])
+    w = np.full(len(support), 1.0 / len(support))
+    for _ in range(iterations):
+        new = np.zeros(len(support))
+        for row in lik:
+            post = w * row
+            new += post / post.sum()
+        w = new / len(pilot_counts)
+    return w
+
+
+def ref_oracle_greedy(k_grid, gains, budget):
+    """The oracle's greedy on marginal gains over each image's upper concave hull, by loops.
+
+    ``gains[i][j]`` is image i's gain at ``k_grid[j]`` (0 where it cannot gain). Hull
+    segments of all images in order of decreasing slope (ties: earlier vertex, then earlier
+    image); a segment that does not fit is skipped and blocks its image's later ones.
+    Returns (k per image, value, Lagrangian bound), sums over images (not means).
+    """
+    m = len(gains)
+    segs = []
+    for i in range(m):
+        g = [float(v) for v in gains[i]]
+        if not g[-1] > 0:
+            continue
+        hull: list[int] = []
+        for j in range(len(k_grid)):
+            while len(hull) >= 2:
+                a, b = hull[-2], hull[-1]
+                below = (g[b] - g[a]) * (k_grid[j] - k_grid[a]) <= (g[j] - g[a]) * (
+                    k_grid[b] - k_grid[a])
+                if below:  # b on or below the chord a -> j
+                    hull.pop()
+                else:
+                    break
+            hull.append(j)
+        top = max(range(len(hull)), key=lambda v: (g[hull[v]], -v))
+        for v in range(top):
+            a, b = hull[v], hull[v + 1]
+            dk = float(k_grid[b] - k_grid[a])
+            segs.append((-(g[b] - g[a]) / dk, a, i, b, dk, g[b] - g[a]))
+    segs.sort(key=lambda s: (s[0], s[1]))  # stable: image order on exact ties
+    k = [0] * m
+    spent = value = 0.0
+    bound = None
+    blocked = [False] * m
+    total = budget * m
+    for _, _, i, b, dk, dg in segs:
+        if blocked[i]:
+            continue
+        if spent + dk <= total:
+            spent += dk
+            value += dg
+            k[i] = int(k_grid[b])
+        else:
+            if bound is None:
+                bound = value + dg * (total - spent) / dk
+            blocked[i] = True
+    return k, value, value if bound is None else bound
+
+
+def ref_best_allocation(gains, k_grid, budget) -> float:
+    """Brute force: the largest sum of gains over every allocation of grid sizes in budget."""
+    import itertools
+
+    m = len(gains)
+    best = 0.0
+    for combo in itertools.product(range(len(k_grid)), repeat=m):
+        if sum(k_grid[j] for j in combo) <= budget * m:
+            best = max(best, sum(gains[i][j] for i, j in enumerate(combo)))
+    return best
+
+
+def ref_two_stage(k0, k1, price, support, weight, sigma, alpha, k_grid):
+    """The two-stage budget rule under a discrete prior, by loops (scipy.stats.binom only).
+
+    Returns per first count x: (second?, k after the first pilot alone) and per pooled
+    count z of k0 + k1: k after both; ties to the smallest k.
+    """
+    from scipy.stats import binom
+
+    radius = {int(k): [max(ref_radius(int(k), p, sigma, alpha), 0.0) if k > 0 else 0.0
+                       for p in support] for k in k_grid}
+
+    def best(n, x):
+        post = np.array([w * binom.pmf(x, n, p) for p, w in zip(support, weight, strict=True)])
+        post = post / post.sum()
+        k_best, v_best = 0, 0.0
+        for k in sorted(radius):
+            v = float(post @ np.array(radius[k])) - price * k
+            if v > v_best:
+                k_best, v_best = k, v
+        return k_best, v_best, post
+
+    second, k_one, k_two, v_two = [], [], [], []
+    for z in range(k0 + k1 + 1):
+        k, v, _ = best(k0 + k1, z)
+        k_two.append(k)
+        v_two.append(v)
+    for x in range(k0 + 1):
+        k, v, post = best(k0, x)
+        k_one.append(k)
+        worth = -price * k1
+        for x1 in range(k1 + 1):
+            pred = sum(q * binom.pmf(x1, k1, p) for q, p in zip(post, support, strict=True))
+            worth += pred * v_two[x + x1]
+        second.append(worth > v)
+    return second, k_one, k_two
+
+
+# ------------------------------------------------------------------------- end of budget --

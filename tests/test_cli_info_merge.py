@@ -58,7 +58,7 @@ def test_info_json_is_one_object_with_the_facts(store):
     assert out["top_class_frequency"]["counts"] == counts
     assert out["top_class_frequency"]["mean"] == pytest.approx(freq.mean())
     assert len(out["top_class_frequency"]["bins"]) == len(counts)
-    assert out["created_at"] and out["schema_version"] == 1
+    assert out["created_at"] and out["schema_version"] == 2
 
 
 def test_info_text(store):

@@ -170,7 +170,7 @@ def _newer(tmp_path, store):
         (_foreign, ["-p", "IAS-0.1"], "not an isskit stream store"),
         (_newer, ["-p", "IAS-0.1"], "schema version 99"),
         (lambda t, s: s, [], "name at least one policy"),
-        (lambda t, s: s, ["-p", "bogus n=3"], "valid kinds: cohen, ias, iss"),
+        (lambda t, s: s, ["-p", "bogus n=3"], "valid kinds: adaptive, cohen, cs, ias, iss, staged"),
         (lambda t, s: s, ["-p", "ias size=3"], "valid: n, alpha"),
         (lambda t, s: s, ["-p", "ias n=0"], r"n (0) must be an integer >= 1"),
         (lambda t, s: s, ["-p", "iss decline=rd k_bar=100 U=2"], "U (2.0) must be < 1"),

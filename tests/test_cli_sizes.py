@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from isskit_cli.main import cli
 
-from isskit._validate import available_memory
 from isskit.store import open_for_writing
 from isskit.studies.synthetic import write_synthetic_store
+from isskit.validate import available_memory
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
 ROW = "\t3\t3\t0.5\t1\t0:00:01.0\n"

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats as st
 
 from isskit import decision as D
-from isskit.decision import CS, Adaptive, Staged, cs_thresholds
+from isskit.policies import CS, Adaptive, Staged, cs_thresholds
+from isskit.policies import cs as cs_module
 from tests import reference as ref
 
 SIGMA = 0.25
@@ -149,7 +150,7 @@ def test_cs_threshold_shape_and_skip_tables(method):
 def test_union_test_times_follow_design():
     """Every t from 3 to 26, then the first integer past each power 1.1**k (k >= 35)."""
     th = cs_thresholds(0.5, 0.001, 200, "union")
-    raw = D._union_raw(0.5, 0.001, 200)
+    raw = cs_module._union_raw(0.5, 0.001, 200)
     tests = np.flatnonzero(raw != np.arange(200) + 100)
     # 1.1**35 = 28.10, 1.1**36 = 30.91, 34.00, 37.40, 41.15, 45.26, 49.79, 54.76, 60.24, ...
     assert tests.tolist() == [*range(3, 27), 29, 31, 35, 38, 42, 46, 50, 55, 61, 67, 73, 81,
@@ -204,3 +205,22 @@ def test_entry_points_check_their_arrays():
         D.decide_adaptive_counts(np.zeros((1, 1)), np.zeros((1, 1)),
                                  [Adaptive(r=0.5, stages=(10,)),
                                   Adaptive(r=0.5, stages=(20,))], SIGMA)
+
+
+def test_decision_specs_parse_to_registered_policies():
+    # DESIGN.md's spec examples, through the one spec language (kinds from the registry)
+    from isskit.policies import DecisionPolicy, parse_policies
+    from isskit.policies.cohen import Cohen
+
+    got = parse_policies(["adaptive r=0.25,0.5 stages=1000/10000/125000",
+                          "cs r=0.5 method=kt,union", "staged r=0.5"])
+    assert got == [Adaptive(r=0.25), Adaptive(r=0.5), CS(r=0.5), CS(r=0.5, method="union"),
+                   Staged(r=0.5)]
+    assert all(isinstance(p, DecisionPolicy) and p.question == "decision" for p in got)
+    assert [p.uses_true_label for p in got] == [False, False, True, True, True]
+    assert got[0].selection_ranges == ((0, 100), (1100, 1200), (11200, 11300))
+    assert got[0].static_need == 1100 and got[4].static_need == 100
+    assert got[0].default_reference(got) == Cohen(n0=100, n=100_000)
+    assert parse_policies("adaptive r=0.5 stages=500/5000")[0].stages == (500, 5000)
+    with pytest.raises(ValueError, match=r"stages \(5000/500\) must be strictly increasing"):
+        parse_policies("adaptive r=0.5 stages=5000/500")

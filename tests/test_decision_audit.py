@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from isskit.decision import CS, Adaptive, Staged, decide_adaptive, decide_cs, decide_staged
+from isskit.decision import decide_adaptive, decide_cs, decide_staged
 from isskit.decision_audit import audit_decisions, decision_law, false_certification
+from isskit.policies import CS, Adaptive, Staged
 from isskit.replay import _kernels
 from tests import reference as ref
 

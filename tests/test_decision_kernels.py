@@ -12,18 +12,15 @@ import pytest
 
 from isskit.decision import (
     CERTIFIED,
-    CS,
     NEED_MORE,
     UNDECIDED,
-    Adaptive,
-    Staged,
     adaptive_ranges,
-    cs_thresholds,
     decide_adaptive,
     decide_adaptive_counts,
     decide_cs,
     decide_staged,
 )
+from isskit.policies import CS, Adaptive, Staged, cs_thresholds
 from isskit.replay import _kernels
 from tests import reference as ref
 

@@ -7,6 +7,8 @@ directly on single counts.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy import stats as st
@@ -17,6 +19,7 @@ from isskit.logs import (
     read_cohen_log,
     recover_counts,
     sigma_from_name,
+    write_cohen_log,
 )
 
 HEADER = "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
@@ -197,6 +200,51 @@ def test_round_trip_contains_the_true_count(tmp_path, spec):
     assert np.all((r.kA_min <= counts) & (counts <= r.kA_max))
     if spec == "r":
         assert np.all(r.kA_max[~log.abstained] - r.kA_min[~log.abstained] <= 1)
+
+
+def _rows():
+    return dict(idx=[0, 7, 12], label=[3, 1, 2], predict=[3, -1, 5],
+                radius=[0.123456789, 0.0, 1.5], seconds=[13.73608, 90061.5, 2.0])
+
+
+def test_written_log_is_certify_py_text(tmp_path):
+    # The expected text is written out by hand: Cohen et al.'s header, correct = predict ==
+    # label (never for -1), times as str(datetime.timedelta) (days included), NaN as "nan".
+    rows = _rows()
+    rows["seconds"][2] = np.nan
+    path = write_cohen_log(tmp_path / "log.tsv", **rows)
+    assert path.read_text() == (
+        "idx\tlabel\tpredict\tradius\tcorrect\ttime\n"
+        "0\t3\t3\t0.123457\t1\t0:00:13.736080\n"
+        "7\t1\t-1\t0.000000\t0\t1 day, 1:01:01.500000\n"
+        "12\t2\t5\t1.500000\t0\tnan\n"
+    )
+    write_cohen_log(path, **rows, radius_format=".3")
+    assert path.read_text().splitlines()[1] == "0\t3\t3\t0.123\t1\t0:00:13.736080"
+
+
+def test_written_log_reads_back(tmp_path):
+    rows = _rows()
+    log = read_cohen_log(write_cohen_log(tmp_path / "log_sigma_0.50", **rows))
+    for name in ("idx", "label", "predict"):
+        np.testing.assert_array_equal(getattr(log, name), rows[name])
+    assert log.radius_format == ".6f"
+    assert log.radius_text == ("0.123457", "0.000000", "1.500000")
+    np.testing.assert_allclose(log.time, rows["seconds"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(log.correct, [True, False, False])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"radius_format": "{:.3}"}, "radius_format ('{:.3}') must be one of"),
+        ({"label": [3, 1]}, "1-D of one length"),
+    ],
+)
+def test_bad_write_raises_and_writes_nothing(tmp_path, change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_cohen_log(tmp_path / "log.tsv", **{**_rows(), **change})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_wrong_alpha_reports_rows_and_pairs(published):

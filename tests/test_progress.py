@@ -1,4 +1,4 @@
-"""``isskit._progress``: bars refresh normally on a terminal and rarely in a log or pipe."""
+"""``isskit.progress``: bars refresh normally on a terminal and rarely in a log or pipe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import itertools
 import pytest
 import tqdm.std
 
-from isskit._progress import NON_TTY_INTERVAL, progress_bar
+from isskit.progress import NON_TTY_INTERVAL, progress_bar
 
 
 class _Log(io.StringIO):

@@ -184,6 +184,20 @@ def test_table_is_cached_and_read_only():
         a.k[0] = 5
 
 
+def test_uncached_table_is_fresh_and_leaves_the_cache_alone():
+    # parameters no other test uses: were the fresh table cached, the lookup would return it
+    params = (12_345, 0.07, "rd", 0.75, 0.002, 0.02)
+    fresh = psi_table(*params, mapping="sup", cache=False)
+    assert psi_table(*params, mapping="sup", cache=False) is not fresh
+    cached = psi_table(*params, mapping="sup")
+    assert cached is not fresh and psi_table(*params, mapping="sup") is cached
+    assert fresh.params() == cached.params()
+    for name in ("p", "k", "k_cell"):
+        np.testing.assert_array_equal(getattr(fresh, name), getattr(cached, name))
+    with pytest.raises(ValueError, match="delta"):
+        psi_table(*params[:5], 0.3, cache=False)
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".npz"])
 @pytest.mark.parametrize("mapping", ["paper", "sup"])
 def test_save_load_roundtrip(tmp_path, suffix, mapping):

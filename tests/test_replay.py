@@ -212,6 +212,23 @@ def test_policy_needing_more_than_the_streams_hold(store_path):
         replay(store_path, [ISS(3000, 0.01, "ad", k0=1000, delta=0.01, fresh=True)])
 
 
+def test_policy_needing_more_than_was_drawn(tmp_path):
+    # Rows of a certify store hold `drawn` samples; the rest is unused, never counted.
+    path = tmp_path / "s.h5"
+    with open_for_writing(path, image_index=[5, 6], true_label=[0, 1], samples_per_image=400,
+                          attrs={"sigma": 0.25, "num_classes": 2}) as w:
+        w.write_rows_at([0, 1], np.zeros((2, 400), np.uint16), [1.0, 1.0], drawn=[400, 150])
+    with pytest.raises(ValueError, match=r"policy IAS-0.02 needs 200 samples for image 6, "
+                       r"but its stream holds 150 drawn samples \(of N = 400\)"):
+        replay(path, ["IAS-0.02"], reference="ias n=100")
+    with pytest.raises(ValueError, match=r"needs 160 samples for image 6"):
+        replay(path, ["cohen n0=10 n=150"], reference="ias n=100")
+    ds = replay(path, ["ias n=150"], reference="ias n=100")
+    # every label 0, all 150 counted: Cohen's bound alpha^(1/150), true labels 0 and 1
+    r = 0.25 * st.norm.ppf(0.001 ** (1 / 150))
+    np.testing.assert_allclose(ds.radius.values[0], [r, r], atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

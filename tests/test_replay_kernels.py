@@ -11,7 +11,9 @@ import pytest
 from scipy import stats as st
 
 from isskit.policies import IAS, ISS, Cohen
-from isskit.replay.engine import _cbeta, _cp_lower, _kernels, evaluate, index_blocks
+from isskit.replay import _cbeta, _kernels
+from isskit.replay.engine import _cp_lower, evaluate
+from isskit.replay.index import index_blocks
 from isskit.stats import cp_lower
 from tests import reference as ref
 

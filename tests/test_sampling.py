@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
 from scipy import stats as st
 
-from tests.reference import sample_row_reference
+from tests.reference import noise_reference, sample_row_reference
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -16,6 +17,9 @@ nn = torch.nn
 pytestmark = pytest.mark.torch
 
 from isskit.sampling import (  # noqa: E402
+    NOISE_SCHEME_V1,
+    block_seed,
+    noise_description,
     noise_seed,
     rank_path,
     sample_row,
@@ -81,6 +85,111 @@ def test_noise_seed_is_the_documented_hash():
     assert len(seeds) == 1000
     with pytest.raises(ValueError, match="seed"):
         noise_seed(-1, 0)
+
+
+def test_block_seed_is_the_documented_hash():
+    for seed, index, block in [(0, 0, 0), (0, 0, 1), (3, 17, 5), (2**40, 10**9, 7)]:
+        digest = hashlib.blake2b(f"isskit-noise-v2:{seed}:{index}:{block}".encode(),
+                                 digest_size=8).digest()
+        assert block_seed(seed, index, block) == int.from_bytes(digest, "little") & (2**63 - 1)
+    seeds = {block_seed(s, i, b) for s in range(3) for i in range(20) for b in range(20)}
+    assert len(seeds) == 1200
+    with pytest.raises(ValueError, match="block"):
+        block_seed(0, 0, -1)
+
+
+class _Pixel(nn.Module):
+    """Label = which of 2,000 fine bins one input pixel falls in: the noise, as a label.
+
+    Unlike a trained model, nothing here rounds differently with the batch size: equal
+    labels mean equal inputs (to a bin), and different noise shows as different labels.
+    """
+
+    def __init__(self, pos=(0, 3, 4)):
+        super().__init__()
+        self.pos = pos
+        self.edges = torch.linspace(-3.0, 4.0, 1999, dtype=torch.float64)
+
+    def forward(self, inp):
+        c, h, w = self.pos
+        return nn.functional.one_hot(torch.bucketize(inp[:, c, h, w].double(), self.edges),
+                                     2000).float()
+
+
+def test_noise_v2_does_not_depend_on_batch_or_packing(digits):
+    from isskit.sampling.sampler import _BlockSampler
+
+    model, sigma, seed = _Pixel(), 0.5, 7
+    images = [2, 30, 111]
+    xs = {i: digits.dataset[i][0] for i in images}
+    N = 1000  # 3 whole blocks and a partial one
+    # the documented noise, coded apart, through the same pixel
+    expected = {}
+    for i in images:
+        z = noise_reference(tuple(xs[i].shape), N=N, batch=0, seed=seed, image_index=i)
+        expected[i] = model(torch.add(xs[i], z, alpha=sigma)).argmax(1).numpy()
+    for batch in (1, 7, 256, 400, 1000, 5000):
+        got = sample_row(model, xs[2], sigma=sigma, N=N, batch=batch, seed=seed,
+                         image_index=2, device="cpu")
+        np.testing.assert_array_equal(got, expected[2], err_msg=f"batch {batch}")
+    # Pieces of three images, interleaved and cut at odd places, packed into batches of
+    # 97: every sample keeps its label, and a row extended piece by piece equals the whole.
+    cuts = [0, 1, 100, 255, 256, 257, 600, 999, 1000]
+    sampler = _BlockSampler(model, tuple(xs[2].shape), sigma=sigma, seed=seed, batch=97,
+                            dev=torch.device("cpu"), amp=False, channels_last=False)
+    out = {i: torch.full((N,), -1, dtype=torch.int64) for i in images}
+    requests = [(xs[i], i, a, b, out[i][a:b]) for a, b in itertools.pairwise(cuts)
+                for i in images]
+    with torch.inference_mode():
+        sampler.run(requests[::2])
+        sampler.run(requests[1::2])
+    for i in images:
+        np.testing.assert_array_equal(out[i].numpy(), expected[i], err_msg=f"image {i}")
+    # the scheme is keyed to (seed, image, block): other seeds or images change it
+    assert not np.array_equal(expected[2], expected[30])
+
+
+def test_noise_v1_stays_as_it_was(digits):
+    # The earlier scheme, as documented: one generator per row, batch-sized draws. (Its
+    # dependence on the batch shows on CUDA, whose normal_ splits work by tensor size; on
+    # the CPU 64-pixel images happen to draw the same numbers for every batch.)
+    x = digits.dataset[4][0]
+    model = _Pixel()
+    kw = dict(sigma=0.5, N=500, seed=1, image_index=4, device="cpu", scheme=NOISE_SCHEME_V1)
+    for batch in (128, 500):
+        z = noise_reference(tuple(x.shape), N=500, batch=batch, seed=1, image_index=4,
+                            scheme=NOISE_SCHEME_V1)
+        expected = model(torch.add(x, z, alpha=0.5)).argmax(1).numpy()
+        np.testing.assert_array_equal(sample_row(model, x, batch=batch, **kw), expected)
+
+
+def test_v1_store_resumes_with_its_own_scheme(tmp_path, default, digits):
+    from isskit.store import open_for_writing
+
+    out = tmp_path / "old.h5"
+    idx = [0, 5, 10]
+    truth = [digits.dataset[i][1] for i in idx]
+    kw = dict(sigma=0.25, N=600, batch=200, seed=0, indices=idx, device="cpu",
+              progress=False, model_description="m", dataset_name="d")
+    # a store as the earlier isskit left it: one row done, with that scheme's noise
+    attrs = dict(sigma=0.25, num_classes=10, seed=0, dataset="d",
+                 model="m; precision float32", noise=noise_description(200, "cpu",
+                                                                        NOISE_SCHEME_V1))
+    old = lambda i: sample_row(default.model, digits.dataset[i][0], sigma=0.25,  # noqa: E731
+                               N=600, batch=200, seed=0, image_index=i, device="cpu",
+                               scheme=NOISE_SCHEME_V1)
+    with open_for_writing(out, image_index=idx, true_label=truth, samples_per_image=600,
+                          attrs=attrs) as w:
+        w.write_row(0, old(0), 1.0)
+    run = sample_to_store(default.model, digits.dataset, out, **kw)
+    assert (run.rows_skipped, run.rows_sampled) == (1, 2)
+    with open_store(out) as s:
+        assert s.attrs["noise"].startswith(NOISE_SCHEME_V1)
+        for row, i in enumerate(idx):
+            np.testing.assert_array_equal(s.labels(row), old(i))
+    # its batch is part of its noise: another one is refused
+    with pytest.raises(StoreMismatchError, match="noise"):
+        sample_to_store(default.model, digits.dataset, out, **{**kw, "batch": 100})
 
 
 def test_select_indices_like_certify_py():
@@ -170,7 +279,8 @@ def test_store_rows_equal_sample_row(tmp_path, default, digits):
         assert s.true_label.tolist() == [digits.dataset[i][1] for i in (9, 3, 40)]
         assert s.attrs["sigma"] == 0.25 and s.attrs["seed"] == 4 and s.attrs["batch_size"] == 200
         assert s.attrs["model"].endswith("precision float32")
-        assert "200 samples at a time" in s.attrs["noise"]
+        assert s.attrs["noise"].startswith("isskit-noise-v2:")
+        assert "blocks of 256 samples" in s.attrs["noise"]
         assert (s.seconds > 0).all()
         for row, index in enumerate((9, 3, 40)):
             expected = sample_row(default.model, digits.dataset[index][0], sigma=0.25, N=500,
@@ -195,7 +305,7 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, default, digits):
         np.testing.assert_array_equal(a.labels(), b.labels())
 
 
-@pytest.mark.parametrize("change", [{"sigma": 0.5}, {"N": 700}, {"seed": 1}, {"batch": 100},
+@pytest.mark.parametrize("change", [{"sigma": 0.5}, {"N": 700}, {"seed": 1},
                                     {"model_description": "other"}, {"indices": [0, 5]}])
 def test_existing_store_with_other_parameters_is_refused(tmp_path, default, digits, change):
     kw = dict(sigma=0.25, N=600, batch=200, seed=0, indices=[0, 5, 10], device="cpu",
@@ -264,3 +374,30 @@ def test_bad_arguments(tmp_path, default, digits):
         sample_to_store(default.model, digits.dataset, out, sigma=0.1, N=10,
                         device="nonsense", progress=False)
     assert not out.exists()
+
+
+def test_sample_extends_rows_drawn_in_part(tmp_path, default, digits):
+    from isskit.store import RUN_PARAMS, open_for_writing
+
+    idx = [3, 8, 21]
+    kw = dict(sigma=0.5, N=1000, batch=300, seed=5, indices=idx, device="cpu",
+              progress=False, model_description="m", dataset_name="d")
+    sample_to_store(default.model, digits.dataset, tmp_path / "full.h5", **kw)
+    with open_store(tmp_path / "full.h5") as full:
+        attrs = {k: full.attrs[k] for k in RUN_PARAMS if k != "samples_per_image"}
+        want = full.labels()
+        truth = full.true_label
+    # what isskit certify leaves: row 0 drawn to 300 (a block and a part), row 1 whole,
+    # row 2 not begun
+    part = tmp_path / "part.h5"
+    with open_for_writing(part, image_index=idx, true_label=truth, samples_per_image=1000,
+                          attrs=attrs) as w:
+        head = np.zeros((2, 1000), np.uint16)
+        head[0, :300] = want[0, :300]
+        head[1] = want[1]
+        w.write_rows_at([0, 1], head, [1.0, 1.0], drawn=[300, 1000])
+    run = sample_to_store(default.model, digits.dataset, part, **kw)
+    assert (run.rows_sampled, run.rows_skipped) == (2, 1)
+    with open_store(part) as s:
+        np.testing.assert_array_equal(s.drawn, [1000] * 3)
+        np.testing.assert_array_equal(s.labels(), want)

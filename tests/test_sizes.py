@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from isskit import _validate
-from isskit._validate import OVERHEAD_BYTES, ArgumentError, available_memory, check_memory
+from isskit import validate
+from isskit.validate import OVERHEAD_BYTES, ArgumentError, available_memory, check_memory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_available_memory_respects_ulimit_v():
         "vm = int(open('/proc/self/statm').read().split()[0]) * page\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_AS)\n"
         "resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), hard))\n"
-        "from isskit._validate import available_memory\n"
+        "from isskit.validate import available_memory\n"
         "print(available_memory())\n"
     )
     if not Path("/proc/self/statm").exists():
@@ -77,7 +77,7 @@ def test_available_memory_respects_ulimit_v():
 
 
 def test_check_memory_refuses_one_byte_over(monkeypatch):
-    monkeypatch.setattr(_validate, "available_memory", lambda: 1000)
+    monkeypatch.setattr(validate, "available_memory", lambda: 1000)
     check_memory(1000, "N", 500, "two bytes each")  # exactly what is left: fine
     with pytest.raises(ArgumentError) as info:
         check_memory(1001, "N", 500, "two bytes each")
@@ -192,11 +192,11 @@ def test_sample_row_is_checked_on_the_host_and_on_the_gpu(monkeypatch):
 
     from isskit import sampling
 
-    monkeypatch.setattr(_validate, "available_memory", lambda: 12 * 1000 + OVERHEAD_BYTES)
+    monkeypatch.setattr(validate, "available_memory", lambda: 12 * 1000 + OVERHEAD_BYTES)
     sampling.check_row_memory(1000)
     with pytest.raises(ArgumentError, match=r"N \(1001\) needs .* of memory .*12 bytes per"):
         sampling.check_row_memory(1001)
-    monkeypatch.setattr(_validate, "available_memory", lambda: 1 << 40)
+    monkeypatch.setattr(validate, "available_memory", lambda: 1 << 40)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (8 * 1000 + 64, 1 << 30))
     gpu = torch.device("cuda", 0)
     sampling.check_row_memory(1000, dev=gpu, noise_bytes=64)

@@ -98,7 +98,8 @@ def test_round_trip_every_dataset_and_attr(tmp_path):
         assert s.seconds[6] == 0
         for key, value in _attrs().items():
             assert s.attrs[key] == value, key
-        assert s.attrs["schema_version"] == SCHEMA_VERSION == 1
+        assert s.attrs["schema_version"] == SCHEMA_VERSION == 2
+        np.testing.assert_array_equal(s.drawn[:6], [s.samples_per_image] * 6)
         assert s.attrs["samples_per_image"] == N
         assert s.attrs["isskit_version"] and s.attrs["created_at"]
         assert s.sigma == 0.25 and s.num_classes == 10
@@ -331,8 +332,52 @@ def test_newer_schema_version(tmp_path):
     path = tmp_path / "s.h5"
     _make(path, n=2, N=10)
     with h5py.File(path, "r+") as f:
-        f.attrs["schema_version"] = 2
-    with pytest.raises(StoreError, match="schema version 2, newer than the 1"):
+        f.attrs["schema_version"] = 3
+    with pytest.raises(StoreError, match="schema version 3, newer than the 2"):
+        open_store(path)
+
+
+def _as_schema_1(path):
+    """Turn a store into what isskit wrote before /drawn (schema version 1)."""
+    with h5py.File(path, "r+") as f:
+        del f["drawn"]
+        f.attrs["schema_version"] = 1
+
+
+def test_schema_1_reads_as_full_rows_and_stays_schema_1(tmp_path):
+    path = tmp_path / "s.h5"
+    _make(path, n=3, N=10)
+    _as_schema_1(path)
+    with open_store(path) as s:
+        assert s.schema_version == 1
+        np.testing.assert_array_equal(s.drawn, [10, 10, 10])
+    with open_for_writing(path, image_index=[100, 101, 102], true_label=[0, 1, 2],
+                          samples_per_image=10, attrs=_attrs()) as w:
+        with pytest.raises(StoreError, match="schema-1 store, which holds full rows"):
+            w.write_rows_at([0], np.zeros((1, 10), int), [1.0], drawn=[4])
+        w.write_rows_at([0], np.ones((1, 10), int), [1.0])
+    with h5py.File(path, "r") as f:
+        assert f.attrs["schema_version"] == 1 and "drawn" not in f
+
+
+def test_drawn_round_trip_and_bad_values(tmp_path):
+    path = tmp_path / "s.h5"
+    with open_for_writing(path, image_index=[5, 6], true_label=[0, 1], samples_per_image=10,
+                          attrs=_attrs()) as w:
+        w.write_rows_at([1, 0], np.ones((2, 10), int), [1.0, 2.0], drawn=[3, 10])
+        with pytest.raises(StoreError, match="drawn must be 1 counts in"):
+            w.write_rows_at([0], np.ones((1, 10), int), [1.0], drawn=[11])
+        np.testing.assert_array_equal(w.drawn, [10, 3])
+        np.testing.assert_array_equal(w.read_row(1, 3), [1, 1, 1])
+    with open_store(path) as s:
+        np.testing.assert_array_equal(s.drawn, [10, 3])
+    with h5py.File(path, "r+") as f:
+        f["drawn"][0] = 12
+    with pytest.raises(StoreError, match=r"/drawn of row 0 is 12, outside \[0, N=10\]"):
+        open_store(path)
+    with h5py.File(path, "r+") as f:
+        del f["drawn"]
+    with pytest.raises(StoreError, match=r"schema version 2.*lacks dataset drawn"):
         open_store(path)
 
 

@@ -311,6 +311,7 @@ def _empty_rows(clean: Path, tmp_path: Path) -> Path:
     with h5py.File(path, "r+") as f:
         del f["labels"]
         f["labels"] = np.zeros((3, 0), np.uint16)
+        f["drawn"][...] = 0
         f.attrs["samples_per_image"] = 0
     return path
 

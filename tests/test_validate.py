@@ -1,4 +1,4 @@
-"""The library-wide bounds in ``isskit._validate``, and why they sit where they do."""
+"""The library-wide bounds in ``isskit.validate``, and why they sit where they do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from isskit._validate import (
+from isskit.policies import IAS, ISS, Cohen, parse_policy_spec
+from isskit.psi import psi_table
+from isskit.psi.verify import verify
+from isskit.replay.metrics import est_minutes
+from isskit.stats import expected_radius
+from isskit.validate import (
     MAX_SAMPLE_SIZE,
     MAX_SIGMA,
     MIN_DELTA,
@@ -15,11 +20,6 @@ from isskit._validate import (
     check_sample_size,
     check_sigma,
 )
-from isskit.policies import IAS, ISS, Cohen, parse_policy_spec
-from isskit.psi import psi_table
-from isskit.psi.verify import verify
-from isskit.replay.metrics import est_minutes
-from isskit.stats import expected_radius
 
 
 def test_sample_size_bound():

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from isskit._validate import ArgumentError
+from isskit.validate import ArgumentError
 
 __all__ = [
     "SAMPLE_SIZE",
@@ -61,7 +61,7 @@ def option_name(argument: str, options: Mapping[str, str] | None = None) -> str 
 def usage_error(exc: ValueError, options: Mapping[str, str] | None = None) -> click.UsageError:
     """The usage error (exit status 2) for a library ``ValueError``.
 
-    The library's messages name the bad value; an :class:`isskit._validate.ArgumentError`
+    The library's messages name the bad value; an :class:`isskit.validate.ArgumentError`
     is said again with the option the user typed in place of the library's argument.
     """
     if isinstance(exc, ArgumentError):
@@ -128,7 +128,7 @@ def notes() -> Iterator[None]:
 def parse_numbers(text: str, name: str, *, integral_as_int: bool = False) -> list:
     """A comma list of numbers: the one list parser of every command.
 
-    A bad entry is an :class:`~isskit._validate.ArgumentError` naming it (said with the
+    A bad entry is an :class:`~isskit.validate.ArgumentError` naming it (said with the
     option the user typed, by :func:`library_errors`); the library checks the ranges.
     With ``integral_as_int``, ``1e5`` and ``100000`` give the int 100000 (sample sizes).
     """

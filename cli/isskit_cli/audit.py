@@ -52,8 +52,8 @@ def audit(p_A, trials, policies, sigma, seed, confidence, as_json, progress):
     """
     import numpy as np
 
-    from isskit._progress import progress_bar
     from isskit.policies import parse_policies
+    from isskit.progress import progress_bar
     from isskit.studies.audit import audit as run_audit
     from isskit.studies.audit import default_policies
 

@@ -73,7 +73,9 @@ def psi(k_bar, U, decline, sigma, alpha, delta, mapping, as_json, out, plot):
             tables[0].save(out)
     if plot:
         with writing("--plot", plot):
-            _plot(tables, plot)
+            from isskit.psi.plots import plot_psi
+
+            plot_psi(tables, plot)
 
     rows = [{"p": p, "k": [int(t.psi_iss(p)) for t in tables]} for p in SHOW_P]
     if as_json:
@@ -117,30 +119,3 @@ def _check_plot_format(path) -> None:
         )
 
 
-def _plot(tables, path) -> None:
-    """Draw the sample size against p_A on [0.5, 1], one line per table."""
-    import matplotlib
-
-    from isskit._atomic import atomic_path
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5), constrained_layout=True)
-    for t in tables:
-        # psi spans 0 (abstain) to k_bar and climbs steeply near p_A = 1, so a linear axis
-        # shows one spike; on a log axis the abstaining points (k = 0) are left out.
-        sel = (t.p >= 0.5) & (t.k > 0)
-        ax.plot(t.p[sel], t.k[sel], label=f"k_bar={t.k_bar}, U={t.U:g}")
-    t0 = tables[0]
-    ax.set_yscale("log")
-    ax.grid(True, which="major", alpha=0.3)
-    ax.set_xlabel("p_A")
-    ax.set_ylabel("sample size k = psi(p_A), log scale")
-    ax.set_title(f"ISS mapping ({t0.decline.upper()}, sigma={t0.sigma:g}, alpha={t0.alpha:g})")
-    ax.legend(fontsize="small")
-    try:
-        with atomic_path(path) as tmp:  # the temporary keeps the suffix: same format
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)

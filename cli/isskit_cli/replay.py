@@ -32,6 +32,9 @@ Policy SPEC: a kind and key=value pairs, a comma list expanding to the grid,
 or the paper's shorthand, numbers in units of 10,000 samples:
   ISS-AD-10-0.05 (k_bar=100000, U=0.05)   ISS-RD-50-0.01   IAS-2.6 (n=26000)   Cohen-10
 ISS keys: k_bar U decline k0 delta alpha fresh mapping; IAS: n alpha; Cohen: n0 n alpha.
+Decision policies ("certified at r?"; tuples written 1000/10000):
+  "adaptive r=0.25,0.5 stages=1000/10000/125000"   "cs r=0.5 method=kt,union"   "staged r=0.5"
+adaptive keys: r n0 stages alpha beta; staged: r stages alpha; cs: r method alpha n_max faithful.
 
 \b
 Examples:
@@ -67,7 +70,41 @@ def _table_radii(grid, limit=10):
     return list(range(0, grid.size, step))
 
 
+def _is_decision(ds):
+    import numpy as np
+
+    if "decision" not in ds or "r" not in ds.coords:
+        return np.zeros(ds.sizes["policy"], bool)
+    return np.isfinite(ds.r.values)
+
+
+def _decision_table(ds) -> str:
+    """The decision policies' block: r, CA(r), the reference's CA(r), undecided, samples."""
+    import numpy as np
+
+    rows = np.flatnonzero(_is_decision(ds))
+    width = max([len("Policy")] + [len(str(ds.policy.values[i])) for i in rows])
+    vwidth = max([len("Validity")] + [len(str(ds.validity.values[i])) for i in rows])
+    head = (f"{'Policy':<{width}}  {'Validity':<{vwidth}}  {'r':>5}  {'CA(r)':>6}  "
+            f"{'Ref CA(r)':>9}  {'Undecided':>9}  {'Avg samples':>11}  {'Time (min)':>10}  "
+            f"{'Speed-up':>8}")
+    lines = [head, "-" * len(head)]
+    for i in rows:
+        lines.append(
+            f"{ds.policy.values[i]!s:<{width}}  {ds.validity.values[i]!s:<{vwidth}}  "
+            f"{float(ds.r[i]):5.2f}  {100 * float(ds.certified_accuracy_at_r[i]):6.1f}  "
+            f"{100 * float(ds.reference_certified_accuracy_at_r[i]):9.1f}  "
+            f"{100 * float(ds.undecided[i]):9.1f}  "
+            f"{_fmt(float(ds.mean_samples[i]), '11.0f')}  "
+            f"{_fmt(float(ds.est_minutes[i]), '10.1f')}  {_fmt(float(ds.speedup[i]), '7.2f')}x"
+        )
+    return "\n".join(lines)
+
+
 def _table(ds) -> str:
+    import numpy as np
+
+    radius_rows = np.flatnonzero(~_is_decision(ds))
     cols = _table_radii(ds.radius_grid.values)
     radii = ds.radius_grid.values[cols]
     width = max([len("Policy")] + [len(str(p)) for p in ds.policy.values])
@@ -78,7 +115,8 @@ def _table(ds) -> str:
         f"{'MAD':>6}  {'ACR':>6}  " + "  ".join(f"{r:>6.2f}" for r in radii)
     )
     lines = [head, "-" * len(head)]
-    for i, name in enumerate(ds.policy.values):
+    for i in radius_rows:
+        name = ds.policy.values[i]
         ca = ds.certified_accuracy.values[i, cols] * 100
         lines.append(
             f"{name!s:<{width}}  {ds.validity.values[i]!s:<{vwidth}}  "
@@ -95,7 +133,17 @@ def _summary(ds, policies, extra) -> dict:
     import numpy as np
 
     rows = []
+    decision = _is_decision(ds)
     for i, (name, policy) in enumerate(zip(ds.policy.values, policies, strict=True)):
+        row = {}
+        if decision[i]:
+            row = {
+                "r": float(ds.r[i]),
+                "certified_accuracy_at_r": float(ds.certified_accuracy_at_r[i]),
+                "undecided": float(ds.undecided[i]),
+                "reference_certified_accuracy_at_r":
+                    float(ds.reference_certified_accuracy_at_r[i]),
+            }
         rows.append(
             {
                 "name": str(name),
@@ -109,6 +157,7 @@ def _summary(ds, policies, extra) -> dict:
                 "est_minutes": float(ds.est_minutes[i]),
                 "speedup": float(ds.speedup[i]),
                 "certified_accuracy": [float(v) for v in ds.certified_accuracy.values[i]],
+                **row,
             }
         )
     a = ds.attrs
@@ -135,7 +184,8 @@ def _summary(ds, policies, extra) -> dict:
               help="TOML file: policies = [SPEC, ...] and/or [[policy]] tables.")
 @click.option("--reference", metavar="SPEC", default=None,
               help="One policy to measure MAD and speed-up against "
-                   "(default per policy: IAS at its k_bar; see docs/replay.md).")
+                   "(default per policy: IAS at its k_bar; for decision policies "
+                   "Cohen n0=100 n=100000; see docs/replay.md).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the results Dataset to this netCDF file.")
 @click.option("--seconds-per-sample", type=float, default=None,
@@ -207,7 +257,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     check_overwrites(outputs, [("the input STORE", store),
                                ("the --policies-file", policies_file)])
 
-    with library_errors({"radius_grid": "--radii"}):
+    with library_errors({"radius_grid": "--radii", "policies": "--policy"}):
         ds = _replay(store, policies, reference=reference,
                      seconds_per_sample=seconds_per_sample, radius_grid=grid,
                      allow_incomplete=allow_incomplete, progress=progress)
@@ -238,11 +288,21 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     )
     if left:
         click.echo(f"{left} incomplete rows left out (--allow-incomplete)")
-    click.echo()
-    click.echo(_table(ds))
-    click.echo()
-    refs = sorted(set(map(str, ds.reference.values)))
-    click.echo("MAD and speed-up against " + ", ".join(refs) + "; certified accuracy in %.")
+    decision = _is_decision(ds)
+    if not decision.all():
+        click.echo()
+        click.echo(_table(ds))
+        click.echo()
+        refs = sorted(set(map(str, ds.reference.values[~decision])))
+        click.echo("MAD and speed-up against " + ", ".join(refs) + "; certified accuracy in %.")
+    if decision.any():
+        click.echo()
+        click.echo(_decision_table(ds))
+        click.echo()
+        refs = sorted(set(map(str, ds.reference.values[decision])))
+        click.echo("Decision policies: certified accuracy at r (%: certified and correct), "
+                   "undecided (%); Ref CA(r) and speed-up against " + ", ".join(refs)
+                   + " (certified at r when its radius >= r).")
     for key, label in (("out", "results"), ("export_cohen", "Cohen-format logs"),
                        ("plots", "figures")):
         if key in extra:

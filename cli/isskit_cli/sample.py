@@ -54,7 +54,7 @@ def _parse_indices(text: str | None) -> list[int] | None:
     """
     if text is None:
         return None
-    from isskit._validate import check_memory
+    from isskit.validate import check_memory
 
     parts: list[range] = []
     for part in text.split(","):
@@ -133,8 +133,8 @@ def _check_out(out: Path) -> None:
               help=f"Noisy copies per image (the stream length), e.g. 100000 or 1e5. Required "
                    f"except for the embedded default model ({DEFAULT_N}).")
 @click.option("--batch", type=int, default=400, show_default=True,
-              help="Copies per forward pass (part of the noise derivation: keep it when "
-                   "resuming).")
+              help="Copies per forward pass (the noise does not depend on it, except in "
+                   "stores of the earlier isskit-noise-v1 scheme, resumed with their own).")
 @click.option("--skip", type=int, default=1, show_default=True,
               help="Take every K-th image of the dataset (as Cohen et al.'s certify.py).")
 @click.option("--max", "--max-index", "max_index", type=int, metavar="M",
@@ -167,8 +167,9 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
     digits test images, at sigma 0.25 and N 10000.
 
     Noise is x + sigma * N(0, I) in pixel units, before the model's normalisation, drawn
-    from a generator seeded by (seed, dataset index): a row is reproducible bit for bit
-    on the same device type with the same --batch. Killed and rerun with the same
+    in fixed blocks, each from a generator seeded by (seed, dataset index, block): a row
+    is reproducible bit for bit on the same device type, whatever --batch. Killed and
+    rerun with the same
     options, it resumes where it stopped. Under torchrun each rank samples every
     world_size-th image into OUT.rank<r>.h5; join them with isskit merge.
 
@@ -198,8 +199,8 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
         N = DEFAULT_N
 
     from isskit import require_extra
-    from isskit._validate import check_positive_int, check_sample_size, check_sigma
     from isskit.store import StoreError, StoreLockedError, StoreMismatchError, StoreWriteError
+    from isskit.validate import check_positive_int, check_sample_size, check_sigma
 
     with library_errors():
         require_extra("torch", "torch", "isskit sample")

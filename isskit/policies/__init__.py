@@ -4,6 +4,9 @@
   :class:`CountPlan`) and the registry of spec kinds (:func:`register`);
 * :mod:`~isskit.policies.cohen`, :mod:`~isskit.policies.ias`, :mod:`~isskit.policies.iss`:
   Cohen's CERTIFY, input-agnostic sampling and input-specific sampling;
+* :mod:`~isskit.policies.adaptive`, :mod:`~isskit.policies.staged`, :mod:`~isskit.policies.cs`:
+  the decision policies (:class:`DecisionPolicy`: "certified at radius r?"), evaluated by
+  :mod:`isskit.decision`;
 * :mod:`~isskit.policies.spec`: the spec language (``"iss decline=ad k_bar=1e5 U=0.05,0.1"``,
   ``ISS-AD-10-0.05``) and policy files.
 
@@ -29,30 +32,41 @@ Examples
 ['ISS-AD-10-0.05', 'ISS-AD-10-0.1']
 """
 
+from isskit.policies.adaptive import Adaptive
 from isskit.policies.base import (
     DEFAULT_ALPHA,
     KINDS,
+    Counted,
     CountPlan,
+    DecisionPolicy,
     Policy,
     RadiusPolicy,
     register,
 )
 from isskit.policies.cohen import DEFAULT_N0, Cohen
+from isskit.policies.cs import CS, cs_thresholds
 from isskit.policies.ias import IAS
 from isskit.policies.iss import DEFAULT_DELTA, ISS
 from isskit.policies.spec import load_policy_file, parse_policies, parse_policy_spec
+from isskit.policies.staged import Staged
 
 __all__ = [
+    "CS",
     "DEFAULT_ALPHA",
     "DEFAULT_DELTA",
     "DEFAULT_N0",
     "IAS",
     "ISS",
     "KINDS",
+    "Adaptive",
     "Cohen",
     "CountPlan",
+    "Counted",
+    "DecisionPolicy",
     "Policy",
     "RadiusPolicy",
+    "Staged",
+    "cs_thresholds",
     "load_policy_file",
     "parse_policies",
     "parse_policy_spec",

@@ -41,6 +41,8 @@ __all__ = [
     "DEFAULT_ALPHA",
     "KINDS",
     "CountPlan",
+    "Counted",
+    "DecisionPolicy",
     "Policy",
     "RadiusPolicy",
     "register",
@@ -115,6 +117,35 @@ class CountPlan:
     k_hat: object = -1
 
 
+@dataclass(frozen=True)
+class Counted:
+    """What a radius policy counted on one image's stream prefix, once it has decided.
+
+    The certificate follows from these counts by the rule replay applies
+    (:func:`isskit.replay.engine._certify`: Cohen's bound on ``k_A`` of ``k`` at the
+    policy's ``alpha``, certified when it is at least 1/2).
+
+    Attributes
+    ----------
+    chosen : int
+        The class chosen on ``labels[0:m]``.
+    k_A : int
+        Count of ``chosen`` over the count range.
+    k : int
+        Length of the count range (0: abstain without an estimate).
+    samples : int
+        Samples consumed, ``max(m, start + k)``.
+    k_hat : int
+        As :attr:`CountPlan.k_hat`.
+    """
+
+    chosen: int
+    k_A: int
+    k: int
+    samples: int
+    k_hat: int = -1
+
+
 class Policy:
     """Base of every certification policy (a frozen dataclass in its own module).
 
@@ -176,6 +207,8 @@ class Policy:
         """
         from isskit.policies.ias import IAS
 
+        # decision policies' budgets are stopping limits, not sample sizes to compare with
+        policies = [p for p in policies if p.question == "radius"]
         n = self.reference_size
         if n is None:
             own = [p.reference_size for p in policies if p.reference_size is not None]
@@ -245,3 +278,94 @@ class RadiusPolicy(Policy):
     def static_need(self) -> int:
         """Samples every image needs whatever its stream: its size if fixed, else ``m``."""
         return self.max_samples if self.fixed_samples else self.selection_size
+
+    def needs(self, labels, *, sigma: float):
+        """Evaluate the policy on a stream prefix: decided, or the samples it needs.
+
+        DESIGN.md: "a policy evaluated on a stream prefix either decides, or answers with
+        the least total number of samples it needs". ``isskit certify`` draws up to that
+        number and asks again, so online certification runs this one definition, from
+        :attr:`selection_size` and :meth:`plan` as replay does.
+
+        Parameters
+        ----------
+        labels : array of int, shape (t,)
+            The image's first ``t`` labels in draw order.
+        sigma : float
+            Noise level (for :meth:`plan`).
+
+        Returns
+        -------
+        int or Counted
+            The least total number of samples (> ``t``) needed before the policy can
+            decide, or what it counted once ``t`` suffices.
+        """
+        labels = np.asarray(labels)
+        m = int(self.selection_size)
+        if labels.size < m:
+            return m
+        # the most frequent label of the selection, ties to the smallest (argmax: first)
+        counts = np.bincount(labels[:m].astype(np.int64), minlength=1)
+        chosen = int(np.argmax(counts))
+        x = np.asarray([counts[chosen]], dtype=np.int64)
+        plan = self.plan(x, sigma=sigma)
+        start, k, k_hat = (int(np.asarray(v).reshape(-1)[0]) for v in
+                           (plan.start, plan.k, plan.k_hat))
+        samples = max(m, start + k)
+        if labels.size < samples:
+            return samples
+        k_A = int(np.count_nonzero(labels[start:start + k] == chosen))
+        return Counted(chosen=chosen, k_A=k_A, k=k, samples=samples, k_hat=k_hat)
+
+#: The reference of a decision policy's speed-up when none is given: Cohen's CERTIFY with
+#: n0 = 100, n = 100,000 (Cohen et al. 2019; the issue's default ``cohen n0=100 n=100000``).
+DECISION_REFERENCE_N0 = 100
+DECISION_REFERENCE_N = 100_000
+
+
+class DecisionPolicy(Policy):
+    """A policy that answers "certified at radius ``r``?": 1 certified, 0 not, -1 undecided.
+
+    Subclasses (:mod:`isskit.policies.adaptive`, :mod:`~isskit.policies.staged`,
+    :mod:`~isskit.policies.cs`) have ``r`` and ``alpha`` fields, and say what they need
+    from a stream index:
+
+    * ``uses_true_label``: the policy tests ``labels == true label`` (``staged``, ``cs``):
+      the index holds a bit vector of each image's true label;
+    * :attr:`selection_ranges`: ``[start, stop)`` ranges whose mode chooses a class
+      (``adaptive``'s stages): the index holds those modes and a bit vector of every class
+      they choose; the class is then counted over :attr:`estimation_ranges`.
+
+    Their evaluation over those arrays is :mod:`isskit.decision` (one function per family);
+    ACR and a radius grid do not apply to them.
+    """
+
+    question: ClassVar[str] = "decision"
+    uses_true_label: ClassVar[bool] = False
+    r: float
+    alpha: float
+
+    @property
+    def selection_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``[start, stop)`` ranges whose most frequent label the policy needs (none here)."""
+        return ()
+
+    @property
+    def estimation_ranges(self) -> tuple[tuple[int, int], ...]:
+        """``[start, stop)`` ranges the chosen classes are counted over (none here)."""
+        return ()
+
+    @property
+    def static_need(self) -> int:
+        """Samples every image needs whatever its stream: the first draw that may decide."""
+        return 1
+
+    def default_reference(self, policies=()):
+        """Cohen's CERTIFY ``Cohen(n0=100, n=100000)`` at this policy's ``alpha``.
+
+        Its certified accuracy at ``r`` counts an image certified when its radius is at least
+        ``r`` (the rule of the decision policies, not the strict ``>`` of CA on a grid).
+        """
+        from isskit.policies.cohen import Cohen
+
+        return Cohen(n0=DECISION_REFERENCE_N0, n=DECISION_REFERENCE_N, alpha=self.alpha)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from isskit._validate import check_alpha, check_sample_size
 from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register, units
+from isskit.validate import check_alpha, check_sample_size
 
 __all__ = ["DEFAULT_N0", "Cohen"]
 

@@ -19,7 +19,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from isskit._validate import (
+from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register, units
+from isskit.validate import (
     check_alpha,
     check_decline,
     check_delta,
@@ -27,7 +28,6 @@ from isskit._validate import (
     check_sample_size,
     check_U,
 )
-from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register, units
 
 __all__ = ["DEFAULT_DELTA", "ISS"]
 

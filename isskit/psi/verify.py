@@ -30,15 +30,22 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.special import betainc, ndtr
 
-from isskit._progress import progress_bar
-from isskit._validate import (
+from isskit.progress import progress_bar
+from isskit.psi.mapping import (
+    _meets,
+    _target,
+    _threshold_cells,
+    _threshold_samples,
+    psi_exact,
+)
+from isskit.psi.table import _range_max, _sparse_max, psi_table
+from isskit.stats import cp_interval, expected_radius
+from isskit.validate import (
     OVERHEAD_BYTES,
     check_memory,
     check_pilot_size,
     check_positive_int,
 )
-from isskit.psi import mapping as _psi
-from isskit.stats import cp_interval, expected_radius
 
 __all__ = ["VerifyResult", "Violation", "verify", "verify_table"]
 
@@ -161,8 +168,8 @@ def _points(table, fine: int):
     inner = (table.p[:-1, None] + t[None, :] * (table.p[1:] - table.p[:-1])[:, None]).ravel()
     inner_cell = np.repeat(np.arange(steps), fine)
     extra, extra_cell = [], []
-    for c in _psi._threshold_cells(table.k):
-        s = _psi._threshold_samples(table.p[c], table.p[c + 1], table.k_bar, table.U,
+    for c in _threshold_cells(table.k):
+        s = _threshold_samples(table.p[c], table.p[c + 1], table.k_bar, table.U,
                                     table.decline, table.sigma, table.alpha)
         s = s[(s > table.p[c]) & (s < table.p[c + 1])]
         extra.append(s)
@@ -223,7 +230,7 @@ def _worst_cp_intervals(table, p_A, k0):
     first = np.searchsorted(up, p_A, side="left")  # first k_A with p_up >= p_A
     last = np.searchsorted(low, p_A, side="right") - 1  # last k_A with p_low <= p_A
     key = k_hat * (k0 + 1) + k_A  # range min of (k_hat, k_A): value and witness at once
-    best = -_psi._range_max(_psi._sparse_max(-key), first, np.minimum(last, k0))
+    best = -_range_max(_sparse_max(-key), first, np.minimum(last, k0))
     empty = first > last
     which = np.where(empty, 0, best % (k0 + 1))
     k_best = np.where(empty, table.k_bar, best // (k0 + 1))
@@ -248,7 +255,7 @@ def verify(k_bar, U, decline, sigma, alpha, delta, *, mapping: str = "paper", fi
     -------
     VerifyResult
     """
-    table = _psi.psi_table(k_bar, U, decline, sigma, alpha, delta, mapping=mapping)
+    table = psi_table(k_bar, U, decline, sigma, alpha, delta, mapping=mapping)
     return verify_table(table, fine=fine, k0=k0, check_minimal=check_minimal,
                         progress=progress)
 
@@ -363,9 +370,9 @@ def _prop2(table) -> Violation | None:
     if table.mapping == "sup":
         raised = np.flatnonzero(table.k_cell > np.maximum(table.k[:-1], table.k[1:]))
         for c in raised:
-            s = _psi._threshold_samples(table.p[c], table.p[c + 1], table.k_bar, U, decline,
+            s = _threshold_samples(table.p[c], table.p[c + 1], table.k_bar, U, decline,
                                         sigma, alpha)
-            psi_s = _psi.psi_exact(s, table.k_bar, U, decline, sigma, alpha)
+            psi_s = psi_exact(s, table.k_bar, U, decline, sigma, alpha)
             at = psi_s == table.k_cell[c]
             # The cell value is the max of psi over these samples, so it is attained at one;
             # if not (a changed table), no p supplies it and the cell is not tight.
@@ -400,7 +407,7 @@ def _check_minimal(table, progress: bool, chunk: int = 2048) -> bool:
     if p.size == 0:
         return True
     r_bar = expected_radius(table.k_bar, p, sigma, alpha)
-    q_star = ndtr(_psi._target(r_bar, U, decline) / sigma)
+    q_star = ndtr(_target(r_bar, U, decline) / sigma)
     kmax = int(k.max())
     for start in progress_bar(range(1, kmax, chunk), enabled=progress, desc="minimality",
                               unit="chunk", leave=False):
@@ -412,7 +419,7 @@ def _check_minimal(table, progress: bool, chunk: int = 2048) -> bool:
         meets = below & (cdf <= alpha * (1 + 1e-9))
         if np.any(meets):
             r, c = np.nonzero(meets)
-            exact = _psi._meets(ks[c].astype(np.int64), p[rows[r]], r_bar[rows[r]], U, decline,
+            exact = _meets(ks[c].astype(np.int64), p[rows[r]], r_bar[rows[r]], U, decline,
                                 sigma, alpha)
             if np.any(exact):
                 return False

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isskit._atomic import atomic_path
-from isskit._extras import require_extra
+from isskit._figures import pyplot, save
 from isskit.replay.metrics import certified_accuracy
 
 __all__ = ["FIGURES", "plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
@@ -24,27 +23,6 @@ MAX_CURVES = 12
 #: Most ISS families (all parameters but U) drawn as curves of their own in the ACR-time
 #: figure; beyond, ISS is drawn as points, one series per decline and sampling scheme.
 MAX_FAMILIES = 8
-
-
-def _plt():
-    matplotlib = require_extra("matplotlib", "plot", "figures (--plot)")
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path) -> Path:
-    """Lay out, write (atomically) and close a figure (closing frees it: sweeps draw many)."""
-    path = Path(path)
-    try:
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _cost(ds):
@@ -106,7 +84,7 @@ def plot_acr_vs_time(ds, path) -> Path:
     -------
     Path
     """
-    plt = _plt()
+    plt = pyplot()
     x, xlabel = _cost(ds)
     y = ds.acr.values
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -122,7 +100,7 @@ def plot_acr_vs_time(ds, path) -> Path:
     ax.set_title(f"ACR against cost, {ds.sizes['image']} images, sigma = {ds.attrs['sigma']:g}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return save(plt, fig, path)
 
 
 def plot_certified_accuracy(ds, path) -> Path:
@@ -139,7 +117,7 @@ def plot_certified_accuracy(ds, path) -> Path:
     -------
     Path
     """
-    plt = _plt()
+    plt = pyplot()
     r_max = float(ds.radius.max()) if ds.radius.size else 1.0
     grid = np.linspace(0.0, max(r_max, 1e-6) * 1.05, 300)
     n = ds.sizes["policy"]
@@ -157,7 +135,7 @@ def plot_certified_accuracy(ds, path) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    return _save(plt, fig, path)
+    return save(plt, fig, path)
 
 
 def plot_k_hat(ds, path) -> Path | None:
@@ -177,7 +155,7 @@ def plot_k_hat(ds, path) -> Path | None:
     iss = np.flatnonzero(ds.kind.values == "iss")
     if iss.size == 0:
         return None
-    plt = _plt()
+    plt = pyplot()
     show = iss if iss.size <= 6 else iss[np.linspace(0, iss.size - 1, 6).astype(int)]
     p = ds.p_A_empirical.values
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -190,7 +168,7 @@ def plot_k_hat(ds, path) -> Path | None:
     ax.set_title("ISS sample size per image")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, markerscale=2)
-    return _save(plt, fig, path)
+    return save(plt, fig, path)
 
 
 def plot_all(ds, directory) -> list[Path]:

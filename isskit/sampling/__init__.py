@@ -8,8 +8,11 @@ Needs the ``torch`` extra (``pip install 'isskit[torch]'``).
 """
 
 from isskit.sampling.sampler import (
+    NOISE_BLOCK,
     NOISE_SCHEME,
+    NOISE_SCHEME_V1,
     SampleRun,
+    block_seed,
     check_row_memory,
     distributed_env,
     init_distributed,
@@ -20,11 +23,15 @@ from isskit.sampling.sampler import (
     sample_row,
     sample_to_store,
     select_indices,
+    stored_noise_scheme,
 )
 
 __all__ = [
+    "NOISE_BLOCK",
     "NOISE_SCHEME",
+    "NOISE_SCHEME_V1",
     "SampleRun",
+    "block_seed",
     "check_row_memory",
     "distributed_env",
     "init_distributed",
@@ -35,4 +42,5 @@ __all__ = [
     "sample_row",
     "sample_to_store",
     "select_indices",
+    "stored_noise_scheme",
 ]

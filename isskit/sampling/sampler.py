@@ -6,20 +6,29 @@ drawn in the model's input space before normalisation (Cohen et al. 2019: the
 normalisation is the model's first layer, :mod:`isskit.sampling.models`). Every policy that
 :mod:`isskit.replay` evaluates reads prefixes and ranges of these rows.
 
-Noise, exactly (so a row can be redone bit-for-bit on the same device type):
+Noise, exactly (so a row can be redone bit-for-bit on the same device type), scheme
+``isskit-noise-v2`` (:data:`NOISE_SCHEME`), the one new stores get:
 
-* one ``torch.Generator`` on the sampling device, seeded per image with
-  :func:`noise_seed` ``(seed, image_index)``: the first 8 bytes (little-endian) of
-  ``blake2b(b"isskit-noise-v1:<seed>:<image_index>", digest_size=8)`` with the top bit
-  cleared, so rows are independent of one another and of the order they are run in;
-* the N draws are made ``batch`` at a time (the last batch holds the remainder):
-  ``buf[:b].normal_(generator=g)`` on a float32 ``(b, C, H, W)`` buffer, then
-  ``torch.add(x, buf[:b], alpha=sigma)`` is the model input.
+* the samples of a row are cut into fixed blocks of :data:`NOISE_BLOCK` samples; block
+  ``b`` (samples ``b * NOISE_BLOCK`` up to the next block) is one
+  ``Tensor.normal_(generator=g)`` on a float32 ``(NOISE_BLOCK, C, H, W)`` buffer, ``g`` a
+  ``torch.Generator`` on the sampling device seeded with :func:`block_seed`
+  ``(seed, image_index, b)``: the first 8 bytes (little-endian) of
+  ``blake2b(b"isskit-noise-v2:<seed>:<image_index>:<b>", digest_size=8)``, top bit
+  cleared; a block is always drawn whole, and only the samples asked for are used;
+* ``torch.add(x, z, alpha=sigma)`` is the model input.
 
-The noise therefore depends on (seed, image_index, batch, device type); all four are in
-the store's ``noise`` attribute and a resume with any other value is refused by the
-store. bf16 autocast changes the classifier, so the precision is part of the ``model``
-attribute.
+The noise of sample t of image i is then a function of (seed, i, t, device type) alone:
+model batches may hold pieces of several images and any batch size without changing a
+draw, and a row can be extended past the samples drawn (:class:`_BlockSampler`).
+
+Stores made before (``isskit-noise-v1``, :data:`NOISE_SCHEME_V1`) seeded one generator per
+image with :func:`noise_seed` ``(seed, image_index)`` and drew ``batch`` samples per
+``normal_`` call, so their noise depends on the batch too; they stay readable and are
+resumed only with that scheme and batch (:func:`sample_to_store` reads the store's
+``noise`` attribute). The scheme, with everything it depends on, is the store's ``noise``
+attribute, and a resume with any other value is refused by the store. bf16 autocast
+changes the classifier, so the precision is part of the ``model`` attribute.
 
 Work is never lost: a row is written, flushed and only then marked complete
 (:mod:`isskit.store`); a rerun of the same command skips complete rows. Rows that take
@@ -45,8 +54,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isskit._progress import progress_bar
-from isskit._validate import (
+from isskit._tunables import BLOCK_BYTES, MAX_CLASSES
+from isskit.progress import progress_bar
+from isskit.store import StoreWriteError, open_for_writing
+from isskit.validate import (
     OVERHEAD_BYTES,
     ArgumentError,
     check_memory,
@@ -54,11 +65,13 @@ from isskit._validate import (
     check_sample_size,
     check_sigma,
 )
-from isskit.store import StoreWriteError, open_for_writing
 
 __all__ = [
+    "NOISE_BLOCK",
     "NOISE_SCHEME",
+    "NOISE_SCHEME_V1",
     "SampleRun",
+    "block_seed",
     "check_row_memory",
     "distributed_env",
     "init_distributed",
@@ -69,14 +82,26 @@ __all__ = [
     "sample_row",
     "sample_to_store",
     "select_indices",
+    "stored_noise_scheme",
 ]
 
-#: Version tag hashed into every noise seed; bumping it changes every stream.
-NOISE_SCHEME = "isskit-noise-v1"
+#: Version tag of the noise new stores get, hashed into every block's seed.
+NOISE_SCHEME = "isskit-noise-v2"
+#: The earlier, batch-dependent scheme: read, and resumed only with itself.
+NOISE_SCHEME_V1 = "isskit-noise-v1"
+#: Samples per noise block of :data:`NOISE_SCHEME`. Part of the scheme (changing it
+#: changes every stream). 256 keeps a block's buffer small on ImageNet (154 MB) while a
+#: partly used block, drawn whole, costs little against the model's forward passes.
+NOISE_BLOCK = 256
+
+
+def _hash_seed(text: str) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def noise_seed(seed: int, image_index: int) -> int:
-    """Seed of the noise generator for one image: a hash of ``(seed, image_index)``.
+    """Seed of one image's generator under the earlier scheme, :data:`NOISE_SCHEME_V1`.
 
     ``blake2b(f"isskit-noise-v1:{seed}:{image_index}", digest_size=8)`` read little-endian,
     top bit cleared (a valid seed for every torch generator). Hashing, rather than, say,
@@ -84,20 +109,52 @@ def noise_seed(seed: int, image_index: int) -> int:
     """
     seed = check_positive_int(seed, "seed", minimum=0)
     image_index = check_positive_int(image_index, "image_index", minimum=0)
-    digest = hashlib.blake2b(
-        f"{NOISE_SCHEME}:{seed}:{image_index}".encode(), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    return _hash_seed(f"{NOISE_SCHEME_V1}:{seed}:{image_index}")
 
 
-def noise_description(batch: int, device_type: str) -> str:
-    """The store's ``noise`` attribute: everything the noise of a row depends on."""
+def block_seed(seed: int, image_index: int, block: int) -> int:
+    """Seed of noise block ``block`` of one image under :data:`NOISE_SCHEME`.
+
+    ``blake2b(f"isskit-noise-v2:{seed}:{image_index}:{block}", digest_size=8)`` read
+    little-endian, top bit cleared: blocks, images and seeds get unrelated streams.
+    """
+    seed = check_positive_int(seed, "seed", minimum=0)
+    image_index = check_positive_int(image_index, "image_index", minimum=0)
+    block = check_positive_int(block, "block", minimum=0)
+    return _hash_seed(f"{NOISE_SCHEME}:{seed}:{image_index}:{block}")
+
+
+def noise_description(batch: int, device_type: str, scheme: str = NOISE_SCHEME) -> str:
+    """The store's ``noise`` attribute: everything the noise of a row depends on.
+
+    ``batch`` enters only the earlier scheme (:data:`NOISE_SCHEME_V1`), whose draws it cut.
+    """
+    if scheme == NOISE_SCHEME_V1:
+        return (
+            f"{NOISE_SCHEME_V1}: x + sigma * z in input (pixel) space, z float32 standard "
+            f"normal from Tensor.normal_ on a torch.Generator(device={device_type!r}) seeded "
+            f"with isskit.sampling.noise_seed(seed, image_index), drawn {batch} samples at a "
+            "time in draw order"
+        )
+    if scheme != NOISE_SCHEME:
+        raise ValueError(f"noise scheme ({scheme!r}) is not one of {NOISE_SCHEME!r}, "
+                         f"{NOISE_SCHEME_V1!r}")
     return (
         f"{NOISE_SCHEME}: x + sigma * z in input (pixel) space, z float32 standard normal "
-        f"from Tensor.normal_ on a torch.Generator(device={device_type!r}) seeded with "
-        f"isskit.sampling.noise_seed(seed, image_index), drawn {batch} samples at a time "
-        "in draw order"
+        f"drawn in blocks of {NOISE_BLOCK} samples, block b by one Tensor.normal_ on a "
+        f"torch.Generator(device={device_type!r}) seeded with "
+        "isskit.sampling.block_seed(seed, image_index, b), whatever the batch"
     )
+
+
+def noise_scheme_of(description) -> str | None:
+    """The scheme named by a store's ``noise`` attribute (None for an unknown one)."""
+    if not isinstance(description, str):
+        return None
+    for scheme in (NOISE_SCHEME, NOISE_SCHEME_V1):
+        if description.startswith(scheme + ":"):
+            return scheme
+    return None
 
 
 def resolve_device(device=None, local_rank: int = 0) -> torch.device:
@@ -257,11 +314,14 @@ def check_row_memory(N: int, name: str = "N", dev: torch.device | None = None,
 
 
 class _RowSampler:
-    """Preallocated buffers and a generator: samples rows with no allocation per batch."""
+    """Rows under the earlier scheme (:data:`NOISE_SCHEME_V1`), kept to resume its stores.
 
-    def __init__(self, model, shape, *, sigma, N, batch, dev, amp, channels_last):
+    One generator per row, ``batch`` samples per draw; buffers preallocated.
+    """
+
+    def __init__(self, model, shape, *, sigma, N, batch, dev, amp, channels_last, seed=0):
         self.model, self.sigma, self.N, self.batch, self.dev = model, sigma, N, batch, dev
-        self.amp = amp
+        self.amp, self.seed = amp, seed
         size = min(batch, N)
         # Noise is always drawn into a contiguous NCHW buffer, so that the values and
         # their positions do not depend on the memory format the model runs in.
@@ -273,9 +333,12 @@ class _RowSampler:
         self.labels = torch.empty(N, dtype=torch.int64, device=dev)
         self.gen = torch.Generator(device=dev)
 
-    def row(self, x: torch.Tensor, gen_seed: int, bar=None) -> np.ndarray:
+    def row(self, x: torch.Tensor, image_index: int, bar=None, start: int = 0) -> np.ndarray:
+        if start:
+            raise ValueError(f"rows of {NOISE_SCHEME_V1} stores cannot be extended (start "
+                             f"{start}): their noise depends on the batch")
         x = x.to(self.dev, dtype=torch.float32, non_blocking=True)
-        self.gen.manual_seed(gen_seed)
+        self.gen.manual_seed(noise_seed(self.seed, image_index))
         # autocast is entered once per row, not per batch: entering it costs microseconds
         # that a small model's batch would notice.
         with torch.autocast(self.dev.type, dtype=torch.bfloat16) if self.amp else _NO_CONTEXT:
@@ -291,6 +354,88 @@ class _RowSampler:
         return self.labels.cpu().numpy().astype(np.uint16)
 
 
+class _BlockSampler:
+    """Runs the model on pieces of rows under :data:`NOISE_SCHEME`, packed into batches.
+
+    A piece is samples ``[t0, t1)`` of one image; :meth:`run` packs any pieces, of any
+    images, into forward passes of ``batch`` samples, so that a policy that draws little
+    at a time still keeps the model busy. The noise of each sample comes from its block
+    (module docstring), drawn whole into one buffer; the last block drawn is kept, so a
+    piece that continues it (the next batch, the next request of a policy) does not draw
+    it again. Buffers are preallocated: no allocation per batch.
+    """
+
+    def __init__(self, model, shape, *, sigma, seed, batch, dev, amp, channels_last, N=None):
+        self.model, self.sigma, self.seed, self.batch, self.dev = model, sigma, seed, batch, dev
+        self.amp, self.N = amp, N
+        size = batch if N is None else min(batch, N)
+        # Noise is drawn into a contiguous NCHW block, so that the values and their
+        # positions do not depend on the memory format the model runs in.
+        self.block = torch.empty((NOISE_BLOCK, *shape), dtype=torch.float32, device=dev)
+        fmt = (torch.channels_last if channels_last and len(shape) == 3
+               else torch.contiguous_format)
+        self.inp = torch.empty((size, *shape), dtype=torch.float32, device=dev,
+                               memory_format=fmt)
+        self.out = torch.empty(size, dtype=torch.int64, device=dev)
+        self.gen = torch.Generator(device=dev)
+        self._held = None  # (image_index, block) now in self.block
+        self.labels = None if N is None else torch.empty(N, dtype=torch.int64, device=dev)
+
+    def _fill(self, x, image_index: int, t0: int, t1: int, at: int) -> None:
+        """Model inputs of samples [t0, t1) of one image into ``inp[at:]``."""
+        B = NOISE_BLOCK
+        for b in range(t0 // B, (t1 - 1) // B + 1):
+            if self._held != (image_index, b):
+                self.gen.manual_seed(block_seed(self.seed, image_index, b))
+                self.block.normal_(generator=self.gen)
+                self._held = (image_index, b)
+            lo, hi = max(t0, b * B) - b * B, min(t1, (b + 1) * B) - b * B
+            torch.add(x, self.block[lo:hi], alpha=self.sigma,
+                      out=self.inp[at:at + hi - lo])
+            at += hi - lo
+
+    def _forward(self, n: int, pieces) -> None:
+        torch.argmax(self.model(self.inp[:n]), dim=1, out=self.out[:n])
+        for dest, d0, at, k in pieces:
+            dest[d0:d0 + k].copy_(self.out[at:at + k])
+
+    def run(self, requests, bar=None) -> None:
+        """Label every requested piece, in batches of ``batch`` samples.
+
+        Parameters
+        ----------
+        requests : iterable of (x, image_index, t0, t1, dest)
+            ``x`` the image on the device (float32), ``dest`` an int64 device tensor of
+            ``t1 - t0`` elements that receives the labels of samples ``[t0, t1)``.
+        bar : tqdm, optional
+            Advanced by the samples labelled.
+        """
+        fill, pieces = 0, []
+        with torch.autocast(self.dev.type, dtype=torch.bfloat16) if self.amp else _NO_CONTEXT:
+            for x, image_index, t0, t1, dest in requests:
+                t = t0
+                while t < t1:
+                    n = min(t1 - t, self.batch - fill)
+                    self._fill(x, image_index, t, t + n, fill)
+                    pieces.append((dest, t - t0, fill, n))
+                    fill += n
+                    t += n
+                    if fill == self.batch:
+                        self._forward(fill, pieces)
+                        fill, pieces = 0, []
+                    if bar is not None:
+                        bar.update(n)
+            if fill:
+                self._forward(fill, pieces)
+
+    def row(self, x: torch.Tensor, image_index: int, bar=None, start: int = 0) -> np.ndarray:
+        """Labels of samples ``[start, N)`` of one image, as uint16 on the host."""
+        x = x.to(self.dev, dtype=torch.float32, non_blocking=True)
+        dest = self.labels[start:self.N]
+        self.run([(x, image_index, start, self.N, dest)], bar)
+        return dest.cpu().numpy().astype(np.uint16)
+
+
 class _RowGroups:
     """Finished rows on their way to the store, written together once they hold enough work.
 
@@ -301,7 +446,7 @@ class _RowGroups:
     they are written (the store marks them after flushing).
     """
 
-    def __init__(self, writer, max_seconds: float = 0.25, max_bytes: int = 64 << 20):
+    def __init__(self, writer, max_seconds: float = 0.25, max_bytes: int = BLOCK_BYTES):
         self.writer, self.max_seconds, self.max_bytes = writer, max_seconds, max_bytes
         self.rows, self.labels, self.seconds = [], [], []
 
@@ -345,7 +490,7 @@ def _probe(model, x, dev, amp) -> int:
 
 def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 0,
                image_index: int, device=None, amp: bool = False,
-               channels_last: bool = False) -> np.ndarray:
+               channels_last: bool = False, scheme: str = NOISE_SCHEME) -> np.ndarray:
     """One row: the labels of N noisy copies of image ``x``, as :func:`sample_to_store` stores.
 
     Parameters
@@ -357,6 +502,8 @@ def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 
     sigma, N, batch, seed, image_index, device, amp, channels_last
         As in :func:`sample_to_store`; ``image_index`` is the dataset index the noise is
         keyed to.
+    scheme : str
+        The noise scheme, :data:`NOISE_SCHEME` or (as old stores) :data:`NOISE_SCHEME_V1`.
 
     Returns
     -------
@@ -369,10 +516,41 @@ def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 
     dev = resolve_device(device)
     model = _prepare(model, dev, channels_last)
     with torch.inference_mode():
-        sampler = _RowSampler(model, tuple(x.shape), sigma=sigma, N=N, batch=batch, dev=dev,
-                              amp=amp, channels_last=channels_last)
-        labels = sampler.row(x, noise_seed(seed, image_index))
+        sampler = _sampler(scheme, model, tuple(x.shape), sigma=sigma, N=N, batch=batch,
+                           dev=dev, amp=amp, channels_last=channels_last, seed=seed)
+        labels = sampler.row(x, image_index)
     return labels
+
+
+def _sampler(scheme, model, shape, **kw):
+    """The row sampler of a noise scheme."""
+    if scheme == NOISE_SCHEME_V1:
+        return _RowSampler(model, shape, **kw)
+    if scheme != NOISE_SCHEME:
+        raise ValueError(f"noise scheme ({scheme!r}) is not one of {NOISE_SCHEME!r}, "
+                         f"{NOISE_SCHEME_V1!r}")
+    return _BlockSampler(model, shape, **kw)
+
+
+def stored_noise_scheme(out) -> str:
+    """The noise scheme to sample ``out`` with: its own if it exists, else the current one.
+
+    An existing store keeps the scheme it was made with (an :data:`NOISE_SCHEME_V1` store
+    is resumed with it). For anything else (no store, not a store, a ``noise`` attribute
+    naming no known scheme) this is the current scheme, and the writer's own checks
+    refuse what does not match it.
+    """
+    out = Path(out)
+    if not out.is_file():
+        return NOISE_SCHEME
+    from isskit.store import StoreError, open_store
+
+    try:
+        with open_store(out) as store:
+            noise = store.attrs.get("noise")
+    except StoreError:
+        return NOISE_SCHEME  # not a store: the writer says what is wrong with it
+    return noise_scheme_of(noise) or NOISE_SCHEME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,7 +610,8 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     """Sample every selected image N times and write the labels to a stream store.
 
     Creates ``out`` or resumes it: rows already complete are skipped, the others are
-    (re)done from their first sample. Parameters that define the streams (sigma, N,
+    (re)done from their first sample; complete rows of fewer than N samples (drawn by
+    ``isskit certify``) are extended to N. Parameters that define the streams (sigma, N,
     seed, model, dataset, classes, noise, images) must match an existing store, which
     refuses otherwise (:class:`isskit.store.StoreMismatchError`).
 
@@ -450,10 +629,10 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     N : int
         Samples per image (the stream length).
     batch : int
-        Noisy copies per forward pass. Part of the noise derivation (see the module
-        docstring): keep it when resuming.
+        Noisy copies per forward pass. Part of the noise derivation only for stores of
+        the earlier scheme (see the module docstring), which keep it when resumed.
     seed : int
-        Base seed (>= 0); image ``i``'s noise is seeded by ``noise_seed(seed, i)``.
+        Base seed (>= 0); block ``b`` of image ``i`` is seeded by ``block_seed(seed, i, b)``.
     indices : sequence of int, optional
         Dataset indices to sample (:func:`select_indices`); all images by default.
     device : str or torch.device, optional
@@ -511,15 +690,19 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
 
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
+    scheme = stored_noise_scheme(out)
     # before the store exists, so a refused N leaves nothing behind
-    check_row_memory(N, dev=dev, noise_bytes=4 * min(batch, N) * int(np.prod(x0.shape))
-                     * (2 if channels_last else 1))
+    pixels = 4 * int(np.prod(x0.shape))
+    noise_bytes = (pixels * min(batch, N) * (2 if channels_last else 1) if scheme ==
+                   NOISE_SCHEME_V1 else pixels * (NOISE_BLOCK + min(batch, N)))
+    check_row_memory(N, dev=dev, noise_bytes=noise_bytes)
     k = _probe(model, x0, dev, amp)
     if num_classes is not None and int(num_classes) != k:
         raise ArgumentError("num_classes", "{name} ({value}) differs from the model's {k} "
                             "logits", value=num_classes, k=k)
-    if k > np.iinfo(np.uint16).max + 1:
-        raise ValueError(f"the model has {k} classes; labels are stored as uint16 (<= 65536)")
+    if k > MAX_CLASSES:
+        raise ValueError(f"the model has {k} classes; labels are stored as uint16 "
+                         f"(<= {MAX_CLASSES})")
     if labels_true.min() < 0 or labels_true.max() >= k:
         raise ValueError(f"true labels ({labels_true.min()} .. {labels_true.max()}) do not "
                          f"fit the model's {k} classes: does the model fit the dataset?")
@@ -536,7 +719,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         device=_device_name(dev),
         torch_version=str(torch.__version__),  # TorchVersion, a str subclass h5py rejects
         batch_size=batch,
-        noise=noise_description(batch, dev.type),
+        noise=noise_description(batch, dev.type, scheme),
     )
     if world_size > 1:  # lets isskit merge check that every rank is there exactly once
         attrs.update(rank=rank, world_size=world_size)
@@ -544,25 +727,32 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     seconds = 0.0
     with open_for_writing(out, image_index=selected, true_label=labels_true,
                           samples_per_image=N, attrs=attrs) as writer:
-        pending = [int(r) for r in writer.pending()]
+        # Rows ``isskit certify`` drew in part are extended to N from where they stop,
+        # under this scheme their first samples are those a full row would have.
+        drawn = np.where(writer.complete, writer.drawn, 0)
+        pending = [int(r) for r in np.flatnonzero(drawn < N)]
         skipped = len(selected) - len(pending)
         bar = progress_bar(
-            total=len(pending) * N, unit="sample", unit_scale=True, smoothing=0.1,
+            total=int((N - drawn).sum()), unit="sample", unit_scale=True, smoothing=0.1,
             enabled=progress and rank == 0,
             desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1
                                            else ""),
         )
         groups = _RowGroups(writer)
         with bar, torch.inference_mode():
-            sampler = _RowSampler(model, tuple(x0.shape), sigma=sigma, N=N, batch=batch,
-                                  dev=dev, amp=amp, channels_last=channels_last)
+            sampler = _sampler(scheme, model, tuple(x0.shape), sigma=sigma, N=N,
+                               batch=batch, dev=dev, amp=amp, channels_last=channels_last,
+                               seed=seed)
             try:
                 for done, row in enumerate(pending, start=1):
                     image_index = int(selected[row])
                     x = dataset[image_index][0]
                     _sync(dev)
                     t0 = time.perf_counter()
-                    labels = sampler.row(x, noise_seed(seed, image_index), bar)
+                    start = int(drawn[row])
+                    labels = sampler.row(x, image_index, bar, start=start)
+                    if start:
+                        labels = np.concatenate([writer.read_row(row, start), labels])
                     _sync(dev)
                     dt = time.perf_counter() - t0
                     groups.add(row, labels, dt)
@@ -583,7 +773,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         rows_sampled=len(pending),
         rows_skipped=skipped,
         seconds=seconds,
-        samples_per_second=(len(pending) * N / seconds) if seconds > 0 else 0.0,
+        samples_per_second=(float((N - drawn).sum()) / seconds) if seconds > 0 else 0.0,
         device=str(dev),
         rank=rank,
         world_size=world_size,

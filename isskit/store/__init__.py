@@ -1,4 +1,4 @@
-"""The HDF5 stream store (schema version 1): every label the base classifier predicted.
+"""The HDF5 stream store (schema version 2): every label the base classifier predicted.
 
 One module per job: :mod:`~isskit.store.schema` (layout and checks), :mod:`~isskit.store.writer`
 (create, resume, write rows), :mod:`~isskit.store.lock` (the writer lock),
@@ -14,6 +14,7 @@ fully written and flushed; everything offline reads through a :class:`StreamStor
 Layout (DESIGN.md, "Stream store")::
 
     /labels      (n_images, N) uint16, chunked along samples, compressed
+    /drawn       (n_images,) int64  samples drawn per row (<= N); schema 1: read as N
     /image_index (n_images,) int64
     /true_label  (n_images,) int64
     /complete    (n_images,) bool

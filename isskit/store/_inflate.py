@@ -11,12 +11,14 @@ import zlib
 
 import numpy as np
 
+from isskit._tunables import MAX_INFLATE_THREADS
+
 __all__ = []
 
 def _default_threads() -> int:
     # Capped at 4: HDF5 hands over the compressed chunks in one thread, so more inflaters
     # would mostly wait for it.
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(MAX_INFLATE_THREADS, os.cpu_count() or 1))
 
 
 def _inflate_into(raw: bytes, dest: np.ndarray, chunk_bytes: int) -> None:

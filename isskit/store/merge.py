@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from isskit._atomic import atomic_path
-from isskit._progress import progress_bar
+from isskit._tunables import BLOCK_BYTES
+from isskit.progress import progress_bar
 from isskit.store.reader import StreamStore, open_store
 from isskit.store.schema import RUN_PARAMS, StoreError, StoreMismatchError, _same, _short
 from isskit.store.writer import _check_labels, open_for_writing
@@ -26,7 +27,8 @@ __all__ = [
 _PER_RANK = ("rank", "created_at", "device", "isskit_version", "torch_version", "batch_size")
 
 
-def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: bool = False) -> Path:
+def merge_stores(out_path, in_paths, *, max_bytes: int = BLOCK_BYTES,
+                 progress: bool = False) -> Path:
     """Join the per-rank stores of one run into a single store, rows sorted by image_index.
 
     Parameters
@@ -129,7 +131,7 @@ def merge_stores(out_path, in_paths, *, max_bytes: int = 64 << 20, progress: boo
                                           f"merge input {s.path}", first_row=start)
                             src = np.arange(start, start + block.shape[0])
                             dst = out_row[offset + src]
-                            writer.write_rows_at(dst, block, s.seconds[src])
+                            writer.write_rows_at(dst, block, s.seconds[src], drawn=s.drawn[src])
                             if bar is not None:
                                 bar.update(src.size)
                         offset += s.n_images

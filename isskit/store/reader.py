@@ -11,11 +11,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from isskit._progress import progress_bar
 from isskit._provenance import file_sha256
-from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int
+from isskit._tunables import BLOCK_BYTES, SUMMARY_BLOCK_BYTES
+from isskit.progress import progress_bar
 from isskit.store._inflate import _default_threads, _inflate_into
-from isskit.store.schema import StoreError, _open_h5, _read_columns, _short, _validate
+from isskit.store.schema import (
+    StoreError,
+    _open_h5,
+    _read_columns,
+    _read_drawn,
+    _short,
+    _validate,
+)
+from isskit.validate import OVERHEAD_BYTES, check_memory, check_positive_int
 
 __all__ = [
     "StreamStore",
@@ -76,6 +84,9 @@ class StreamStore:
             self.true_label = f["true_label"][...]
             self.complete = f["complete"][...]
             self.seconds = f["seconds"][...]
+            #: Samples drawn per row (``N`` for a full row, and for every row of a schema-1
+            #: store); samples past it are unused.
+            self.drawn = _read_drawn(f, path)
             self.columns = _read_columns(f, path)
         except OSError as exc:
             raise StoreError(f"cannot read stream store {path} (damaged?): {exc}") from None
@@ -183,14 +194,14 @@ class StreamStore:
             return out
         return out[inverse]
 
-    def rows_per_chunk(self, max_bytes: int = 64 << 20, samples: int | None = None) -> int:
+    def rows_per_chunk(self, max_bytes: int = BLOCK_BYTES, samples: int | None = None) -> int:
         """Rows per block of :meth:`iter_chunks` for a memory bound of ``max_bytes``."""
         k = self.samples_per_image if samples is None else samples
         return max(1, int(max_bytes) // max(1, 2 * k))
 
     def iter_chunks(
         self,
-        max_bytes: int = 64 << 20,
+        max_bytes: int = BLOCK_BYTES,
         *,
         samples: int | None = None,
         rows=None,
@@ -377,7 +388,8 @@ class StreamStore:
         n = int(done.sum()) * self.samples_per_image
         return float(self.seconds[done].sum() / n) if n else float("nan")
 
-    def top_class_frequency(self, max_bytes: int = 16 << 20, *, progress: bool = False):
+    def top_class_frequency(self, max_bytes: int = SUMMARY_BLOCK_BYTES, *,
+                            progress: bool = False):
         """Empirical frequency of each row's most frequent label.
 
         NaN for incomplete rows, and for every row of a store of ``N = 0`` samples (no

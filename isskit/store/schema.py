@@ -1,4 +1,9 @@
-"""The stream store's schema (version 1): layout, root attrs, and the checks a file must pass.
+"""The stream store's schema (version 2): layout, root attrs, and the checks a file must pass.
+
+Version 2 adds ``/drawn`` (n_images,) int64: the samples actually drawn for each row
+(``isskit certify`` draws only what its policies need; the rest of the row is unused).
+A version-1 store (no ``/drawn``) reads as full rows, ``drawn = N``, and is never
+rewritten to version 2: its writer only writes full rows.
 
 Every other module of :mod:`isskit.store` reads and writes through these definitions;
 every problem with a file is a :class:`StoreError` (a ``ValueError``) naming the path.
@@ -12,7 +17,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from isskit._validate import check_sigma
+from isskit._tunables import CHUNK_SAMPLES, COMPRESSION, COMPRESSION_LEVEL, MAX_CLASSES
+from isskit.validate import check_sigma
 
 __all__ = [
     "RUN_PARAMS",
@@ -24,7 +30,7 @@ __all__ = [
 ]
 
 #: The schema version this isskit writes, and the newest it reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Root attrs that define a run: resuming a store with any of them different is refused,
 #: since the rows already written would mix two different experiments.
@@ -37,9 +43,9 @@ RUN_PARAMS = ("sigma", "samples_per_image", "model", "seed", "dataset", "num_cla
 # in bench/bench_store.py (docs/formats.md has the table): about 0.2 bytes per sample on a
 # realistic p_A mix, where shuffle saved little space and halved the read speed, and
 # higher gzip levels cost write time for a few per cent of space.
-_CHUNK_SAMPLES = 1 << 17
-_COMPRESSION = "gzip"
-_COMPRESSION_LEVEL = 1
+_CHUNK_SAMPLES = CHUNK_SAMPLES
+_COMPRESSION = COMPRESSION
+_COMPRESSION_LEVEL = COMPRESSION_LEVEL
 
 _DATASETS = {
     # name: (number of dimensions, dtype)
@@ -49,8 +55,10 @@ _DATASETS = {
     "complete": (1, np.dtype(np.bool_)),
     "seconds": (1, np.dtype(np.float64)),
 }
+#: Datasets new in a schema version: (name, (number of dimensions, dtype), version).
+_DATASETS_SINCE = {"drawn": ((1, np.dtype(np.int64)), 2)}
 _REQUIRED_ATTRS = ("schema_version", "samples_per_image", "sigma", "num_classes")
-_MAX_CLASSES = 1 << 16  # labels are uint16
+_MAX_CLASSES = MAX_CLASSES
 
 
 class StoreError(ValueError):
@@ -165,7 +173,14 @@ def _validate(f: h5py.File, path: Path) -> dict:
     if version < 1:
         raise StoreError(f"stream store {path}: schema_version ({version}) must be >= 1")
     _check_attrs(attrs, path)
-    for name, (rank, dtype) in _DATASETS.items():
+    layout = dict(_DATASETS)
+    for name, (spec, since) in _DATASETS_SINCE.items():
+        if version >= since:
+            if name not in f:
+                raise StoreError(f"stream store {path} (schema version {version}) lacks "
+                                 f"dataset {name}")
+            layout[name] = spec
+    for name, (rank, dtype) in layout.items():
         obj = f[name]
         if not isinstance(obj, h5py.Dataset):
             raise StoreError(f"stream store {path}: /{name} is a group, not a dataset")
@@ -178,7 +193,9 @@ def _validate(f: h5py.File, path: Path) -> dict:
                 f"stream store {path}: /{name} has dtype {obj.dtype}, expected {dtype}"
             )
     n, N = f["labels"].shape
-    for name in ("image_index", "true_label", "complete", "seconds"):
+    for name in ("image_index", "true_label", "complete", "seconds", "drawn"):
+        if name not in layout:
+            continue
         if f[name].shape != (n,):
             raise StoreError(
                 f"stream store {path}: /{name} has shape {f[name].shape}, expected ({n},) to"
@@ -190,6 +207,20 @@ def _validate(f: h5py.File, path: Path) -> dict:
             f" not match /labels' {N} columns"
         )
     return attrs
+
+
+def _read_drawn(f: h5py.File, path: Path) -> np.ndarray:
+    """``/drawn`` of a validated store (``N`` per row for version 1), each in ``[0, N]``."""
+    n, N = f["labels"].shape
+    if "drawn" not in f:
+        return np.full(n, N, dtype=np.int64)
+    drawn = f["drawn"][...]
+    bad = np.flatnonzero((drawn < 0) | (drawn > N))
+    if bad.size:
+        r = int(bad[0])
+        raise StoreError(f"stream store {path} is damaged: /drawn of row {r} is "
+                         f"{int(drawn[r])}, outside [0, N={N}]")
+    return drawn
 
 
 def _check_attrs(attrs: dict, path: Path) -> None:

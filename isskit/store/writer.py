@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 
 from isskit._provenance import make_attrs
-from isskit._validate import check_positive_int, check_sigma
 from isskit.store._faults import StoreWriteError, _abandon, _space_needed, _write_error
 from isskit.store.lock import _WriterLock
 from isskit.store.schema import (
@@ -34,10 +33,12 @@ from isskit.store.schema import (
     _open_h5,
     _py,
     _read_columns,
+    _read_drawn,
     _same,
     _short,
     _validate,
 )
+from isskit.validate import check_positive_int, check_sigma
 
 __all__ = [
     "StreamWriter",
@@ -84,6 +85,7 @@ def _create(
         f.create_dataset("true_label", data=true_label)
         f.create_dataset("complete", data=np.zeros(n, dtype=bool))
         f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
+        f.create_dataset("drawn", data=np.zeros(n, dtype=np.int64))
         if columns:
             extra = f.create_group("extra")
             for name, values in columns.items():
@@ -297,6 +299,9 @@ class StreamWriter:
         self._complete_ds = f["complete"]
         self._seconds = f["seconds"]
         self._complete = self._complete_ds[...]
+        # A schema-1 store has no /drawn: it stays schema 1, and takes full rows only.
+        self._drawn_ds = f["drawn"] if "drawn" in f else None
+        self._drawn = _read_drawn(f, path)
         self.image_index = f["image_index"][...]
         self.true_label = f["true_label"][...]
         self.attrs = {k: _py(v) for k, v in f.attrs.items()}
@@ -309,9 +314,22 @@ class StreamWriter:
         """Whether each row is complete (a copy)."""
         return self._complete.copy()
 
+    @property
+    def drawn(self) -> np.ndarray:
+        """Samples drawn per row (meaningful where complete; a copy)."""
+        return self._drawn.copy()
+
     def pending(self) -> np.ndarray:
         """Row indices not yet complete, in increasing order."""
         return np.flatnonzero(~self._complete)
+
+    def read_row(self, i: int, stop: int) -> np.ndarray:
+        """Labels ``[0, stop)`` of row ``i``, as written (to extend a row past ``drawn``)."""
+        self._check_open()
+        try:
+            return self._labels[int(i), :int(stop)]
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"cannot read row {i} of {self.path} (damaged?): {exc}") from None
 
     # -- writing
     def write_row(self, i: int, labels, seconds: float) -> None:
@@ -347,7 +365,7 @@ class StreamWriter:
         start = check_positive_int(start, "start", minimum=0)
         self.write_rows_at(np.arange(start, start + labels.shape[0]), labels, seconds)
 
-    def write_rows_at(self, rows, labels, seconds) -> None:
+    def write_rows_at(self, rows, labels, seconds, drawn=None) -> None:
         """Write the given rows (any distinct indices) and mark them complete together.
 
         Parameters
@@ -355,9 +373,13 @@ class StreamWriter:
         rows : array of int, shape (m,)
             Row indices, distinct.
         labels : array of int, shape (m, N)
-            Labels of each row, in the order of ``rows``.
+            Labels of each row, in the order of ``rows``; past a row's ``drawn`` they are
+            unused (write 0).
         seconds : array of float, shape (m,)
             Wall seconds spent sampling each row (NaN where unknown).
+        drawn : array of int, shape (m,), optional
+            Samples drawn for each row, in ``[0, N]``; ``N`` (full rows) by default, and
+            the only value a schema-1 store takes.
         """
         self._check_open()
         rows = np.asarray(rows, dtype=np.int64)
@@ -375,6 +397,15 @@ class StreamWriter:
                 f" got {_short(seconds)}"
             )
         what = f"{self.path} row {int(rows[0])}" + (f"..{int(rows[-1])}" if rows.size > 1 else "")
+        N = self.samples_per_image
+        drawn = (np.full(rows.shape, N, np.int64) if drawn is None
+                 else np.asarray(drawn, dtype=np.int64).reshape(-1))
+        if drawn.shape != rows.shape or np.any(drawn < 0) or np.any(drawn > N):
+            raise StoreError(f"{what}: drawn must be {rows.size} counts in [0, N={N}], got "
+                             f"{_short(drawn)}")
+        if self._drawn_ds is None and np.any(drawn != N):
+            raise StoreError(f"{what}: {self.path} is a schema-1 store, which holds full rows "
+                             f"only (drawn {_short(drawn)}, N = {N})")
         labels = _check_labels(labels, self.samples_per_image, self.num_classes, what)
         if labels.shape[0] != rows.size:
             raise StoreError(f"{what}: {labels.shape[0]} label rows for {rows.size} row indices")
@@ -390,8 +421,11 @@ class StreamWriter:
                     self._labels[r] = labels[j]
             for j, r in enumerate(rows):
                 self._seconds[r] = seconds[j]
+                if self._drawn_ds is not None:
+                    self._drawn_ds[r] = drawn[j]
             self._flush()
             self._mark(rows, True)
+            self._drawn[rows] = drawn
         except (OSError, RuntimeError) as exc:  # disk full, quota, I/O error (h5py: either)
             raise self._fail(exc, what) from None
 

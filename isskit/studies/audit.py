@@ -41,15 +41,15 @@ import numpy as np
 from scipy import stats as st
 
 from isskit._bisect import bisect
-from isskit._validate import (
+from isskit.policies import ISS, KINDS, Cohen, CountPlan, RadiusPolicy
+from isskit.stats import cp_interval, cp_lower
+from isskit.validate import (
     OVERHEAD_BYTES,
     ArgumentError,
     check_memory,
     check_positive_int,
     check_sigma,
 )
-from isskit.policies import ISS, KINDS, Cohen, CountPlan, RadiusPolicy
-from isskit.stats import cp_interval, cp_lower
 
 __all__ = [
     "DEFAULT_P_A",
@@ -180,7 +180,11 @@ def _threshold(k: np.ndarray, p_c: np.ndarray, alpha: float) -> np.ndarray:
 
 def _check_policy(policy):
     if not isinstance(policy, RadiusPolicy):
-        raise ValueError(f"policy ({policy!r}) must be a radius policy ({', '.join(KINDS)})")
+        radius = [k for k, c in KINDS.items() if issubclass(c, RadiusPolicy)]
+        raise ValueError(
+            f"policy ({policy!r}) must be a radius policy ({', '.join(radius)}); decision "
+            "policies have their exact audit in isskit.decision_audit (docs/audit.md)"
+        )
     return policy
 
 

@@ -1,4 +1,4 @@
-"""The ceiling of input-specific sampling: an oracle that knows every image's p_A.
+"""The ceiling of input-specific sampling: oracles that know every image's p_A.
 
 Any input-specific policy (ISS among them) decides each image's sample size ``k_i`` from
 samples of that image. An oracle that knows the true top-class probability ``p_i`` of
@@ -29,6 +29,23 @@ each image's upper concave hull of ``(k, max(R, 0))``:
   relaxation) looser. ``acr <= optimum <= upper_bound`` holds in every case, and the
   tests check it against brute force.
 
+Two oracles (DESIGN.md, "Metrics"), both on the same allocation machinery:
+
+* **label-aware** (:func:`oracle_allocation`, :meth:`Oracles.aware`): knows each ``p_i`` and
+  whether the prediction is correct, and maximises the expected ACR above. An absolute
+  bound: no policy can beat it on average.
+* **label-blind** (:func:`oracle_blind`, :meth:`Oracles.blind`): knows each ``p_i`` but not
+  the correctness, so it maximises the expected radius summed over *all* images,
+  ``(1/m) sum_i max(R(k_i, p_i), 0)``, at the same mean budget; its ACR is then evaluated
+  with correctness. It is the ceiling of every policy that sees only samples (such a policy
+  cannot tell a confident wrong prediction from a right one), e.g. the budget policy
+  (:mod:`isskit.budget`), which maximises the same objective from a pilot's posterior.
+
+:func:`compare_to_oracles` (or :meth:`Oracles.compare`, which reuses one set of hulls for
+many budgets) puts a policy's ACR at its own mean sample size beside IAS's expected ACR at
+the same mean (:func:`ias_expected_acr`), both oracles' ACR there, and the share of each
+oracle's gain over IAS that the policy takes (:class:`OracleComparison`).
+
 This module never reads or writes files and never prints.
 """
 
@@ -38,10 +55,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from isskit._validate import check_alpha, check_sigma
+from isskit.replay._kernels import _jit
 from isskit.stats import expected_radius
+from isskit.validate import check_alpha, check_sigma
 
-__all__ = ["OracleResult", "default_k_grid", "expected_acr", "oracle_allocation"]
+__all__ = [
+    "BlindOracleResult",
+    "OracleComparison",
+    "OracleResult",
+    "Oracles",
+    "compare_to_oracles",
+    "default_k_grid",
+    "expected_acr",
+    "ias_expected_acr",
+    "oracle_allocation",
+    "oracle_blind",
+]
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,77 @@ class OracleResult:
     mean_samples: float
     budget: float
     k_grid: np.ndarray
+
+
+@dataclass(frozen=True)
+class BlindOracleResult:
+    """A label-blind oracle allocation: maximal expected radius over all images at a budget.
+
+    Attributes
+    ----------
+    k : ndarray of int64
+        Sample size given to each image, correct or not (0 for images that get nothing).
+    acr : float
+        Expected ACR of the allocation, evaluated with correctness:
+        ``mean(1[correct] * max(R(k_i, p_i), 0))``.
+    radius : float
+        What the blind oracle maximises: the expected radius over all images,
+        ``mean(max(R(k_i, p_i), 0))``.
+    radius_bound : float
+        The concave relaxation's value of that objective: no allocation on the grid with
+        mean sample size ``<= budget`` has a higher expected radius over all images.
+    mean_samples : float
+        Mean of ``k`` (``<= budget``).
+    budget : float
+        The mean sample budget asked for.
+    k_grid : ndarray of int64
+        The candidate sample sizes (0 included).
+    """
+
+    k: np.ndarray
+    acr: float
+    radius: float
+    radius_bound: float
+    mean_samples: float
+    budget: float
+    k_grid: np.ndarray
+
+
+@dataclass(frozen=True)
+class OracleComparison:
+    """A policy against IAS and both oracles at the policy's own mean sample size.
+
+    Every ACR here is on the same images; the field names are the keys of
+    :meth:`to_dict` (and of ``isskit replay --oracle --json``).
+
+    Attributes
+    ----------
+    mean_samples : float
+        The policy's mean samples per image, the budget everything else is evaluated at.
+    policy_acr : float
+        The policy's ACR (expected or replayed, as the caller measured it).
+    ias_acr_same_samples : float
+        IAS's expected ACR at the same mean sample size (:func:`ias_expected_acr`).
+    oracle_blind_acr, oracle_aware_acr : float
+        Expected ACR of the label-blind and the label-aware oracle at that budget.
+    share_blind, share_aware : float
+        ``(policy_acr - ias) / (oracle - ias)`` for each oracle: the share of the oracle's
+        gain over IAS that the policy takes. NaN where the oracle gains nothing over IAS.
+        Not capped: a replayed ACR fluctuates around its expectation, and the label-blind
+        oracle does not maximise ACR, so a policy can exceed it.
+    """
+
+    mean_samples: float
+    policy_acr: float
+    ias_acr_same_samples: float
+    oracle_blind_acr: float
+    oracle_aware_acr: float
+    share_blind: float
+    share_aware: float
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dict (NaN stays a float NaN)."""
+        return {f: float(getattr(self, f)) for f in self.__dataclass_fields__}
 
 
 def default_k_grid(k_max: int, points: int = 400, k_min: int = 10) -> np.ndarray:
@@ -130,19 +230,229 @@ def _gain(k, p, correct, sigma, alpha):
     return r * np.broadcast_to(correct, r.shape)
 
 
-def _upper_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Indices of the upper concave hull of points sorted by x, from the first point."""
-    hull: list[int] = []
-    for j in range(len(x)):
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
+@_jit
+def _upper_hull(x, y, hull):
+    """Upper concave hull of points sorted by x, from the first point.
+
+    Writes the vertex indices into ``hull`` and returns how many there are. A point on or
+    below the chord between its neighbours is not a vertex.
+    """
+    n = 0
+    for j in range(x.shape[0]):
+        while n >= 2:
+            a = hull[n - 2]
+            b = hull[n - 1]
             # b lies on or below the chord a -> j: it is not a hull vertex.
             if (y[b] - y[a]) * (x[j] - x[a]) <= (y[j] - y[a]) * (x[b] - x[a]):
-                hull.pop()
+                n -= 1
             else:
                 break
-        hull.append(j)
-    return np.asarray(hull, dtype=np.int64)
+        hull[n] = j
+        n += 1
+    return n
+
+
+@_jit
+def _hull_segments(x, gains, seg_img, seg_from, seg_to):
+    """Segments of every image's upper hull of ``(x, gains[i])``, up to its highest vertex.
+
+    Images whose gain is 0 at the last grid point get no segment. Fills the outputs (each
+    of size ``rows * len(x)`` at most) and returns the number of segments.
+    """
+    hull = np.empty(x.shape[0], np.int64)
+    s = 0
+    for i in range(gains.shape[0]):
+        if not gains[i, -1] > 0:
+            continue
+        n = _upper_hull(x, gains[i], hull)
+        # Drop the hull's flat tail: extra samples that buy no radius (first argmax).
+        top = 0
+        for v in range(1, n):
+            if gains[i, hull[v]] > gains[i, hull[top]]:
+                top = v
+        for v in range(top):
+            seg_img[s] = i
+            seg_from[s] = hull[v]
+            seg_to[s] = hull[v + 1]
+            s += 1
+    return s
+
+
+@_jit
+def _greedy(seg_img, d_k, d_gain, k_to, total, k):
+    """Take hull segments, in the order given, while the budget ``total`` lasts.
+
+    The arrays are already in the greedy's order (decreasing slope), so the pass streams
+    through them. A segment that does not fit is skipped, and so are the later segments of
+    its image. Writes each image's sample size into ``k`` (zeros on entry) and returns the
+    value taken and the Lagrangian bound (the first segment that does not fit, taken
+    fractionally; the value itself when every segment fits).
+    """
+    spent = 0.0
+    value = 0.0
+    bound = np.nan
+    blocked = np.zeros(k.shape[0], np.bool_)
+    for s in range(seg_img.shape[0]):
+        i = seg_img[s]
+        if blocked[i]:
+            continue
+        if spent + d_k[s] <= total:
+            spent += d_k[s]
+            value += d_gain[s]
+            k[i] = k_to[s]
+        else:
+            if np.isnan(bound):  # the Lagrangian bound: this segment taken fractionally
+                bound = value + d_gain[s] * (total - spent) / d_k[s]
+            blocked[i] = True
+    if np.isnan(bound):  # every segment fitted: the allocation is optimal outright
+        bound = value
+    return value, bound
+
+
+def _check_k_grid(k_grid) -> np.ndarray:
+    k_grid = np.asarray(k_grid)
+    if k_grid.ndim != 1 or k_grid.size == 0 or k_grid.dtype.kind not in "iu":
+        raise ValueError("k_grid must be a non-empty 1-d array of integers")
+    if np.any(k_grid < 0):
+        raise ValueError(f"k_grid ({k_grid[k_grid < 0][0]}) must hold sample sizes >= 0")
+    return np.unique(np.concatenate([[0], k_grid.astype(np.int64)]))
+
+
+def _check_budget(budget, name: str = "budget") -> float:
+    budget = float(budget)
+    if not (np.isfinite(budget) and budget >= 0):
+        raise ValueError(f"{name} ({budget}) must be a finite number >= 0")
+    return budget
+
+
+class Oracles:
+    """Both oracles on one set of images, for any number of budgets.
+
+    The gain curves ``max(R(k, p_i), 0)`` on ``k_grid`` and their upper concave hulls are
+    computed once here; each :meth:`aware` or :meth:`blind` call is then one greedy pass
+    over the hull segments (see :func:`oracle_allocation` for the method and exactness).
+    ``Oracles(...).aware(budget)`` is :func:`oracle_allocation` with the same ``k_grid``,
+    number for number.
+
+    Parameters
+    ----------
+    p_A : array_like of float
+        True top-class probability of each image.
+    sigma, alpha : float
+        Noise level and one-sided failure probability of the certificate.
+    correct : bool or array_like of bool
+        Whether each image's top class is its true label.
+    k_grid : array_like of int, optional
+        Candidate sample sizes; 0 is always added. Default :func:`default_k_grid` up to
+        ``10**6``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from isskit.studies.oracle import Oracles
+    >>> p_A = np.array([0.999, 0.9, 0.7, 0.99])
+    >>> correct = np.array([True, True, True, False])
+    >>> o = Oracles(p_A, sigma=0.5, alpha=0.001, correct=correct)
+    >>> bool(o.blind(10_000).acr <= o.aware(10_000).acr)
+    True
+    >>> c = o.compare(10_000, policy_acr=0.9)
+    >>> c.ias_acr_same_samples < c.oracle_blind_acr <= c.oracle_aware_acr
+    True
+    """
+
+    def __init__(self, p_A, *, sigma: float, alpha: float, correct=True, k_grid=None):
+        self.sigma = check_sigma(sigma)
+        self.alpha = check_alpha(alpha)
+        _, self.p_A, self.correct = _arrays(0, p_A, correct)
+        self.k_grid = _check_k_grid(default_k_grid(10**6) if k_grid is None else k_grid)
+        # max(R, 0) for every image, correct or not: the blind oracle's gain curves; the
+        # aware oracle's are the same numbers for correct images (x 1.0) and 0 elsewhere.
+        radius = _gain(self.k_grid[None, :], self.p_A[:, None], True, self.sigma, self.alpha)
+        m, g = radius.shape
+        seg_img = np.empty(m * g, np.int64)
+        seg_from = np.empty(m * g, np.int64)
+        seg_to = np.empty(m * g, np.int64)
+        n = _hull_segments(self.k_grid.astype(np.float64), radius, seg_img, seg_from, seg_to)
+        seg_img, seg_from, seg_to = seg_img[:n], seg_from[:n], seg_to[:n]
+        d_k = (self.k_grid[seg_to] - self.k_grid[seg_from]).astype(np.float64)
+        d_gain = radius[seg_img, seg_to] - radius[seg_img, seg_from]
+        # Decreasing slope; within an image the hull's slopes already decrease, and the
+        # stable sort on (slope, vertex) keeps an image's segments in hull order on ties.
+        slope = d_gain / d_k
+        order_blind = np.lexsort((seg_from, -slope))
+        sub = np.flatnonzero(self.correct[seg_img])
+        order_aware = sub[np.lexsort((seg_from[sub], -slope[sub]))]
+        # Each oracle's segments stored in its greedy order: the pass then streams.
+        self._segments = {
+            name: (seg_img[o], d_k[o], d_gain[o], self.k_grid[seg_to[o]])
+            for name, o in (("blind", order_blind), ("aware", order_aware))
+        }
+
+    def _allocate(self, name, budget):
+        k = np.zeros(self.p_A.size, np.int64)
+        segments = self._segments[name]
+        if segments[0].size == 0:
+            return k, 0.0, 0.0
+        value, bound = _greedy(*segments, budget * self.p_A.size, k)
+        return k, float(value), float(bound)
+
+    def aware(self, budget: float) -> OracleResult:
+        """The label-aware oracle at a mean budget (see :func:`oracle_allocation`)."""
+        budget = _check_budget(budget)
+        k, value, bound = self._allocate("aware", budget)
+        if self._segments["aware"][0].size == 0:
+            return OracleResult(k, 0.0, 0.0, 0.0, budget, self.k_grid)
+        acr = expected_acr(k, self.p_A, self.correct, self.sigma, self.alpha)
+        m = self.p_A.size
+        return OracleResult(k, acr, float(max(bound, value) / m), float(k.mean()), budget,
+                            self.k_grid)
+
+    def blind(self, budget: float) -> BlindOracleResult:
+        """The label-blind oracle at a mean budget (see :func:`oracle_blind`)."""
+        budget = _check_budget(budget)
+        k, value, bound = self._allocate("blind", budget)
+        m = self.p_A.size
+        radius = expected_acr(k, self.p_A, True, self.sigma, self.alpha)
+        acr = expected_acr(k, self.p_A, self.correct, self.sigma, self.alpha)
+        return BlindOracleResult(k, acr, radius, float(max(bound, value) / m),
+                                 float(k.mean()), budget, self.k_grid)
+
+    def ias_acr(self, mean_samples: float) -> float:
+        """IAS's expected ACR at a mean sample size (:func:`ias_expected_acr`)."""
+        return ias_expected_acr(mean_samples, self.p_A, self.correct, self.sigma, self.alpha)
+
+    def compare(self, mean_samples: float, policy_acr: float) -> OracleComparison:
+        """A policy's ACR against IAS and both oracles at its mean samples.
+
+        The label-aware value is the better of its own greedy and the label-blind
+        allocation with the incorrect images' samples dropped (a feasible allocation of the
+        same budget), so ``oracle_blind_acr <= oracle_aware_acr`` holds exactly, not only
+        up to the greedy's gap.
+
+        Parameters
+        ----------
+        mean_samples : float
+            The policy's mean samples per image (its budget), ``>= 0``.
+        policy_acr : float
+            The policy's ACR.
+
+        Returns
+        -------
+        OracleComparison
+        """
+        mean_samples = _check_budget(mean_samples, "mean_samples")
+        policy_acr = float(policy_acr)
+        if not np.isfinite(policy_acr):
+            raise ValueError(f"policy_acr ({policy_acr}) must be a finite number")
+        ias = self.ias_acr(mean_samples)
+        blind = self.blind(mean_samples).acr
+        aware = max(self.aware(mean_samples).acr, blind)
+
+        def share(oracle):
+            return (policy_acr - ias) / (oracle - ias) if oracle > ias else float("nan")
+
+        return OracleComparison(mean_samples, policy_acr, ias, blind, aware, share(blind),
+                                share(aware))
 
 
 def oracle_allocation(
@@ -176,66 +486,148 @@ def oracle_allocation(
     -------
     OracleResult
         The allocation, its expected ACR and the relaxation's upper bound.
+
+    Examples
+    --------
+    >>> from isskit.studies.oracle import oracle_allocation
+    >>> res = oracle_allocation([0.999, 0.9, 0.6], 20_000, sigma=0.5, alpha=0.001)
+    >>> bool(res.mean_samples <= 20_000 and res.acr <= res.upper_bound)
+    True
     """
     sigma = check_sigma(sigma)
     alpha = check_alpha(alpha)
-    budget = float(budget)
-    if not (np.isfinite(budget) and budget >= 0):
-        raise ValueError(f"budget ({budget}) must be a finite number >= 0")
-    _, p_A, correct = _arrays(0, p_A, correct)
-    m = p_A.size
+    budget = _check_budget(budget)
+    _arrays(0, p_A, correct)
     if k_grid is None:
         k_grid = default_k_grid(int(max(10 * budget, 10**6)))
-    k_grid = np.asarray(k_grid)
-    if k_grid.ndim != 1 or k_grid.size == 0 or k_grid.dtype.kind not in "iu":
-        raise ValueError("k_grid must be a non-empty 1-d array of integers")
-    if np.any(k_grid < 0):
-        raise ValueError(f"k_grid ({k_grid[k_grid < 0][0]}) must hold sample sizes >= 0")
-    k_grid = np.unique(np.concatenate([[0], k_grid.astype(np.int64)]))
+    return Oracles(p_A, sigma=sigma, alpha=alpha, correct=correct, k_grid=k_grid).aware(budget)
 
-    gains = _gain(k_grid[None, :], p_A[:, None], correct[:, None], sigma, alpha)  # (m, g)
-    # Segments of every image's hull: (slope, image, from-vertex, to-vertex).
-    seg_img, seg_from, seg_to = [], [], []
-    for i in range(m):
-        if not correct[i] or gains[i, -1] <= 0:
-            continue
-        h = _upper_hull(k_grid.astype(np.float64), gains[i])
-        # Drop the hull's flat tail: extra samples that buy no radius.
-        h = h[: int(np.argmax(gains[i, h])) + 1]
-        seg_img.append(np.full(len(h) - 1, i))
-        seg_from.append(h[:-1])
-        seg_to.append(h[1:])
-    k = np.zeros(m, np.int64)
-    total = budget * m
-    if not seg_img:
-        return OracleResult(k, 0.0, 0.0, 0.0, budget, k_grid)
-    seg_img = np.concatenate(seg_img)
-    seg_from = np.concatenate(seg_from)
-    seg_to = np.concatenate(seg_to)
-    d_k = (k_grid[seg_to] - k_grid[seg_from]).astype(np.float64)
-    d_gain = gains[seg_img, seg_to] - gains[seg_img, seg_from]
-    slope = d_gain / d_k
-    # Decreasing slope; within an image the hull's slopes already decrease, and the stable
-    # sort on (slope, vertex) keeps an image's segments in hull order on exact ties.
-    order = np.lexsort((seg_from, -slope))
 
-    spent = 0.0
-    value = 0.0
-    bound = None
-    blocked = np.zeros(m, bool)
-    for s in order:
-        i = seg_img[s]
-        if blocked[i]:
-            continue
-        if spent + d_k[s] <= total:
-            spent += d_k[s]
-            value += d_gain[s]
-            k[i] = k_grid[seg_to[s]]
-        else:
-            if bound is None:  # the Lagrangian bound: this segment taken fractionally
-                bound = value + d_gain[s] * (total - spent) / d_k[s]
-            blocked[i] = True
-    if bound is None:  # every segment fitted: the allocation is optimal outright
-        bound = value
-    acr = float(np.mean(_gain(k, p_A, correct, sigma, alpha)))
-    return OracleResult(k, acr, float(max(bound, value) / m), float(k.mean()), budget, k_grid)
+def oracle_blind(
+    p_A, budget: float, *, sigma: float, alpha: float, correct=True, k_grid=None
+) -> BlindOracleResult:
+    """The label-blind oracle: maximal expected radius over all images at a mean budget.
+
+    It knows every ``p_i`` but not which predictions are correct, so it allocates as
+    :func:`oracle_allocation` does with every image counted as correct, and its ACR is then
+    evaluated with the real correctness. Its ACR is at most the label-aware oracle's
+    relaxation bound at the same budget (and, on the instances of the tests and the
+    study, at most the aware greedy's ACR itself; :meth:`Oracles.compare` makes that exact).
+
+    Parameters
+    ----------
+    p_A : array_like of float
+        True top-class probability of each image.
+    budget : float
+        Mean sample size per image allowed, ``>= 0``.
+    sigma, alpha : float
+        Noise level and one-sided failure probability of the certificate.
+    correct : bool or array_like of bool
+        Whether each image's top class is its true label: used only to evaluate the ACR.
+    k_grid : array_like of int, optional
+        Candidate sample sizes; 0 is always added. Default :func:`default_k_grid` up to
+        ``max(10 * budget, 10**6)``.
+
+    Returns
+    -------
+    BlindOracleResult
+
+    Examples
+    --------
+    >>> from isskit.studies.oracle import oracle_allocation, oracle_blind
+    >>> p_A, correct = [0.999, 0.9, 0.999], [True, True, False]
+    >>> blind = oracle_blind(p_A, 20_000, sigma=0.5, alpha=0.001, correct=correct)
+    >>> aware = oracle_allocation(p_A, 20_000, sigma=0.5, alpha=0.001, correct=correct)
+    >>> int(blind.k[2]) > 0 == int(aware.k[2])  # it cannot tell image 2 is wrong
+    True
+    >>> bool(blind.acr < aware.acr)
+    True
+    """
+    sigma = check_sigma(sigma)
+    alpha = check_alpha(alpha)
+    budget = _check_budget(budget)
+    _arrays(0, p_A, correct)
+    if k_grid is None:
+        k_grid = default_k_grid(int(max(10 * budget, 10**6)))
+    return Oracles(p_A, sigma=sigma, alpha=alpha, correct=correct, k_grid=k_grid).blind(budget)
+
+
+def ias_expected_acr(mean_samples: float, p_A, correct, sigma: float, alpha: float) -> float:
+    """IAS's expected ACR at a (non-integer) mean sample size, exactly.
+
+    At ``n = mean_samples`` with ``n = floor(n) + f``: ``(1 - f) * E[ACR](IAS(floor(n))) +
+    f * E[ACR](IAS(floor(n) + 1))``, the expected ACR of the randomised IAS that certifies
+    each image with ``floor(n) + 1`` samples with probability ``f`` and ``floor(n)``
+    otherwise, whose mean sample size is exactly ``mean_samples``. At an integer it is
+    :func:`expected_acr` of ``IAS(n)``; below 1 it interpolates from 0 (no samples).
+
+    Parameters
+    ----------
+    mean_samples : float
+        Mean samples per image, ``>= 0``.
+    p_A, correct : array_like
+        True top-class probability and correctness per image.
+    sigma, alpha : float
+        Noise level and one-sided failure probability.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from isskit.studies.oracle import expected_acr, ias_expected_acr
+    >>> p, c = [0.99, 0.8], [True, True]
+    >>> lo = expected_acr(1000, p, c, 0.5, 0.001)
+    >>> hi = expected_acr(1001, p, c, 0.5, 0.001)
+    >>> bool(abs(ias_expected_acr(1000.25, p, c, 0.5, 0.001) - (0.75 * lo + 0.25 * hi)) < 1e-15)
+    True
+    """
+    n = _check_budget(mean_samples, "mean_samples")
+    base = int(np.floor(n))
+    f = n - base
+    lo = expected_acr(base, p_A, correct, sigma, alpha)
+    if f == 0.0:
+        return lo
+    return (1.0 - f) * lo + f * expected_acr(base + 1, p_A, correct, sigma, alpha)
+
+
+def compare_to_oracles(
+    mean_samples: float, policy_acr: float, p_A, correct, *, sigma: float, alpha: float,
+    k_grid=None,
+) -> OracleComparison:
+    """A policy's ACR against IAS and both oracles at the policy's own mean sample size.
+
+    Parameters
+    ----------
+    mean_samples : float
+        The policy's mean samples per image, ``>= 0``.
+    policy_acr : float
+        The policy's ACR on these images (expected or replayed).
+    p_A, correct : array_like
+        True top-class probability and correctness per image. For a sampled store the
+        empirical frequency of the stream's top class over the whole stream stands in for
+        ``p_A`` (``StreamIndex.p_A_empirical``).
+    sigma, alpha : float
+        Noise level and one-sided failure probability.
+    k_grid : array_like of int, optional
+        The oracles' candidate sample sizes. Default :func:`default_k_grid` up to
+        ``max(10 * mean_samples, 10**6)``.
+
+    Returns
+    -------
+    OracleComparison
+
+    Examples
+    --------
+    >>> from isskit.studies.oracle import compare_to_oracles
+    >>> c = compare_to_oracles(5_000, 0.55, [0.999, 0.9, 0.7], [True, True, False],
+    ...                        sigma=0.5, alpha=0.001)
+    >>> sorted(c.to_dict())[:3]
+    ['ias_acr_same_samples', 'mean_samples', 'oracle_aware_acr']
+    """
+    mean_samples = _check_budget(mean_samples, "mean_samples")
+    if k_grid is None:
+        k_grid = default_k_grid(int(max(10 * mean_samples, 10**6)))
+    return Oracles(p_A, sigma=sigma, alpha=alpha, correct=correct, k_grid=k_grid).compare(
+        mean_samples, policy_acr)

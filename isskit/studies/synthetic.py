@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from isskit._data import data_dir
-from isskit._progress import progress_bar
-from isskit._validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
+from isskit._tunables import MAX_CLASSES
+from isskit.progress import progress_bar
 from isskit.store import open_for_writing
+from isskit.validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
 
 __all__ = [
     "DEFAULT_SOURCE",
@@ -45,7 +46,6 @@ OTHER_RULES = ("uniform", "runner_up")
 DEFAULT_SOURCE = "cohen2019__cifar10_resnet110_noise_0.25_test_sigma_0.25"
 
 _ABSTAIN_RULES = ("uniform", "bound", "drop")
-_MAX_CLASSES = 1 << 16
 
 #: Memory bound of one block of rows of :func:`write_synthetic_store` (its default).
 _BLOCK_BYTES = 32 << 20
@@ -183,8 +183,8 @@ def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "unifo
     p = _check_p_A(p_A)
     N = check_positive_int(N, "N")
     num_classes = check_positive_int(num_classes, "num_classes")
-    if num_classes > _MAX_CLASSES:
-        raise ValueError(f"num_classes ({num_classes}) must be <= {_MAX_CLASSES} (uint16 labels)")
+    if num_classes > MAX_CLASSES:
+        raise ValueError(f"num_classes ({num_classes}) must be <= {MAX_CLASSES} (uint16 labels)")
     check_memory(2 * N * p.size + _BYTES_PER_GAP * int(np.max(_gaps(N, p), initial=0.0))
                  + OVERHEAD_BYTES, "N", N, f"{p.size} rows of {N:,} uint16 labels and one "
                  "row's gaps")

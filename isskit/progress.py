@@ -17,7 +17,10 @@ import math
 import os
 import sys
 
-__all__ = ["NON_TTY_INTERVAL", "progress_bar"]
+__all__ = [
+    "NON_TTY_INTERVAL",
+    "progress_bar",
+]
 
 #: Seconds between refreshes when stderr is not a terminal (``TQDM_MININTERVAL`` in the
 #: environment overrides it).

@@ -16,7 +16,23 @@ import os
 
 import numpy as np
 
-__all__: list[str] = []
+__all__ = [
+    "MAX_SAMPLE_SIZE",
+    "MAX_SIGMA",
+    "MIN_DELTA",
+    "OVERHEAD_BYTES",
+    "ArgumentError",
+    "available_memory",
+    "check_U",
+    "check_alpha",
+    "check_decline",
+    "check_delta",
+    "check_memory",
+    "check_pilot_size",
+    "check_positive_int",
+    "check_sample_size",
+    "check_sigma",
+]
 
 #: Largest sample size (k_bar, n, n0, k0) accepted. Radii need 1 - p_lower, about
 #: ln(1/alpha) / k when every sample agrees, and float64 resolves it only while k is well
