@@ -26,6 +26,7 @@ from isskit._bisect import bisect_float
 from isskit.budget import (
     Budget,
     Prior,
+    binned_prior,
     budget_table,
     empirical_prior,
     gain_table,
@@ -189,6 +190,19 @@ def test_point_mass_prior_gives_the_radius_at_that_p(fitted_support):
         gain_table(60, SIGMA, ALPHA, prior=prior)
     with pytest.raises(ValueError, match=r"prior weights must be >= 0 and sum to 1"):
         Prior(p=[0.5, 0.9], weight=[0.5, 0.6], k0=50)
+
+
+def test_binned_prior_moves_each_value_to_the_nearest_support_point():
+    support = budget_mod._prior_support()
+    p = np.array([1.0, 0.99999, 0.5, 0.2013, 0.0, 1.0])
+    prior = binned_prior(p, 100)
+    assert prior.weight.sum() == pytest.approx(1.0) and prior.k0 == 100
+    for v in p:
+        j = int(np.argmin(np.abs(support - v)))
+        assert prior.weight[j] >= 1 / 6 - 1e-12
+    assert prior.weight[support == 1.0][0] == pytest.approx(2 / 6)
+    with pytest.raises(ValueError, match=r"p must hold values in \[0, 1\]"):
+        binned_prior([1.2], 100)
 
 
 # ------------------------------------------------------------------ a mean budget
