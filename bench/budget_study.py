@@ -12,8 +12,8 @@ with those p_A:
   as a bound rather than a policy, the one-stage rule with the true distribution of p_A as
   its prior (isskit.budget.binned_prior: the best a one-stage rule of this form can do with
   that pilot, up to the support's 2% spacing in 1 - p);
-* IAS at each policy's own mean samples (isskit.oracle.ias_expected_acr: the randomised IAS
-  between floor and ceil), and both oracles there (isskit.oracle.Oracles).
+* IAS at each policy's own mean samples (isskit.studies.oracle.ias_expected_acr: the randomised IAS
+  between floor and ceil), and both oracles there (isskit.studies.oracle.Oracles).
 
 Expected ACR: R(k, p_A) at the sample size each image got (the paper's Eq. 3); replayed ACR:
 the certificates themselves, from simulated counts. The streams are simulated as counts of
@@ -49,10 +49,10 @@ from isskit.budget import (
     solve_price,
 )
 from isskit.logs import import_log, num_classes_from_name
-from isskit.oracle import Oracles, expected_acr
 from isskit.psi import psi_table
 from isskit.stats import certified_radius, cp_interval, cp_lower
-from isskit.synthetic import read_recovered
+from isskit.studies.oracle import Oracles, expected_acr
+from isskit.studies.synthetic import read_recovered
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / "data" / "published" / "certify-logs"
