@@ -34,16 +34,15 @@ from isskit.sampling.sampler import (
     NOISE_BLOCK,
     NOISE_SCHEME,
     _BlockSampler,
+    _check_classes,
     _device_name,
     _prepare,
     _probe,
+    _shard,
     _sync,
-    _true_labels,
     check_row_memory,
     noise_description,
-    rank_path,
     resolve_device,
-    select_indices,
 )
 from isskit.store import open_for_writing
 from isskit.validate import check_positive_int, check_sample_size, check_sigma
@@ -172,22 +171,13 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
     batch = check_positive_int(batch, "batch")
     seed = check_positive_int(seed, "seed", minimum=0)
     dev = resolve_device(device)
-    selected = select_indices(len(dataset), indices=indices)
-    if world_size > 1:
-        selected = selected[rank::world_size]
-        out = rank_path(out, rank)
-        if selected.size == 0:
-            raise ValueError(f"rank {rank} of {world_size} has no image: select at least "
-                             f"{world_size} images")
-    out = Path(out)
-    labels_true = _true_labels(dataset, selected)
+    selected, out, labels_true = _shard(dataset, indices, rank, world_size, out)
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
     pixels = 4 * int(np.prod(x0.shape))
     check_row_memory(N, dev=dev, noise_bytes=pixels * (NOISE_BLOCK + batch))
     k = _probe(model, x0, dev, amp)
-    if num_classes is not None and int(num_classes) != k:
-        raise ValueError(f"num_classes ({num_classes}) differs from the model's {k} logits")
+    _check_classes(k, num_classes, labels_true)
     precision = "bf16 autocast" if amp else "float32"
     attrs = dict(
         sigma=sigma, num_classes=k, seed=seed,

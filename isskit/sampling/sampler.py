@@ -601,6 +601,31 @@ def _device_name(dev: torch.device) -> str:
     return str(dev)
 
 
+def _shard(dataset, indices, rank: int, world_size: int, out):
+    """The dataset indices of one rank, its store path and their true labels (sample, certify)."""
+    selected = select_indices(len(dataset), indices=indices)
+    if world_size > 1:
+        selected = selected[rank::world_size]
+        out = rank_path(out, rank)
+        if selected.size == 0:
+            raise ValueError(f"rank {rank} of {world_size} has no image: select at least "
+                             f"{world_size} images")
+    return selected, Path(out), _true_labels(dataset, selected)
+
+
+def _check_classes(k: int, num_classes, labels_true) -> None:
+    """The model's k logits against --num-classes, the uint16 labels and the true labels."""
+    if num_classes is not None and int(num_classes) != k:
+        raise ArgumentError("num_classes", "{name} ({value}) differs from the model's {k} "
+                            "logits", value=num_classes, k=k)
+    if k > MAX_CLASSES:
+        raise ValueError(f"the model has {k} classes; labels are stored as uint16 "
+                         f"(<= {MAX_CLASSES})")
+    if labels_true.min() < 0 or labels_true.max() >= k:
+        raise ValueError(f"true labels ({labels_true.min()} .. {labels_true.max()}) do not "
+                         f"fit the model's {k} classes: does the model fit the dataset?")
+
+
 def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 400,
                     seed: int = 0, indices: Sequence[int] | None = None, device=None,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
@@ -678,15 +703,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     if rank >= world_size:
         raise ValueError(f"rank ({rank}) must be < world_size ({world_size})")
     dev = resolve_device(device)
-    selected = select_indices(len(dataset), indices=indices)
-    if world_size > 1:
-        selected = selected[rank::world_size]
-        out = rank_path(out, rank)
-        if selected.size == 0:
-            raise ValueError(f"rank {rank} of {world_size} has no image: select at least "
-                             f"{world_size} images")
-    out = Path(out)
-    labels_true = _true_labels(dataset, selected)
+    selected, out, labels_true = _shard(dataset, indices, rank, world_size, out)
 
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
@@ -697,15 +714,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
                    NOISE_SCHEME_V1 else pixels * (NOISE_BLOCK + min(batch, N)))
     check_row_memory(N, dev=dev, noise_bytes=noise_bytes)
     k = _probe(model, x0, dev, amp)
-    if num_classes is not None and int(num_classes) != k:
-        raise ArgumentError("num_classes", "{name} ({value}) differs from the model's {k} "
-                            "logits", value=num_classes, k=k)
-    if k > MAX_CLASSES:
-        raise ValueError(f"the model has {k} classes; labels are stored as uint16 "
-                         f"(<= {MAX_CLASSES})")
-    if labels_true.min() < 0 or labels_true.max() >= k:
-        raise ValueError(f"true labels ({labels_true.min()} .. {labels_true.max()}) do not "
-                         f"fit the model's {k} classes: does the model fit the dataset?")
+    _check_classes(k, num_classes, labels_true)
 
     precision = "bf16 autocast" if amp else "float32"
     description = model_description or type(model).__name__
