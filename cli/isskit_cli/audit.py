@@ -62,10 +62,8 @@ def audit(p_A, trials, policies, sigma, seed, confidence, offsets, decision_tria
     stream for adaptive) is p0 = Phi(r / sigma) minus each of --offsets, and a false
     certification is a certificate for a class whose probability is at most p0. The rate is
     exact where the policy's thresholds make it computable (every adaptive, staged and cs
-    policy), else simulated over at least 1e6 streams with a Clopper-Pearson interval.
+    policy), else simulated over at least 1e6 streams with a Clopper-Pearson interval. Example:
 
-    Examples
-    --------
     \b
         isskit audit --p-A 0.5,0.9,0.99 --policy ISS-RD-10-0.05 --policy "ISS-RD-10-0.05 fresh=true"
         isskit audit --policy "cs r=0.5 method=kt,union" --policy "cs r=0.5 faithful=true"
