@@ -6,7 +6,7 @@
 For each policy at its defaults (DESIGN.md: adaptive n0 = 100, stages 1000/10000/125000,
 beta = 0.0001; staged 100/1000/10000/120000; cs n_max = 131,100), sigma = 0.5, radii with
 ``r / sigma`` = 0.25, 0.5, 1, 2 (``p0`` = 0.599, 0.691, 0.841, 0.977) and alpha = 0.001,
-0.01, 0.05: ``isskit.decision_audit.audit_decisions`` at ``p = p0 - offset``, offsets 0,
+0.01, 0.05: ``isskit.studies.decision_audit.audit_decisions`` at ``p = p0 - offset``, offsets 0,
 0.001, 0.003, 0.01. Prints markdown: the worst rate of each policy (always at p0) over
 alpha. ``--faithful-scan``: KT's rate at p0 / alpha, at the authors' level 1 / (2 alpha)
 and at 1 / alpha, for p0 near 1/2 (the hardest for KT), alpha up to 0.4 and n_max 131,100
@@ -23,13 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "cli")]
 
-from isskit.decision_audit import (  # noqa: E402
+from isskit.policies import CS, Adaptive, Staged  # noqa: E402
+from isskit.policies._decide import _p0  # noqa: E402
+from isskit.studies.decision_audit import (  # noqa: E402
     DEFAULT_OFFSETS,
     audit_decisions,
     false_certification,
 )
-from isskit.policies import CS, Adaptive, Staged  # noqa: E402
-from isskit.policies._decide import _p0  # noqa: E402
 
 SIGMA = 0.5
 RADII = (0.125, 0.25, 0.5, 1.0)

@@ -2,6 +2,7 @@
 
     python bench/bench_decision.py                  # 10,000 images x 140,000 samples
     python bench/bench_decision.py --images 500     # a quick run while developing
+    python bench/bench_decision.py --integrated     # isskit.replay.replay against the kernels
 
 Synthetic streams, one row at a time (row i from its own generator, so any row can be drawn
 again for the reference): p_A from ``isskit.studies.synthetic.realistic_p_A`` (the counts recovered
@@ -18,6 +19,15 @@ the index is built and the kernels compiled, thresholds included (their cache is
 Against ``tests/reference.py``: the twins are timed on random (policy, image) pairs of
 each family and on the thresholds of a few policies, and scaled linearly to the whole
 sweep (an estimate; the output says so), and their answers are compared with the sweep's.
+
+``--integrated``: the same 200 policies through :func:`isskit.replay.replay`, the Dataset path
+the CLI takes, on a synthetic store (``isskit.studies.synthetic.write_synthetic_store``, the
+same p_A mix, 2,000 images by default), against the kernel-only sweep in the same run and
+on the same index (:func:`isskit.replay.decisions.evaluate_decisions`, which calls the kernels
+of :mod:`isskit.decision` and nothing else). Timed: building the index from the store
+(``build_index``), ``replay`` given that index (decisions, the reference Cohen's CERTIFY
+the speed-ups are measured against, metrics, the Dataset) and ``replay`` from the store alone;
+each the best of ``--repeat``, thresholds cached after the first (as in any second replay).
 """
 
 from __future__ import annotations
@@ -222,13 +232,79 @@ def reference_estimate(streams: Streams, policies, results, pairs_per_family, rn
     return total, timed, mismatches, lines
 
 
+def _best(fn, repeat):
+    """Best wall time of ``repeat`` calls of ``fn`` and its last result."""
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def integrated(args):
+    """``replay`` (the Dataset path) against the kernel-only sweep, same index, same run."""
+    import tempfile
+
+    from isskit.policies import Cohen
+    from isskit.replay import build_index, replay
+    from isskit.replay.decisions import evaluate_decisions
+    from isskit.store import open_store
+    from isskit.studies.synthetic import write_synthetic_store
+
+    policies = sweep(args.samples / 140_000)
+    n = args.images
+    print(f"load average at start: {os.getloadavg()}")
+    rng = np.random.default_rng(SEED)
+    p_A = realistic_p_A(n, rng)
+    top = rng.integers(0, NUM_CLASSES, n)
+    true = np.where(rng.random(n) < 0.1, (top + 1) % NUM_CLASSES, top)
+    with tempfile.TemporaryDirectory(prefix="isskit-bench-") as tmp:
+        path = Path(tmp) / "streams.h5"
+        t0 = time.perf_counter()
+        write_synthetic_store(path, p_A, predicted=top, true_label=true, N=args.samples,
+                              num_classes=NUM_CLASSES, sigma=SIGMA, seed=SEED,
+                              seconds_per_sample=0.001)
+        print(f"{len(policies)} policies, {n:,} images x {args.samples:,} samples, sigma = "
+              f"{SIGMA}; store written in {time.perf_counter() - t0:.0f} s, "
+              f"{path.stat().st_size / 1e6:.0f} MB")
+        everything = [*policies, Cohen(n0=100, n=100_000)]  # with the default reference
+        replay(path, policies[:5])  # compile every kernel once, outside the timings
+        with open_store(path) as store:
+            t_index, index = _best(lambda: build_index(store, everything), args.repeat)
+            truth = np.asarray(store.true_label)
+        t_kernel, (decision, samples, _) = _best(
+            lambda: evaluate_decisions(index, policies, SIGMA, truth), args.repeat)
+        t_given, ds = _best(lambda: replay(path, policies, index=index), args.repeat)
+        t_full, _ = _best(lambda: replay(path, policies), args.repeat)
+    same = (np.array_equal(ds.decision.values, decision)
+            and np.array_equal(ds.samples.values, samples))
+    print(f"  index from the store (build_index, {index.nbytes / 1e6:.0f} MB): {t_index:.2f} s")
+    print(f"  kernel-only sweep over that index (evaluate_decisions): {t_kernel:.2f} s")
+    print(f"  replay given that index (Dataset, reference Cohen, metrics): {t_given:.2f} s "
+          f"= {t_given / t_kernel:.2f}x the kernel sweep")
+    print(f"  replay from the store alone: {t_full:.2f} s = {t_full / t_kernel:.2f}x the kernel "
+          f"sweep, {t_full / (t_index + t_kernel):.2f}x index + kernels")
+    print(f"  decisions and samples of replay equal the kernel sweep's: {same}")
+    print(f"  (best of {args.repeat}); load average at end: {os.getloadavg()}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=10_000)
+    ap.add_argument("--integrated", action="store_true",
+                    help="time isskit.replay.replay against the kernel sweep (default 2,000 "
+                         "images)")
+    ap.add_argument("--images", type=int, default=None, help="default 10,000 (2,000 with "
+                    "--integrated)")
     ap.add_argument("--samples", type=int, default=140_000)
     ap.add_argument("--pairs", type=int, default=200, help="reference pairs per family")
     ap.add_argument("--repeat", type=int, default=3, help="timed sweeps (best is reported)")
     args = ap.parse_args(argv)
+    if args.integrated:
+        args.images = 2000 if args.images is None else args.images
+        integrated(args)
+        return
+    args.images = 10_000 if args.images is None else args.images
     scale = args.samples / 140_000
     policies = sweep(scale)
     print(f"load average at start: {os.getloadavg()}")

@@ -1,7 +1,8 @@
 """The figure plumbing every plot shares: matplotlib on demand, written atomically.
 
 matplotlib is the ``plot`` extra: :func:`pyplot` imports it (non-interactive Agg backend, no
-window ever) or says which ``pip install`` brings it; :func:`save` writes a figure through
+window ever) or says which ``pip install`` brings it; :func:`label_axes` gives an axes its
+labels, title, grid and legend in the house layout; :func:`save` writes a figure through
 :func:`isskit._atomic.atomic_path` and closes it (sweeps draw many).
 """
 
@@ -22,6 +23,16 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def label_axes(ax, xlabel: str, ylabel: str, title: str, *, legend_size: float = 6,
+               **legend) -> None:
+    """Axis labels, title, a light grid and a small legend (``legend``: its other options)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, **legend)
 
 
 def save(plt, fig, path, *, tight: bool = True) -> Path:

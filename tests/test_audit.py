@@ -219,3 +219,99 @@ def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
         assert st.fisher_exact(table).pvalue > 1e-3, (policy.name, table)
         # and the failure rates agree in the large: both near the exact probability
         assert abs(failures / T - sim.failure.mean()) < 0.05
+
+
+# ----------------------------------------------------------------------- decision policies
+
+
+def _decision_json(args):
+    res = CliRunner().invoke(cli, ["audit", "--no-progress", "--json", *args])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_cli_decision_rows_equal_the_library():
+    from isskit.policies import parse_policies
+    from isskit.studies.decision_audit import audit_decisions
+
+    specs = ["cs r=0.5 method=kt,union n_max=20000", "cs r=0.5 faithful=true n_max=20000",
+             "staged r=0.25 stages=100/1000/10000", "adaptive r=0.25 stages=100/1000 alpha=0.01"]
+    doc = _decision_json([x for s in specs for x in ("--policy", s)] + ["--offsets", "0,0.01"])
+    assert doc["rows"] == [] and doc["violations"] == []
+    want = audit_decisions(parse_policies(specs), 0.5, [0.0, 0.01])
+    got = doc["decision_rows"]
+    assert [(r["policy"], r["p"]) for r in got] == [(w.policy, w.p) for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g["exact"] is True and g["trials"] == 0
+        for key in ("false_certification", "p0", "certified", "undecided", "mean_samples"):
+            assert g[key] == getattr(w, key), key
+        assert g["ratio"] == w.false_certification / w.alpha
+    # the hardest p is p0 itself: the rate falls below it
+    for i in range(0, len(got), 2):
+        assert got[i]["p"] == got[i]["p0"]
+        assert got[i]["false_certification"] > got[i + 1]["false_certification"]
+
+
+def test_cli_radius_output_has_no_decision_keys():
+    doc = _decision_json(["--p-A", "0.9", "--trials", "0", "--policy", "cohen n0=100 n=1000"])
+    assert set(doc) == {"sigma", "seed", "trials", "confidence", "stream", "rows", "violations"}
+
+
+def test_cli_decision_simulation_matches_scipy_binomial():
+    # One-stage staged at alpha = 0.2: certified when the two-sided CP interval at alpha/1 in
+    # each tail has its lower end above p0, i.e. Beta(alpha; A, n - A + 1) > p0 (scipy.stats
+    # .beta, not the policy's thresholds), so P(certified) = P(Binomial(n, p) >= A_min).
+    n, alpha, r, sigma = 300, 0.2, 0.25, 0.5
+    p0 = st.norm.cdf(r / sigma)
+    a = np.arange(1, n + 1)
+    a_min = int(a[st.beta.ppf(alpha, a, n - a + 1) > p0][0])
+    trials = 40_000
+    doc = _decision_json(["--policy", f"staged r={r} stages={n} alpha={alpha}", "--offsets",
+                          "0,0.02", "--decision-trials", str(trials), "--seed", "3"])
+    for row in doc["decision_rows"]:
+        want = st.binom.sf(a_min - 1, n, row["p"])
+        assert row["false_certification"] == pytest.approx(want, rel=1e-9)
+        assert row["trials"] == trials
+        assert st.binomtest(row["failures"], trials, want).pvalue > 1e-3, (row, want)
+        assert row["ci_low"] <= want <= row["ci_high"]
+    assert doc["decision_violations"] == []  # a fixed-n CP bound keeps alpha
+
+
+def test_policy_without_exact_law_is_simulated_over_the_minimum(monkeypatch):
+    from isskit.policies import CS
+    from isskit.studies import decision_audit
+
+    policy = CS(r=0.25, alpha=0.1, n_max=400)
+    exact = decision_audit.audit_decisions([policy], 0.5, [0.0])[0]
+    monkeypatch.setattr(decision_audit, "exact_law", lambda *a: None)
+    monkeypatch.setattr(decision_audit, "MIN_SIMULATED", 30_000)
+    row = audit([policy], trials=0, sigma=0.5, offsets=[0.0])[0]
+    assert not row.exact and np.isnan(row.false_certification) and row.trials == 30_000
+    assert st.binomtest(row.failures, row.trials, exact.false_certification).pvalue > 1e-3
+    assert row.ratio == row.rate / 0.1
+    assert abs(row.undecided - exact.undecided) < 0.02
+    assert abs(row.mean_samples - exact.mean_samples) < 0.02 * exact.mean_samples
+
+
+def test_mixed_policies_keep_their_order_and_radius_numbers():
+    from isskit.policies import CS
+
+    alone = audit([Cohen(n0=10, n=300, alpha=0.1)], [0.6, 0.9], trials=500, seed=4)
+    mixed = audit([CS(r=0.25, n_max=500), Cohen(n0=10, n=300, alpha=0.1)], [0.6, 0.9],
+                  trials=500, seed=4, offsets=[0.0, 0.01])
+    assert [type(r).__name__ for r in mixed] == ["DecisionAuditRow"] * 2 + ["AuditRow"] * 2
+    assert mixed[2:] == alone
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--policy", "cs r=0.5", "--offsets", "-0.1"], "--offsets (-0.1)"),
+        (["--policy", "cs r=0.5", "--offsets", "0,y"], "--offsets ('y')"),
+        (["--policy", "cs r=0.5", "--decision-trials", "-2"], "--decision-trials (-2)"),
+        (["--policy", "cs r=0 method=kt"], "r (0"),
+    ],
+)
+def test_cli_decision_bad_input(args, message):
+    res = CliRunner().invoke(cli, ["audit", *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output

@@ -210,3 +210,53 @@ def test_output_write_failure_names_the_option(store, tmp_path):
     res = _run(str(store), "-p", "IAS-0.1", "--no-progress", "--plot", str(blocker / "sub"))
     assert res.exit_code == 2, res.output
     assert "--plot" in res.output and "Traceback" not in res.output
+
+
+def test_plot_samples_against_ca_of_decision_policies(store, tmp_path):
+    from isskit.replay.plots import samples_ca_curves
+
+    specs = ["cs r=0.1,0.25 n_max=2000 method=kt,union", "staged r=0.1,0.25 stages=100/400/1500",
+             "staged r=0.1,0.25 stages=200/1800", "adaptive r=0.1 n0=20 stages=100/400/1000"]
+    res = _run(store, *(x for s in specs for x in ("-p", s)), "--reference",
+               "cohen n0=100 n=1800", "--no-progress", "--out", tmp_path / "d.nc",
+               "--plot", tmp_path / "figs")
+    assert res.exit_code == 0, res.output
+    # decision policies only: no ACR or radius-grid figure, the samples-CA figure written
+    assert [p.name for p in (tmp_path / "figs").iterdir()] == ["samples_vs_ca.png"]
+    png = (tmp_path / "figs" / "samples_vs_ca.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    ds = load_results(tmp_path / "d.nc")
+    curves = samples_ca_curves(ds)
+    assert list(curves) == [0.1, 0.25]
+    assert sorted(curves[0.1]) == ["Adaptive", "CS KT", "CS union", "Staged",
+                                   "reference Cohen-0.18"]
+    # every point is a policy's (mean samples, CA at r) from the Dataset, each policy once
+    seen = []
+    for r, fams in curves.items():
+        for label, (x, y) in fams.items():
+            assert np.all(np.diff(x) >= 0)
+            if label.startswith("reference"):
+                continue
+            for xi, yi in zip(x, y, strict=True):
+                hit = [str(p) for p in ds.policy.values
+                       if float(ds.r.sel(policy=p)) == r
+                       and float(ds.mean_samples.sel(policy=p)) == xi
+                       and float(ds.certified_accuracy_at_r.sel(policy=p)) == yi]
+                assert hit, (r, label, xi, yi)
+                seen += hit[:1]
+    assert sorted(seen) == sorted(map(str, ds.policy.values))
+    assert curves[0.25]["Staged"][0].size == 2  # two schedules: one curve of two points
+    # the reference point: Cohen's own mean samples (1,900) and its CA at r from the Dataset
+    x, y = curves[0.25]["reference Cohen-0.18"]
+    assert x[0] == pytest.approx(1900.0)
+    at = ds.r.values == 0.25
+    assert np.all(ds.reference_certified_accuracy_at_r.values[at] == y[0])
+    assert 0 < y[0] < 1
+
+
+def test_plot_mixed_policies_writes_both_kinds(store, tmp_path):
+    res = _run(store, "-p", "ias n=500,2000", "-p", "cs r=0.25 n_max=2000", "--no-progress",
+               "--reference", "cohen n0=100 n=1800", "--plot", tmp_path / "figs")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "acr_vs_time.png", "certified_accuracy.png", "samples_vs_ca.png"]

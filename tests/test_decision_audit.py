@@ -1,4 +1,5 @@
-"""Exact laws of decision policies (isskit.decision_audit) against enumeration and simulation."""
+"""Exact laws of decision policies (isskit.studies.decision_audit) against enumeration and
+simulation."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import pytest
 from scipy import stats as st
 
 from isskit.decision import decide_adaptive, decide_cs, decide_staged
-from isskit.decision_audit import audit_decisions, decision_law, false_certification
 from isskit.policies import CS, Adaptive, Staged
 from isskit.replay import _kernels
+from isskit.studies.decision_audit import audit_decisions, decision_law, false_certification
 from tests import reference as ref
 
 SIGMA = 0.5
@@ -173,5 +174,5 @@ def test_audit_rows():
     assert abs(d["certified"] + d["not_certified"] + d["undecided"] - 1) < 1e-12
     with pytest.raises(ValueError, match="offsets"):
         audit_decisions([Staged(r=0.5)], SIGMA, offsets=(-0.1,))
-    with pytest.raises(ValueError, match="must be an Adaptive, Staged or CS"):
+    with pytest.raises(ValueError, match="must be a decision policy"):
         audit_decisions(["cs r=0.5"], SIGMA)

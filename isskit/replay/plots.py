@@ -1,5 +1,7 @@
-"""Figures of a replay's results: ACR against time, certified accuracy, k_hat against p_A.
+"""Figures of a replay's results: ACR, certified accuracy, k_hat, samples against CA(r).
 
+ACR against time, certified accuracy on a radius grid and ISS's k_hat against p_A for the
+radius policies; certified accuracy at r against mean samples for the decision policies.
 Reads only the ``xarray.Dataset`` that :func:`isskit.replay.replay` returns, and writes PNG
 files. matplotlib is imported here, so import this module only when plotting (the CLI does,
 for ``--plot``); it uses the non-interactive Agg backend and never shows a window.
@@ -11,13 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-from isskit._figures import pyplot, save
+from isskit._figures import label_axes, pyplot, save
 from isskit.replay.metrics import certified_accuracy
 
-__all__ = ["FIGURES", "plot_acr_vs_time", "plot_all", "plot_certified_accuracy", "plot_k_hat"]
+__all__ = [
+    "FIGURES",
+    "plot_acr_vs_time",
+    "plot_all",
+    "plot_certified_accuracy",
+    "plot_k_hat",
+    "plot_samples_vs_ca",
+    "samples_ca_curves",
+]
 
-#: The files :func:`plot_all` writes into its folder (the last only with ISS policies).
-FIGURES = ("acr_vs_time.png", "certified_accuracy.png", "k_hat_vs_p_A.png")
+#: The files :func:`plot_all` writes into its folder: the first two with radius policies,
+#: the third with ISS policies, the last with decision policies.
+FIGURES = ("acr_vs_time.png", "certified_accuracy.png", "k_hat_vs_p_A.png",
+           "samples_vs_ca.png")
 #: Most policies drawn one by one in a figure; beyond, the figure says how many were left out.
 MAX_CURVES = 12
 #: Most ISS families (all parameters but U) drawn as curves of their own in the ACR-time
@@ -95,11 +107,9 @@ def plot_acr_vs_time(ds, path) -> Path:
             continue
         style = "o-" if label.startswith("ISS") else ("s--" if label.startswith("IAS") else "^:")
         ax.plot(x[idx], y[idx], style, label=label, markersize=4)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("ACR")
-    ax.set_title(f"ACR against cost, {ds.sizes['image']} images, sigma = {ds.attrs['sigma']:g}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    label_axes(ax, xlabel, "ACR",
+               f"ACR against cost, {ds.sizes['image']} images, sigma = {ds.attrs['sigma']:g}",
+               legend_size=7)
     return save(plt, fig, path)
 
 
@@ -127,14 +137,10 @@ def plot_certified_accuracy(ds, path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, i in enumerate(show):
         ax.plot(grid, ca[k], label=str(ds.policy.values[i]), linewidth=1)
-    ax.set_xlabel("radius r")
-    ax.set_ylabel("certified accuracy (radius > r)")
     title = "Certified accuracy"
     if n > MAX_CURVES:
         title += f" ({MAX_CURVES} of {n} policies)"
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    label_axes(ax, "radius r", "certified accuracy (radius > r)", title)
     return save(plt, fig, path)
 
 
@@ -163,24 +169,119 @@ def plot_k_hat(ds, path) -> Path | None:
         ax.scatter(p, np.maximum(ds.k_hat.values[i], 0.5), s=6, alpha=0.6,
                    label=str(ds.policy.values[i]))
     ax.set_yscale("log")
-    ax.set_xlabel("empirical p_A (top-class frequency of the whole stream)")
-    ax.set_ylabel("k_hat (0 drawn at 0.5)")
-    ax.set_title("ISS sample size per image")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, markerscale=2)
+    label_axes(ax, "empirical p_A (top-class frequency of the whole stream)",
+               "k_hat (0 drawn at 0.5)", "ISS sample size per image", markerscale=2)
+    return save(plt, fig, path)
+
+
+def _is_decision(ds) -> np.ndarray:
+    """Per policy: a decision policy (it has a radius r), not a radius policy."""
+    if "decision" not in ds or "r" not in ds.coords:
+        return np.zeros(ds.sizes["policy"], bool)
+    return np.isfinite(ds.r.values)
+
+
+def _family(ds, i: int) -> str:
+    """A decision policy's curve: its kind (and cs method, faithful), other parameters varying."""
+    kind = str(ds.kind.values[i])
+    label = {"cs": "CS", "staged": "Staged", "adaptive": "Adaptive"}.get(kind, kind)
+    if kind == "cs":
+        label += " KT" if str(ds.method.values[i]) == "kt" else " union"
+        if bool(ds.faithful.values[i]):
+            label += " faithful"
+    return label
+
+
+def samples_ca_curves(ds) -> dict:
+    """The data of :func:`plot_samples_vs_ca`: per r, per family, mean samples and CA(r).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Replay results with decision policies.
+
+    Returns
+    -------
+    dict
+        ``{r: {label: (mean_samples, certified_accuracy_at_r)}}``, both arrays sorted by
+        mean samples, read from the Dataset's ``mean_samples`` and ``certified_accuracy_at_r``;
+        the label ``"reference <name>"`` holds each reference policy (Cohen's CERTIFY by
+        default) at its own mean samples (``speedup x mean_samples``) and its certified
+        accuracy at r (``reference_certified_accuracy_at_r``).
+    """
+    out: dict = {}
+    decision = np.flatnonzero(_is_decision(ds))
+    x_all, y_all = ds.mean_samples.values, ds.certified_accuracy_at_r.values
+    for i in decision:
+        r = float(ds.r.values[i])
+        curves = out.setdefault(r, {})
+        xs, ys = curves.get(_family(ds, i), ((), ()))
+        curves[_family(ds, i)] = ((*xs, float(x_all[i])), (*ys, float(y_all[i])))
+        ref = f"reference {ds.reference.values[i]}"
+        curves[ref] = ((float(ds.speedup.values[i] * x_all[i]),),
+                       (float(ds.reference_certified_accuracy_at_r.values[i]),))
+    for curves in out.values():
+        for label, (xs, ys) in curves.items():
+            order = np.argsort(xs, kind="stable")
+            curves[label] = (np.asarray(xs)[order], np.asarray(ys)[order])
+    return dict(sorted(out.items()))
+
+
+def plot_samples_vs_ca(ds, path) -> Path | None:
+    """Certified accuracy at r against mean samples, one panel per r (None without decisions).
+
+    One curve per decision family (:func:`samples_ca_curves`; a family with one policy per
+    r is a point), the reference as a star; mean samples on a log scale.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Replay results.
+    path : str or Path
+        PNG file to write.
+
+    Returns
+    -------
+    Path or None
+    """
+    curves = samples_ca_curves(ds)
+    if not curves:
+        return None
+    plt = pyplot()
+    n = len(curves)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
+    for ax, (r, by_family) in zip(axes.flat, curves.items(), strict=False):
+        for label, (x, y) in by_family.items():
+            style = "k*" if label.startswith("reference") else "o-"
+            ax.plot(x, 100 * y, style, label=label, markersize=7 if style == "k*" else 4)
+        ax.set_xscale("log")
+        label_axes(ax, "mean samples per image", f"certified accuracy at r = {r:g} (%)",
+                   f"r = {r:g}")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
     return save(plt, fig, path)
 
 
 def plot_all(ds, directory) -> list[Path]:
-    """Write every figure into ``directory`` (created if needed); return the files written."""
+    """Write every figure into ``directory`` (created if needed); return the files written.
+
+    The ACR, certified-accuracy and k_hat figures show the radius policies (ACR and a
+    radius grid do not apply to decision policies); the samples-against-CA figure the
+    decision policies.
+    """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    acr, ca, k_hat = (d / name for name in FIGURES)
-    out = [
-        plot_acr_vs_time(ds, acr),
-        plot_certified_accuracy(ds, ca),
-    ]
-    k = plot_k_hat(ds, k_hat)
-    if k is not None:
-        out.append(k)
+    acr, ca, k_hat, samples = (d / name for name in FIGURES)
+    decision = _is_decision(ds)
+    out = []
+    if not decision.all():
+        radius = ds.isel(policy=np.flatnonzero(~decision))
+        out += [plot_acr_vs_time(radius, acr), plot_certified_accuracy(radius, ca)]
+        k = plot_k_hat(radius, k_hat)
+        if k is not None:
+            out.append(k)
+    if decision.any():
+        out.append(plot_samples_vs_ca(ds, samples))
     return out
