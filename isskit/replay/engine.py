@@ -138,6 +138,8 @@ class _Planner:
         self.sigma = float(sigma)
         self.ids = index.rows if image_ids is None else np.asarray(image_ids)
         self._distinct: dict = {}
+        #: policy -> the policy it planned with (:meth:`RadiusPolicy.fit`: itself for most)
+        self.fitted: dict = {}
         # per checkpoint, contiguous over images
         self.slot_T = np.ascontiguousarray(index.slot.T)
         self.modes_T = np.ascontiguousarray(index.modes.T)
@@ -155,6 +157,12 @@ class _Planner:
             raise ValueError(f"policy ({policy!r}) is not a radius policy")
         _check_static_needs([policy], n, self.ids[:1])
         j = self.index.column(policy.selection_size)
+        given = policy
+        # a policy whose rule depends on the whole set (a mean budget) sees every image's
+        # selection count first, and plans with the per-image policy it implies
+        policy = policy.fit(self.index.mode_counts[:, j].astype(np.int64), sigma=self.sigma,
+                            n_samples=n)
+        self.fitted[given] = policy
         if policy.fixed_samples:
             plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
             self._check_drawn(policy, policy.samples_consumed(plan))
@@ -460,7 +468,8 @@ def replay(
     pol = ("policy",)
     pim = ("policy", "image")
     coords = {"policy": [p.name for p in policies], "image": rows, "radius_grid": grid}
-    for key, values in _policy_coords(policies, references).items():
+    fitted = [planner.fitted.get(p, p) for p in policies]
+    for key, values in _policy_coords(policies, references, fitted).items():
         coords[key] = (pol, values)
     data = {
         "prediction": (pim, stacked["prediction"]),

@@ -39,7 +39,7 @@ Two oracles (DESIGN.md, "Metrics"), both on the same allocation machinery:
   ``(1/m) sum_i max(R(k_i, p_i), 0)``, at the same mean budget; its ACR is then evaluated
   with correctness. It is the ceiling of every policy that sees only samples (such a policy
   cannot tell a confident wrong prediction from a right one), e.g. the budget policy
-  (:mod:`isskit.budget`), which maximises the same objective from a pilot's posterior.
+  (:mod:`isskit.policies.budget`), which maximises the same objective from a pilot's posterior.
 
 :func:`compare_to_oracles` (or :meth:`Oracles.compare`, which reuses one set of hulls for
 many budgets) puts a policy's ACR at its own mean sample size beside IAS's expected ACR at
@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from isskit.policies._budget_gain import geometric_grid
 from isskit.replay._kernels import _jit
 from isskit.stats import expected_radius
 from isskit.validate import check_alpha, check_sigma
@@ -175,10 +176,7 @@ class OracleComparison:
 
 def default_k_grid(k_max: int, points: int = 400, k_min: int = 10) -> np.ndarray:
     """0 and about ``points`` geometrically spaced integer sample sizes in ``[k_min, k_max]``."""
-    if not (1 <= k_min <= k_max):
-        raise ValueError(f"k_min ({k_min}) and k_max ({k_max}) must satisfy 1 <= k_min <= k_max")
-    grid = np.unique(np.round(np.geomspace(k_min, k_max, points)).astype(np.int64))
-    return np.concatenate([[0], grid])
+    return geometric_grid(k_max, points, k_min)
 
 
 def expected_acr(k, p_A, correct, sigma: float, alpha: float) -> float:
