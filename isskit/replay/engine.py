@@ -32,6 +32,8 @@ from isskit._tunables import BATCH_CELLS
 from isskit.policies import CountPlan, RadiusPolicy, parse_policies
 from isskit.progress import progress_bar
 from isskit.replay import _cbeta, _kernels
+from isskit.replay._oracle import oracle_inputs, oracle_vars
+from isskit.replay._reference import unfit_references
 from isskit.replay.decisions import certified_at_r, evaluate_decisions
 from isskit.replay.index import StreamIndex, _check_static_needs, _too_many, build_index
 from isskit.replay.metrics import (
@@ -294,6 +296,7 @@ def replay(
     allow_incomplete=False,
     progress=False,
     index=None,
+    oracle=False,
 ):
     """Replay certification policies over a stream store.
 
@@ -317,6 +320,13 @@ def replay(
         Show progress bars on stderr.
     index : StreamIndex, optional
         A prebuilt index of this store for (at least) these policies and references.
+    oracle : bool
+        Also compare each radius policy, at its own mean samples, with IAS and both
+        oracles (:func:`isskit.studies.oracle.compare_replayed`): variables
+        ``ias_acr_same_samples``, ``oracle_blind_acr``, ``oracle_aware_acr``,
+        ``share_blind``, ``share_aware`` (NaN for decision policies) and the attr
+        ``p_source`` (``"stored"``: the store's ``/extra/p_A``; ``"empirical"``: the
+        whole stream's top-class frequency stands in for p_A).
 
     Returns
     -------
@@ -347,6 +357,7 @@ def replay(
                 allow_incomplete=allow_incomplete,
                 progress=progress,
                 index=index,
+                oracle=oracle,
             )
 
     policies = parse_policies(policies)
@@ -411,6 +422,10 @@ def replay(
                 "reference", "{error} (it is the reference of {policy}; choose one that fits "
                 "with {name})", error=str(exc), policy=p.name,
             ) from None
+    drawn = np.asarray(store.drawn, np.int64)[rows] if hasattr(store, "drawn") else None
+    unfit = set() if reference is not None else unfit_references(policies, references, drawn,
+                                                                 ids)
+    every = [p for p in every if p not in unfit]
     if index is None:
         index = build_index(store, [*every, *deciders], rows=rows, progress=progress)
     elif not np.array_equal(index.rows, rows):
@@ -419,8 +434,7 @@ def replay(
     n_img = rows.size
     shape = (len(every), n_img)
     res = {f: np.empty(shape, np.int64) for f in _COUNT_FIELDS}
-    planner = _Planner(index, sigma, ids, drawn=np.asarray(store.drawn)[rows]
-                       if hasattr(store, "drawn") else None)
+    planner = _Planner(index, sigma, ids, drawn=drawn)
     per = max(1, _BATCH_CELLS // max(1, n_img))
     starts = range(0, len(every), per)
     if progress:
@@ -432,9 +446,15 @@ def replay(
                                            [p.alpha for p in every], sigma)
     res.update(prediction=prediction, radius=radius, p_lower=p_lower)
     row_of = {p: i for i, p in enumerate(every)}
-    ref_rows = np.array([row_of[r] for r in references])
+    # a reference left unevaluated (it does not fit partly drawn rows) reads as row 0 here
+    # and its metrics are NaN below
+    fits = np.array([r in row_of for r in references], dtype=bool)
+    ref_rows = np.array([row_of.get(r, 0) for r in references], dtype=np.int64)
+    if not every:
+        res = {f: np.zeros((1, n_img), res[f].dtype) for f in res}
     ref_radius = res["radius"][ref_rows]
     ref_samples = res["samples"][ref_rows]
+    nan_unfit = np.where(fits, 1.0, np.nan)
     true_label = np.asarray(store.true_label, dtype=np.int64)[rows]
     stacked = _stack_policies(policies, is_decision, row_of, res, deciders, index, sigma,
                               true_label, ids)
@@ -484,11 +504,12 @@ def replay(
         "top_class": (("image",), index.top_class),
         "acr": (pol, nan_dec * acr(stacked["prediction"], np.nan_to_num(stacked["radius"]),
                                    true_label)),
-        "mad": (pol, nan_dec * mad(np.nan_to_num(stacked["radius"]), ref_radius)),
+        "mad": (pol, nan_unfit * nan_dec * mad(np.nan_to_num(stacked["radius"]),
+                                               ref_radius)),
         "mean_samples": (pol, mean_samples(stacked["samples"])),
         "total_samples": (pol, total_samples(stacked["samples"])),
         "est_minutes": (pol, est_minutes(stacked["samples"], seconds_per_sample)),
-        "speedup": (pol, speedup(stacked["samples"], ref_samples)),
+        "speedup": (pol, nan_unfit * speedup(stacked["samples"], ref_samples)),
         "certified_accuracy": (
             ("policy", "radius_grid"),
             nan_dec[:, None] * certified_accuracy(stacked["prediction"],
@@ -497,8 +518,13 @@ def replay(
         ),
         "certified_accuracy_at_r": (pol, ca_at_r),
         "undecided": (pol, undecided),
-        "reference_certified_accuracy_at_r": (pol, ref_ca_at_r),
+        "reference_certified_accuracy_at_r": (pol, nan_unfit * ref_ca_at_r),
     }
+    p_source = None
+    if oracle:
+        p_A, correct_top, p_source = oracle_inputs(store, index, rows, true_label)
+        data.update(oracle_vars(data["mean_samples"][1], data["acr"][1],
+                                [p.alpha for p in policies], p_A, correct_top, sigma))
     path = getattr(store, "path", None)
     sha = store.sha256() if hasattr(store, "sha256") else None
     attrs = make_attrs(
@@ -511,6 +537,7 @@ def replay(
         seconds_per_sample_source=sps_source,
         n_images=int(rows.size),
         n_images_left_out=left_out,
+        **({} if p_source is None else {"p_source": p_source}),
     )
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     _describe(ds)

@@ -121,7 +121,9 @@ _DESCRIPTIONS = {
 
 
 def _describe(ds):
-    for name, text in _DESCRIPTIONS.items():
+    from isskit.replay._oracle import DESCRIPTIONS
+
+    for name, text in {**_DESCRIPTIONS, **DESCRIPTIONS}.items():
         if name in ds:
             ds[name].attrs["description"] = text
 

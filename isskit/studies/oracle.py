@@ -61,10 +61,12 @@ from isskit.stats import expected_radius
 from isskit.validate import check_alpha, check_sigma
 
 __all__ = [
+    "COMPARISON_KEYS",
     "BlindOracleResult",
     "OracleComparison",
     "OracleResult",
     "Oracles",
+    "compare_replayed",
     "compare_to_oracles",
     "default_k_grid",
     "expected_acr",
@@ -629,3 +631,63 @@ def compare_to_oracles(
         k_grid = default_k_grid(int(max(10 * mean_samples, 10**6)))
     return Oracles(p_A, sigma=sigma, alpha=alpha, correct=correct, k_grid=k_grid).compare(
         mean_samples, policy_acr)
+
+
+#: Per-policy keys :func:`compare_replayed` returns (the ``--oracle --json`` keys).
+COMPARISON_KEYS = ("ias_acr_same_samples", "oracle_blind_acr", "oracle_aware_acr",
+                   "share_blind", "share_aware")
+
+
+def compare_replayed(mean_samples, acr, alpha, p_A, correct, *, sigma: float,
+                     k_grid=None) -> dict:
+    """Every radius policy of a replay against IAS and both oracles at its own mean samples.
+
+    One :class:`Oracles` (hulls computed once) per distinct ``alpha``, then
+    :meth:`Oracles.compare` per policy. Policies with a NaN ``acr`` (decision policies: ACR
+    does not apply) get NaN in every key.
+
+    Parameters
+    ----------
+    mean_samples, acr, alpha : array_like of float, shape (P,)
+        Each policy's mean samples per image, replayed ACR and certificate alpha.
+    p_A, correct : array_like, shape (n,)
+        Each image's true top-class probability (or its stand-in) and whether that class is
+        the true label.
+    sigma : float
+        Noise level.
+    k_grid : array_like of int, optional
+        The oracles' candidate sample sizes. Default :func:`default_k_grid` up to
+        ``max(10 * max(mean_samples), 10**6)``.
+
+    Returns
+    -------
+    dict of str to ndarray of float64, shape (P,)
+        The keys of :data:`COMPARISON_KEYS`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from isskit.studies.oracle import compare_replayed
+    >>> out = compare_replayed([5_000, 1_000], [0.55, float("nan")], [0.001, 0.001],
+    ...                        [0.999, 0.9, 0.7], [True, True, False], sigma=0.5)
+    >>> bool(out["oracle_blind_acr"][0] <= out["oracle_aware_acr"][0])
+    True
+    >>> bool(np.isnan(out["share_blind"][1]))  # no ACR, no comparison
+    True
+    """
+    mean_samples = np.asarray(mean_samples, dtype=np.float64).reshape(-1)
+    acr = np.asarray(acr, dtype=np.float64).reshape(-1)
+    alpha = np.asarray(alpha, dtype=np.float64).reshape(-1)
+    out = {key: np.full(acr.shape, np.nan) for key in COMPARISON_KEYS}
+    rows = np.flatnonzero(np.isfinite(acr))
+    if rows.size == 0:
+        return out
+    if k_grid is None:
+        k_grid = default_k_grid(int(max(10 * float(np.max(mean_samples[rows])), 10**6)))
+    for a in np.unique(alpha[rows]):
+        oracles = Oracles(p_A, sigma=sigma, alpha=float(a), correct=correct, k_grid=k_grid)
+        for i in rows[alpha[rows] == a]:
+            c = oracles.compare(float(mean_samples[i]), float(acr[i])).to_dict()
+            for key in COMPARISON_KEYS:
+                out[key][i] = c[key]
+    return out
