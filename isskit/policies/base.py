@@ -122,7 +122,7 @@ class Counted:
     """What a radius policy counted on one image's stream prefix, once it has decided.
 
     The certificate follows from these counts by the rule replay applies
-    (:func:`isskit.replay.engine._certify`: Cohen's bound on ``k_A`` of ``k`` at the
+    (:func:`isskit.replay.planner._certify`: Cohen's bound on ``k_A`` of ``k`` at the
     policy's ``alpha``, certified when it is at least 1/2).
 
     Attributes
