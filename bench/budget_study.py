@@ -7,7 +7,8 @@ with those p_A:
 
 * ISS-AD-10-0.05 (k_bar = 100,000, U = 0.05, k0 = 1,000), paper-faithful (pilot reused) and
   fresh (fresh=True): their mean samples are the two budgets everything else is compared at;
-* the budget policy (isskit.budget) at each budget: Jeffreys and empirical-Bayes priors,
+* the budget policy (isskit.policies.Budget; its variants: isskit.budget) at each budget:
+  Jeffreys and empirical-Bayes priors, pilots k0 = 100, 300 and 1,000; at fresh ISS's
   pilots k0 = 100, 300 and 1,000; at fresh ISS's budget also with a second pilot (k1), and,
   as a bound rather than a policy, the one-stage rule with the true distribution of p_A as
   its prior (isskit.budget.binned_prior: the best a one-stage rule of this form can do with
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from isskit.budget import (
-    Budget,
+    BudgetVariant,
     binned_prior,
     empirical_prior,
     gain_table,
@@ -180,7 +181,7 @@ def run_seed(p_A, correct, sigma, oracles, table, truth, seed):
             if B <= k0:
                 continue
             for prior in PRIORS:
-                pol = Budget(B=B, k0=k0, prior=prior)
+                pol = BudgetVariant(B=B, k0=k0, prior=prior)
                 res = replay_budget(pol, pilots[k0], streams.count, sigma=sigma, chosen=chosen,
                                     prior=fitted[k0] if prior == "eb" else None)
                 label = f"budget k0={k0} {prior}"
@@ -190,7 +191,7 @@ def run_seed(p_A, correct, sigma, oracles, table, truth, seed):
     for k0, k1, prior in TWO_STAGE:
         if B_fresh <= k0 + k1:
             continue
-        pol = Budget(B=B_fresh, k0=k0, k1=k1, prior=prior)
+        pol = BudgetVariant(B=B_fresh, k0=k0, k1=k1, prior=prior)
         res = replay_budget(pol, pilots[k0], streams.count, sigma=sigma, chosen=chosen,
                             prior=fitted[k0] if prior == "eb" else None)
         add(f"two-stage k0={k0} k1={k1} {prior}", "two-stage", np.asarray(res.k),

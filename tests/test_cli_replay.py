@@ -170,7 +170,8 @@ def _newer(tmp_path, store):
         (_foreign, ["-p", "IAS-0.1"], "not an isskit stream store"),
         (_newer, ["-p", "IAS-0.1"], "schema version 99"),
         (lambda t, s: s, [], "name at least one policy"),
-        (lambda t, s: s, ["-p", "bogus n=3"], "valid kinds: adaptive, cohen, cs, ias, iss, staged"),
+        (lambda t, s: s, ["-p", "bogus n=3"],
+         "valid kinds: adaptive, budget, cohen, cs, ias, iss, staged"),
         (lambda t, s: s, ["-p", "ias size=3"], "valid: n, alpha"),
         (lambda t, s: s, ["-p", "ias n=0"], r"n (0) must be an integer >= 1"),
         (lambda t, s: s, ["-p", "iss decline=rd k_bar=100 U=2"], "U (2.0) must be < 1"),
@@ -260,3 +261,141 @@ def test_plot_mixed_policies_writes_both_kinds(store, tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
         "acr_vs_time.png", "certified_accuracy.png", "samples_vs_ca.png"]
+
+# ------------------------------------------------------------------ --oracle (issue 11)
+
+ORACLE_ARGS = ["-p", "budget B=800 k0=50", "-p", "iss decline=ad k_bar=2000 U=0.05 k0=50 "
+               "delta=0.01 fresh=true", "-p", "ias n=500", "-p", "staged r=0.1 stages=100/1000",
+               "--reference", "ias n=2000", "--oracle", "--no-progress"]
+
+
+def _oracle_json(path):
+    res = _run(path, *ORACLE_ARGS, "--json")
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _check_against_compare_to_oracles(out, p_A, correct):
+    from isskit.studies.oracle import compare_to_oracles
+
+    radius = [r for r in out["policies"] if r["params"]["kind"] != "staged"]
+    assert len(radius) == 3
+    for row in radius:
+        want = compare_to_oracles(row["mean_samples"], row["acr"], p_A, correct,
+                                  sigma=out["sigma"], alpha=row["params"]["alpha"]).to_dict()
+        for key in ("ias_acr_same_samples", "oracle_blind_acr", "oracle_aware_acr",
+                    "share_blind", "share_aware"):
+            assert row[key] == pytest.approx(want[key], rel=1e-12), (row["name"], key)
+    staged = next(r for r in out["policies"] if r["params"]["kind"] == "staged")
+    assert all(staged[key] is None for key in ("ias_acr_same_samples", "share_blind"))
+    budget = next(r for r in out["policies"] if r["params"]["kind"] == "budget")
+    assert budget["price"] > 0 and budget["mean_samples"] <= 800  # the price B implied
+    # the budget policy beats IAS at its own cost on these streams: a share above 0
+    assert budget["share_blind"] > 0
+
+
+def test_oracle_json_matches_compare_to_oracles_with_stored_p_A(store):
+    out = _oracle_json(store)
+    assert out["p_source"] == "stored"
+    with h5py.File(store, "r") as f:
+        p_A = f["extra/p_A"][...]
+        correct = f["extra/predicted"][...] == f["true_label"][...]
+    assert not correct.all()  # a quarter of the images are predicted wrong
+    _check_against_compare_to_oracles(out, p_A, correct)
+    table = _run(store, *ORACLE_ARGS)
+    assert table.exit_code == 0, table.output
+    for text in ("Share blind", "Share aware", "p_A: the true value stored per image"):
+        assert text in table.stdout
+
+
+def test_oracle_without_stored_p_A_uses_the_empirical_frequency_and_says_so(store, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare.h5"
+    shutil.copy(store, bare)
+    with h5py.File(bare, "r+") as f:
+        del f["extra"]  # a sampled store: no true p_A
+        labels = f["labels"][...].astype(np.int64)
+        true_label = f["true_label"][...]
+    counts = np.stack([np.bincount(r, minlength=10) for r in labels])
+    out = _oracle_json(bare)
+    assert out["p_source"] == "empirical"
+    _check_against_compare_to_oracles(out, counts.max(axis=1) / N,
+                                      counts.argmax(axis=1) == true_label)
+    table = _run(bare, *ORACLE_ARGS)
+    assert table.exit_code == 0, table.output
+    assert ("p_A: not stored; the empirical frequency of the top class over the whole stream "
+            "stands in for it.") in table.stdout
+
+
+# ------------------------------------------------------------------ partly drawn rows (issue 12)
+
+PARTIAL_POLICIES = ["budget price=0.0002 k0=50", "iss decline=ad k_bar=2000 U=0.1 k0=50 "
+                    "delta=0.01 fresh=true"]
+
+
+@pytest.fixture(scope="module")
+def partial_store(store, tmp_path_factory):
+    """The fixture store as ``isskit certify`` would have left it for PARTIAL_POLICIES:
+    each row drawn only as far as the hungriest of them consumed (``/drawn``), the rest 0.
+    """
+    from isskit.store import open_for_writing, open_store
+
+    full = replay(store, PARTIAL_POLICIES)
+    drawn = full.samples.values.max(axis=0)
+    path = tmp_path_factory.mktemp("partial") / "certified.h5"
+    with open_store(store) as s:
+        labels = np.asarray(s.labels(), dtype=np.int64)
+        index, truth = np.asarray(s.image_index), np.asarray(s.true_label)
+    labels = np.where(np.arange(N)[None, :] < drawn[:, None], labels, 0)
+    with open_for_writing(path, image_index=index, true_label=truth, samples_per_image=N,
+                          attrs={"sigma": 0.25, "num_classes": 10, "seed": 2}) as w:
+        w.write_rows_at(np.arange(len(index)), labels, np.full(len(index), np.nan),
+                        drawn=drawn)
+    assert drawn.min() < 2000 <= N  # the default reference IAS(k_bar = 2000) does not fit
+    return path, full, drawn
+
+
+def test_partly_drawn_rows_replay_the_same_and_the_default_reference_gives_way(partial_store,
+                                                                                store):
+    from isskit.replay._reference import ReferenceWarning
+
+    path, full, drawn = partial_store
+    with pytest.warns(ReferenceWarning, match=r"MAD and speed-up of Budget-price=0.0002-k0=50, "
+                                              r"ISS-AD-0.2-0.1-k0=50-delta=0.01-fresh are NaN: "
+                                              r"the default reference IAS-0.2 needs 2000 "
+                                              r"samples per image, but \d+ of the 30 rows"):
+        ds = replay(path, PARTIAL_POLICIES)
+    for v in ("prediction", "radius", "samples", "k_hat"):
+        np.testing.assert_array_equal(ds[v].values, full[v].values)
+    np.testing.assert_array_equal(ds.acr.values, full.acr.values)
+    assert np.all(np.isnan(ds.mad.values)) and np.all(np.isnan(ds.speedup.values))
+    # a reference that fits every row drawn: MAD and speed-up as on the full rows
+    fits = f"ias n={int(drawn.min())}"
+    a, b = replay(path, PARTIAL_POLICIES, reference=fits), replay(store, PARTIAL_POLICIES,
+                                                                 reference=fits)
+    np.testing.assert_array_equal(a.mad.values, b.mad.values)
+    want = (int(drawn.min()) * len(drawn)) / full.total_samples.values
+    np.testing.assert_allclose(a.speedup.values, want, rtol=1e-15)
+    # one given explicitly that does not fit stays an error, naming the image and numbers
+    with pytest.raises(ValueError, match=r"policy IAS-0.2 needs 2000 samples for image \d+ "
+                                         r"\(and \d+ more images\), but its stream holds \d+ "
+                                         r"drawn samples \(of N = 2000\)"):
+        replay(path, PARTIAL_POLICIES, reference="ias n=2000")
+    # the CLI: exit 0, the note on stderr, "-" in the table
+    import warnings
+
+    with warnings.catch_warnings():
+        # as outside pytest (whose filter turns warnings into errors): shown as a note
+        warnings.simplefilter("default", ReferenceWarning)
+        res = _run(path, "-p", PARTIAL_POLICIES[0], "-p", PARTIAL_POLICIES[1],
+                   "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert res.stderr.startswith("note: MAD and speed-up of Budget-price=0.0002-k0=50")
+    row = next(line for line in res.stdout.splitlines() if line.startswith("Budget-"))
+    assert " -x " in row  # speed-up unknown
+    # --oracle needs a p_A this store cannot give: said, with the option, exit 2
+    res = _run(path, "-p", PARTIAL_POLICIES[0], "--oracle", "--no-progress")
+    assert res.exit_code == 2
+    assert ("--oracle needs each image's p_A: the store holds no /extra/p_A column"
+            in res.output) and "drawn only in part" in res.output

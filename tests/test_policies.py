@@ -115,7 +115,8 @@ def test_names_parse_back():
     ("spec", "message"),
     [
         ("bogus n=3",
-         r"unknown policy kind 'bogus'; valid kinds: adaptive, cohen, cs, ias, iss, staged"),
+         r"unknown policy kind 'bogus'; valid kinds: adaptive, budget, cohen, cs, ias, iss, "
+         r"staged"),
         ("ias m=3", r"unknown parameter 'm' for policy kind 'ias'; valid: n, alpha"),
         ("iss k_bar=1e5 U=0.1 sigma=0.5 decline=ad", r"unknown parameter 'sigma'.*k_bar, U"),
         ("iss k_bar=1e5", r"needs U, decline"),
@@ -177,7 +178,7 @@ def test_policy_file(tmp_path):
         ("polices = []", r"unknown key\(s\) \['polices'\]"),
         ("policies = [1]", "must be a list of strings"),
         ('[[policy]]\nkind = "foo"',
-         r"kind \('foo'\) must be one of adaptive, cohen, cs, ias, iss, staged"),
+         r"kind \('foo'\) must be one of adaptive, budget, cohen, cs, ias, iss, staged"),
         ('[[policy]]\nkind = "ias"\nm = 5', r"unknown parameter 'm' for policy kind 'ias'"),
         ("policies = []", "names no policy"),
     ],

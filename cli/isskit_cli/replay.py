@@ -31,7 +31,9 @@ Policy SPEC: a kind and key=value pairs, a comma list expanding to the grid,
   "ias n=26000,50000"     "cohen n0=100 n=100000"
 or the paper's shorthand, numbers in units of 10,000 samples:
   ISS-AD-10-0.05 (k_bar=100000, U=0.05)   ISS-RD-50-0.01   IAS-2.6 (n=26000)   Cohen-10
-ISS keys: k_bar U decline k0 delta alpha fresh mapping; IAS: n alpha; Cohen: n0 n alpha.
+  "budget B=26000 k0=300"   "budget price=1e-6 k0=300"   (replay reports the price a B implied)
+ISS keys: k_bar U decline k0 delta alpha fresh mapping; IAS: n alpha; Cohen: n0 n alpha;
+budget: k0 price B alpha k_max.
 Decision policies ("certified at r?"; tuples written 1000/10000):
   "adaptive r=0.25,0.5 stages=1000/10000/125000"   "cs r=0.5 method=kt,union"   "staged r=0.5"
 adaptive keys: r n0 stages alpha beta; staged: r stages alpha; cs: r method alpha n_max faithful.
@@ -122,10 +124,49 @@ def _table(ds) -> str:
             f"{name!s:<{width}}  {ds.validity.values[i]!s:<{vwidth}}  "
             f"{_fmt(float(ds.mean_samples[i]), '11.0f')}  "
             f"{_fmt(float(ds.est_minutes[i]), '10.1f')}  {_fmt(float(ds.speedup[i]), '7.2f')}x  "
-            f"{float(ds.mad[i]):6.3f}  {float(ds.acr[i]):6.3f}  "
+            f"{_fmt(float(ds.mad[i]), '6.3f')}  {float(ds.acr[i]):6.3f}  "
             + "  ".join(f"{v:6.1f}" for v in ca)
         )
     return "\n".join(lines)
+
+
+#: Per-policy keys of ``--oracle`` (isskit.studies.oracle.COMPARISON_KEYS), in print order.
+_ORACLE_KEYS = ("ias_acr_same_samples", "oracle_blind_acr", "oracle_aware_acr",
+                "share_blind", "share_aware")
+
+_P_SOURCES = {
+    "stored": "p_A: the true value stored per image (/extra/p_A)",
+    "empirical": "p_A: not stored; the empirical frequency of the top class over the whole "
+                 "stream stands in for it",
+}
+
+
+def _oracle_table(ds) -> str:
+    """The ``--oracle`` block: each radius policy against IAS and both oracles."""
+    import numpy as np
+
+    rows = np.flatnonzero(~_is_decision(ds))
+    width = max([len("Policy")] + [len(str(ds.policy.values[i])) for i in rows])
+    head = (f"{'Policy':<{width}}  {'Avg samples':>11}  {'ACR':>6}  {'IAS ACR':>7}  "
+            f"{'Blind':>6}  {'Aware':>6}  {'Share blind':>11}  {'Share aware':>11}")
+    lines = [head, "-" * len(head)]
+    for i in rows:
+        lines.append(
+            f"{ds.policy.values[i]!s:<{width}}  {_fmt(float(ds.mean_samples[i]), '11.0f')}  "
+            f"{float(ds.acr[i]):6.3f}  {_fmt(float(ds.ias_acr_same_samples[i]), '7.3f')}  "
+            f"{_fmt(float(ds.oracle_blind_acr[i]), '6.3f')}  "
+            f"{_fmt(float(ds.oracle_aware_acr[i]), '6.3f')}  "
+            f"{_fmt(100 * float(ds.share_blind[i]), '10.1f')}%  "
+            f"{_fmt(100 * float(ds.share_aware[i]), '10.1f')}%"
+        )
+    return "\n".join(lines)
+
+
+def _oracle_row(ds, i, decision) -> dict:
+    if "share_blind" not in ds:
+        return {}
+    # decision policies have no ACR to compare: null, not a number
+    return {key: None if decision else float(ds[key][i]) for key in _ORACLE_KEYS}
 
 
 def _summary(ds, policies, extra) -> dict:
@@ -157,6 +198,8 @@ def _summary(ds, policies, extra) -> dict:
                 "est_minutes": float(ds.est_minutes[i]),
                 "speedup": float(ds.speedup[i]),
                 "certified_accuracy": [float(v) for v in ds.certified_accuracy.values[i]],
+                **({"price": float(ds.price[i])} if "price" in ds.coords else {}),
+                **_oracle_row(ds, i, decision[i]),
                 **row,
             }
         )
@@ -172,6 +215,7 @@ def _summary(ds, policies, extra) -> dict:
         "seconds_per_sample_source": a.get("seconds_per_sample_source"),
         "radius_grid": np.asarray(ds.radius_grid.values).tolist(),
         "policies": rows,
+        **({"p_source": a["p_source"]} if "p_source" in a else {}),
         **extra,
     }
 
@@ -202,13 +246,16 @@ def _summary(ds, policies, extra) -> dict:
                    "into this directory.")
 @click.option("--allow-incomplete", is_flag=True,
               help="Replay the complete rows of a store with incomplete rows.")
+@click.option("--oracle", is_flag=True,
+              help="Compare each radius policy, at its own mean samples, with IAS and the "
+                   "label-blind and label-aware oracles (docs/oracle.md).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object (per policy: name, params, acr, mad, "
                    "mean_samples, est_minutes, ...) instead of the table.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Progress bars on stderr.")
 def replay(store, specs, policies_file, reference, out, seconds_per_sample, radii,
-           export_cohen, plot_dir, allow_incomplete, as_json, progress):
+           export_cohen, plot_dir, allow_incomplete, oracle, as_json, progress):
     """Replay certification policies over the label streams in STORE.
 
     Every policy (ISS, IAS, Cohen's CERTIFY, whole grids of them) is answered from one
@@ -257,10 +304,11 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     check_overwrites(outputs, [("the input STORE", store),
                                ("the --policies-file", policies_file)])
 
-    with library_errors({"radius_grid": "--radii", "policies": "--policy"}):
+    with library_errors({"radius_grid": "--radii", "policies": "--policy",
+                         "oracle": "--oracle"}):
         ds = _replay(store, policies, reference=reference,
                      seconds_per_sample=seconds_per_sample, radius_grid=grid,
-                     allow_incomplete=allow_incomplete, progress=progress)
+                     allow_incomplete=allow_incomplete, progress=progress, oracle=oracle)
     extra: dict = {}
     if out is not None:
         with writing("--out", out):
@@ -295,6 +343,12 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
         click.echo()
         refs = sorted(set(map(str, ds.reference.values[~decision])))
         click.echo("MAD and speed-up against " + ", ".join(refs) + "; certified accuracy in %.")
+    if oracle and not decision.all():
+        click.echo()
+        click.echo("Against IAS and the oracles at each policy's own mean samples (expected "
+                   "ACR; shares of each oracle's gain over IAS):")
+        click.echo(_oracle_table(ds))
+        click.echo(_P_SOURCES[ds.attrs["p_source"]] + ".")
     if decision.any():
         click.echo()
         click.echo(_decision_table(ds))

@@ -2,8 +2,9 @@
 
 * :mod:`~isskit.policies.base`: the interface (:class:`Policy`, :class:`RadiusPolicy`,
   :class:`CountPlan`) and the registry of spec kinds (:func:`register`);
-* :mod:`~isskit.policies.cohen`, :mod:`~isskit.policies.ias`, :mod:`~isskit.policies.iss`:
-  Cohen's CERTIFY, input-agnostic sampling and input-specific sampling;
+* :mod:`~isskit.policies.cohen`, :mod:`~isskit.policies.ias`, :mod:`~isskit.policies.iss`,
+  :mod:`~isskit.policies.budget`: Cohen's CERTIFY, input-agnostic sampling, input-specific
+  sampling and the budget policy (a pilot's posterior buys each image its sample size);
 * :mod:`~isskit.policies.adaptive`, :mod:`~isskit.policies.staged`, :mod:`~isskit.policies.cs`:
   the decision policies (:class:`DecisionPolicy`: "certified at radius r?"), evaluated by
   :mod:`isskit.decision`;
@@ -19,6 +20,7 @@ policy                           class chosen from    count taken over          
 ``IAS(n)`` (one stage)           ``[0, n)``           ``[0, n)``                 ``n``
 ``ISS(k_bar, U, decline, k0)``   ``[0, k0)``          ``[0, k_hat)`` (reused)    ``max(k0, k_hat)``
 ``ISS(..., fresh=True)``         ``[0, k0)``          ``[k0, k0 + k_hat)``       ``k0 + k_hat``
+``Budget(price or B, k0)``       ``[0, k0)``          ``[k0, k0 + k)``           ``k0 + k``
 ===============================  ===================  =========================  =================
 
 Names follow Chen et al. (AAAI 2022): ``k_bar`` the desired sample size, ``U`` the maximum
@@ -43,6 +45,7 @@ from isskit.policies.base import (
     RadiusPolicy,
     register,
 )
+from isskit.policies.budget import Budget
 from isskit.policies.cohen import DEFAULT_N0, Cohen
 from isskit.policies.cs import CS, cs_thresholds
 from isskit.policies.ias import IAS
@@ -59,6 +62,7 @@ __all__ = [
     "ISS",
     "KINDS",
     "Adaptive",
+    "Budget",
     "Cohen",
     "CountPlan",
     "Counted",

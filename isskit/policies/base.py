@@ -122,7 +122,7 @@ class Counted:
     """What a radius policy counted on one image's stream prefix, once it has decided.
 
     The certificate follows from these counts by the rule replay applies
-    (:func:`isskit.replay.engine._certify`: Cohen's bound on ``k_A`` of ``k`` at the
+    (:func:`isskit.replay.planner._certify`: Cohen's bound on ``k_A`` of ``k`` at the
     policy's ``alpha``, certified when it is at least 1/2).
 
     Attributes
@@ -269,6 +269,31 @@ class RadiusPolicy(Policy):
             ``start`` and ``k`` broadcastable against ``x``.
         """
         raise NotImplementedError
+
+    def fit(self, x, *, sigma: float, n_samples: int | None = None) -> RadiusPolicy:
+        """The policy ready to plan a set of images, from every image's selection count.
+
+        Most policies plan each image from its own selection count and return themselves.
+        A policy whose rule depends on the whole set (the budget policy with a mean budget
+        ``B``: its price is solved over the images) returns the per-image policy it
+        implies, which :meth:`plan` then answers; replay calls this once per policy
+        before planning, and reports what the fitted policy's :meth:`params` add.
+
+        Parameters
+        ----------
+        x : ndarray of int64, shape (n,)
+            Count of the chosen class in ``labels[0:m]`` of every image replayed together.
+        sigma : float
+            Noise level of the streams.
+        n_samples : int, optional
+            Samples each stream holds (N), where known.
+
+        Returns
+        -------
+        RadiusPolicy
+            ``self`` by default.
+        """
+        return self
 
     def samples_consumed(self, plan: CountPlan):
         """Samples an image consumes under ``plan``: ``max(m, start + k)``."""

@@ -1,7 +1,8 @@
 """Offline replay: certification policies over stored label streams, no model, no GPU.
 
 * :mod:`~isskit.replay.index`: the stream index, read from a store in one pass;
-* :mod:`~isskit.replay.engine`: the planner, :func:`evaluate` and :func:`replay`;
+* :mod:`~isskit.replay.planner`: plans, counts and certificates, :func:`evaluate`;
+* :mod:`~isskit.replay.engine`: :func:`replay`, the results Dataset;
 * :mod:`~isskit.replay.results`: coordinates, netCDF files and Cohen-format logs of the results;
 * :mod:`~isskit.replay._kernels` (numba) and :mod:`~isskit.replay._cbeta`: the compiled queries;
 * :mod:`~isskit.replay.metrics`: ACR, certified accuracy, MAD, samples, speed-up;

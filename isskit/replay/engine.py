@@ -2,8 +2,9 @@
 
 Three layers (DESIGN.md): :mod:`isskit.replay._kernels` (numba, arrays only) answers counting
 queries; :mod:`isskit.replay.index` reads the store once into a
-:class:`~isskit.replay.index.StreamIndex`; this module plans and evaluates each policy over
-it (:func:`evaluate`) and labels the results as one ``xarray.Dataset`` (:func:`replay`,
+:class:`~isskit.replay.index.StreamIndex`; :mod:`isskit.replay.planner` plans, counts and
+certifies each policy over it (:func:`evaluate`); this module labels the results as one
+``xarray.Dataset`` (:func:`replay`,
 layout in DESIGN.md "Results", coordinates and files in :mod:`isskit.replay.results`); the
 CLI prints and plots.
 
@@ -22,18 +23,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from isskit._provenance import make_attrs
 from isskit._tunables import BATCH_CELLS
-from isskit.policies import CountPlan, RadiusPolicy, parse_policies
+from isskit.policies import RadiusPolicy, parse_policies
 from isskit.progress import progress_bar
-from isskit.replay import _cbeta, _kernels
+from isskit.replay import _kernels
+from isskit.replay._oracle import oracle_inputs, oracle_vars
+from isskit.replay._reference import unfit_references
 from isskit.replay.decisions import certified_at_r, evaluate_decisions
-from isskit.replay.index import StreamIndex, _check_static_needs, _too_many, build_index
+from isskit.replay.index import _check_static_needs, build_index
 from isskit.replay.metrics import (
     acr,
     certified_accuracy,
@@ -43,8 +45,18 @@ from isskit.replay.metrics import (
     speedup,
     total_samples,
 )
+
+# the planner's names, re-exported: isskit certify and the kernel tests use them from here
+from isskit.replay.planner import (  # noqa: F401
+    _COUNT_FIELDS,
+    PolicyResult,
+    _certify,
+    _count_batch,
+    _cp_lower,
+    _Planner,
+    evaluate,
+)
 from isskit.replay.results import _default_grid, _describe, _policy_coords
-from isskit.stats import certified_radius, cp_lower
 from isskit.validate import ArgumentError
 
 #: Decision codes of the results' ``decision`` (isskit.decision's, which imports replay).
@@ -86,194 +98,8 @@ def _stack_policies(policies, is_decision, row_of, res, deciders, index, sigma, 
     return out
 
 
-def _cp_lower(k_A, k, alpha):
-    """One-sided CP lower bounds, row b at ``alpha[b]``; NaN where k = 0 (no estimate).
-
-    ``k_A`` and ``k`` of shape (B, n), ``alpha`` of shape (B,). Bit for bit
-    :func:`isskit.stats.cp_lower`. Each distinct ``(k_A, k, alpha)`` is computed once: a
-    Beta quantile costs 1 to 5 us, and a sweep repeats pairs often (images whose counts
-    agree, policies that land on the same sample size).
-    """
-    k_A = np.ascontiguousarray(k_A, dtype=np.int64)
-    k = np.ascontiguousarray(k, dtype=np.int64)
-    alpha = np.ascontiguousarray(alpha, dtype=np.float64).reshape(-1)
-    out = np.empty(k_A.shape, np.float64)
-    for a in np.unique(alpha):
-        rows = np.flatnonzero(alpha == a)
-        whole = rows.size == alpha.size
-        ka = k_A.reshape(-1) if whole else k_A[rows].reshape(-1)
-        kk = k.reshape(-1) if whole else k[rows].reshape(-1)
-        inv = np.empty(ka.size, np.int64)
-        pairs = _kernels.unique_pairs(ka, kk, inv)
-        pk_A = np.ascontiguousarray(pairs[:, 0])
-        pk = np.ascontiguousarray(pairs[:, 1])
-        vals = np.empty(pk.size, np.float64)
-        if _cbeta.AVAILABLE:
-            _kernels.cp_lower_many(pk_A, pk, a, vals)
-        else:  # pragma: no cover - only where SciPy's symbol could not be resolved
-            ok = pk > 0
-            vals[~ok] = np.nan
-            vals[ok] = cp_lower(pk_A[ok], pk[ok], a)
-        if whole:
-            _kernels.gather(vals, inv, out.reshape(-1))
-        else:
-            got = np.empty(inv.size, np.float64)
-            _kernels.gather(vals, inv, got)
-            out[rows] = got.reshape(rows.size, -1)
-    return out
-
-
-class _Planner:
-    """Per policy, the count range of every image: where it starts, how long, what it costs.
-
-    A policy's plan depends on its selection count alone (:meth:`RadiusPolicy.plan`), and a
-    selection of m samples has at most m + 1 distinct counts: each policy is asked once per
-    distinct count of its checkpoint, and the answers are spread back over the images.
-    """
-
-    def __init__(self, index: StreamIndex, sigma: float, image_ids, drawn=None):
-        self.index = index
-        # samples drawn per image (schema 2): a plan past them is refused like one past N
-        self.drawn = None if drawn is None else np.asarray(drawn, np.int64)
-        self.sigma = float(sigma)
-        self.ids = index.rows if image_ids is None else np.asarray(image_ids)
-        self._distinct: dict = {}
-        # per checkpoint, contiguous over images
-        self.slot_T = np.ascontiguousarray(index.slot.T)
-        self.modes_T = np.ascontiguousarray(index.modes.T)
-
-    def _counts(self, j):
-        if j not in self._distinct:
-            uniq, inv = np.unique(self.index.mode_counts[:, j], return_inverse=True)
-            self._distinct[j] = (uniq.astype(np.int64), inv.reshape(-1))
-        return self._distinct[j]
-
-    def plan(self, policy):
-        """(column j, start, k, samples, k_hat), arrays of shape (n,) or scalars."""
-        n = self.index.n_samples
-        if not isinstance(policy, RadiusPolicy):
-            raise ValueError(f"policy ({policy!r}) is not a radius policy")
-        _check_static_needs([policy], n, self.ids[:1])
-        j = self.index.column(policy.selection_size)
-        if policy.fixed_samples:
-            plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
-            self._check_drawn(policy, policy.samples_consumed(plan))
-            return j, plan.start, plan.k, policy.samples_consumed(plan), plan.k_hat
-        x, inv = self._counts(j)
-        plan = policy.plan(x, sigma=self.sigma)
-        start, k, k_hat = (np.broadcast_to(np.asarray(v, np.int64), x.shape)[inv]
-                           for v in (plan.start, plan.k, plan.k_hat))
-        samples = policy.samples_consumed(CountPlan(start, k))
-        over = start + k > n
-        if np.any(over):
-            i = int(np.flatnonzero(over)[0])
-            raise _too_many(policy, int(self.ids[i]), int(start[i] + k[i]), n,
-                            int(over.sum()))
-        self._check_drawn(policy, samples)
-        return j, start, k, samples, k_hat
-
-    def _check_drawn(self, policy, samples):
-        if self.drawn is None:
-            return
-        over = np.broadcast_to(samples, self.drawn.shape) > self.drawn
-        if np.any(over):
-            i = int(np.flatnonzero(over)[0])
-            raise _too_many(policy, int(self.ids[i]),
-                            int(np.broadcast_to(samples, over.shape)[i]),
-                            self.index.n_samples, int(over.sum()), drawn=int(self.drawn[i]))
-
-
-def _count_batch(index, planner, policies, out=None):
-    """Plan a batch of policies and count their classes: one kernel call for all of them.
-
-    Fills (or returns) ``chosen`` (the class each policy chose per image), ``k_A`` (its
-    count over the count range of ``k`` samples), ``k``, ``samples`` and ``k_hat``, each of
-    shape (B, n); ``out`` may hold views to write them into.
-    """
-    B, n_img = len(policies), index.rows.size
-    if out is None:
-        out = {f: np.empty((B, n_img), np.int64) for f in _COUNT_FIELDS}
-    slot = np.empty((B, n_img), np.int64)
-    start = np.empty((B, n_img), np.int64)
-    chosen, k, samples, k_hat = out["chosen"], out["k"], out["samples"], out["k_hat"]
-    for b, p in enumerate(policies):
-        j, start[b], k[b], samples[b], k_hat[b] = planner.plan(p)
-        slot[b] = planner.slot_T[j]
-        chosen[b] = planner.modes_T[j]
-    _kernels.count_ranges(slot, start, start + k, index.bits, index.cum, out["k_A"])
-    return out
-
-
-_COUNT_FIELDS = ("chosen", "k_A", "k", "samples", "k_hat")
-
-
-def _certify(chosen, k_A, k, alpha, sigma):
-    """p_lower, prediction (-1 abstains; in place of ``chosen``) and radius of each cell."""
-    p_lower = _cp_lower(k_A, k, alpha)
-    certified = p_lower >= 0.5  # NaN (no estimate) compares False: abstain
-    chosen[~certified] = -1
-    radius = np.zeros(p_lower.shape, np.float64)
-    radius[certified] = certified_radius(p_lower[certified], sigma)
-    return chosen, radius, p_lower
-
-
 #: Policy-images per kernel call in :func:`replay` (bounds the temporary arrays to ~250 MB).
 _BATCH_CELLS = BATCH_CELLS
-
-
-@dataclass(frozen=True)
-class PolicyResult:
-    """One radius policy replayed over every stream of an index (:func:`evaluate`).
-
-    Attributes
-    ----------
-    prediction : ndarray of int64
-        The class certified, -1 for an abstention.
-    radius : ndarray of float64
-        ``sigma * Phi^-1(p_lower)``, 0 when abstaining.
-    p_lower : ndarray of float64
-        One-sided Clopper-Pearson bound; NaN where no estimate was made (``k = 0``).
-    samples : ndarray of int64
-        Samples consumed.
-    k_hat : ndarray of int64
-        The input-specific sample size (-1 for policies whose size is fixed).
-    """
-
-    prediction: np.ndarray
-    radius: np.ndarray
-    p_lower: np.ndarray
-    samples: np.ndarray
-    k_hat: np.ndarray
-
-
-def evaluate(index: StreamIndex, policy, sigma, *, image_ids=None) -> PolicyResult:
-    """Replay one policy over every stream of an index.
-
-    Parameters
-    ----------
-    index : StreamIndex
-        Built for (at least) this policy's selection size.
-    policy : RadiusPolicy
-        The policy.
-    sigma : float
-        Noise level of the store (for the radius and ISS's mapping psi).
-    image_ids : ndarray of int, optional
-        Dataset index of each indexed row, for error messages (default: the rows).
-
-    Returns
-    -------
-    PolicyResult
-        Arrays of shape (n,).
-
-    Raises
-    ------
-    ValueError
-        If the policy needs more samples than a stream holds for some image.
-    """
-    c = _count_batch(index, _Planner(index, sigma, image_ids), [policy])
-    prediction, radius, p_lower = _certify(c["chosen"], c["k_A"], c["k"], [policy.alpha], sigma)
-    return PolicyResult(prediction=prediction[0], radius=radius[0], p_lower=p_lower[0],
-                        samples=c["samples"][0], k_hat=c["k_hat"][0])
 
 
 def replay(
@@ -286,6 +112,7 @@ def replay(
     allow_incomplete=False,
     progress=False,
     index=None,
+    oracle=False,
 ):
     """Replay certification policies over a stream store.
 
@@ -309,6 +136,13 @@ def replay(
         Show progress bars on stderr.
     index : StreamIndex, optional
         A prebuilt index of this store for (at least) these policies and references.
+    oracle : bool
+        Also compare each radius policy, at its own mean samples, with IAS and both
+        oracles (:func:`isskit.studies.oracle.compare_replayed`): variables
+        ``ias_acr_same_samples``, ``oracle_blind_acr``, ``oracle_aware_acr``,
+        ``share_blind``, ``share_aware`` (NaN for decision policies) and the attr
+        ``p_source`` (``"stored"``: the store's ``/extra/p_A``; ``"empirical"``: the
+        whole stream's top-class frequency stands in for p_A).
 
     Returns
     -------
@@ -339,6 +173,7 @@ def replay(
                 allow_incomplete=allow_incomplete,
                 progress=progress,
                 index=index,
+                oracle=oracle,
             )
 
     policies = parse_policies(policies)
@@ -403,6 +238,10 @@ def replay(
                 "reference", "{error} (it is the reference of {policy}; choose one that fits "
                 "with {name})", error=str(exc), policy=p.name,
             ) from None
+    drawn = np.asarray(store.drawn, np.int64)[rows] if hasattr(store, "drawn") else None
+    unfit = set() if reference is not None else unfit_references(policies, references, drawn,
+                                                                 ids)
+    every = [p for p in every if p not in unfit]
     if index is None:
         index = build_index(store, [*every, *deciders], rows=rows, progress=progress)
     elif not np.array_equal(index.rows, rows):
@@ -411,8 +250,7 @@ def replay(
     n_img = rows.size
     shape = (len(every), n_img)
     res = {f: np.empty(shape, np.int64) for f in _COUNT_FIELDS}
-    planner = _Planner(index, sigma, ids, drawn=np.asarray(store.drawn)[rows]
-                       if hasattr(store, "drawn") else None)
+    planner = _Planner(index, sigma, ids, drawn=drawn)
     per = max(1, _BATCH_CELLS // max(1, n_img))
     starts = range(0, len(every), per)
     if progress:
@@ -424,9 +262,15 @@ def replay(
                                            [p.alpha for p in every], sigma)
     res.update(prediction=prediction, radius=radius, p_lower=p_lower)
     row_of = {p: i for i, p in enumerate(every)}
-    ref_rows = np.array([row_of[r] for r in references])
+    # a reference left unevaluated (it does not fit partly drawn rows) reads as row 0 here
+    # and its metrics are NaN below
+    fits = np.array([r in row_of for r in references], dtype=bool)
+    ref_rows = np.array([row_of.get(r, 0) for r in references], dtype=np.int64)
+    if not every:
+        res = {f: np.zeros((1, n_img), res[f].dtype) for f in res}
     ref_radius = res["radius"][ref_rows]
     ref_samples = res["samples"][ref_rows]
+    nan_unfit = np.where(fits, 1.0, np.nan)
     true_label = np.asarray(store.true_label, dtype=np.int64)[rows]
     stacked = _stack_policies(policies, is_decision, row_of, res, deciders, index, sigma,
                               true_label, ids)
@@ -460,7 +304,8 @@ def replay(
     pol = ("policy",)
     pim = ("policy", "image")
     coords = {"policy": [p.name for p in policies], "image": rows, "radius_grid": grid}
-    for key, values in _policy_coords(policies, references).items():
+    fitted = [planner.fitted.get(p, p) for p in policies]
+    for key, values in _policy_coords(policies, references, fitted).items():
         coords[key] = (pol, values)
     data = {
         "prediction": (pim, stacked["prediction"]),
@@ -475,11 +320,12 @@ def replay(
         "top_class": (("image",), index.top_class),
         "acr": (pol, nan_dec * acr(stacked["prediction"], np.nan_to_num(stacked["radius"]),
                                    true_label)),
-        "mad": (pol, nan_dec * mad(np.nan_to_num(stacked["radius"]), ref_radius)),
+        "mad": (pol, nan_unfit * nan_dec * mad(np.nan_to_num(stacked["radius"]),
+                                               ref_radius)),
         "mean_samples": (pol, mean_samples(stacked["samples"])),
         "total_samples": (pol, total_samples(stacked["samples"])),
         "est_minutes": (pol, est_minutes(stacked["samples"], seconds_per_sample)),
-        "speedup": (pol, speedup(stacked["samples"], ref_samples)),
+        "speedup": (pol, nan_unfit * speedup(stacked["samples"], ref_samples)),
         "certified_accuracy": (
             ("policy", "radius_grid"),
             nan_dec[:, None] * certified_accuracy(stacked["prediction"],
@@ -488,8 +334,13 @@ def replay(
         ),
         "certified_accuracy_at_r": (pol, ca_at_r),
         "undecided": (pol, undecided),
-        "reference_certified_accuracy_at_r": (pol, ref_ca_at_r),
+        "reference_certified_accuracy_at_r": (pol, nan_unfit * ref_ca_at_r),
     }
+    p_source = None
+    if oracle:
+        p_A, correct_top, p_source = oracle_inputs(store, index, rows, true_label)
+        data.update(oracle_vars(data["mean_samples"][1], data["acr"][1],
+                                [p.alpha for p in policies], p_A, correct_top, sigma))
     path = getattr(store, "path", None)
     sha = store.sha256() if hasattr(store, "sha256") else None
     attrs = make_attrs(
@@ -502,6 +353,7 @@ def replay(
         seconds_per_sample_source=sps_source,
         n_images=int(rows.size),
         n_images_left_out=left_out,
+        **({} if p_source is None else {"p_source": p_source}),
     )
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     _describe(ds)

@@ -59,12 +59,19 @@ def _coord_value(v):
     return "/".join(str(x) for x in v) if isinstance(v, tuple) else v
 
 
-def _policy_coords(policies, references):
-    """Policy parameters as coordinates along ``policy``: every key any policy has."""
+def _policy_coords(policies, references, fitted=None):
+    """Policy parameters as coordinates along ``policy``: every key any policy has.
+
+    ``fitted`` (the policies replay planned with, :meth:`RadiusPolicy.fit`) adds what fitting
+    fixed: a mean budget's ``price``, beside its ``B``.
+    """
     params = []
-    for p in policies:
+    for i, p in enumerate(policies):
         # only ISS has a k_bar: IAS and Cohen keep their n in the n coordinate (0 in k_bar)
-        params.append({key: _coord_value(v) for key, v in p.params().items()})
+        own = p.params()
+        if fitted is not None and fitted[i] is not p:
+            own.update({k: v for k, v in fitted[i].params().items() if v is not None})
+        params.append({key: _coord_value(v) for key, v in own.items()})
     keys = list(_COORDS) + list(dict.fromkeys(k for d in params for k in d if k not in _COORDS))
     out = {}
     for key in keys:
@@ -114,7 +121,9 @@ _DESCRIPTIONS = {
 
 
 def _describe(ds):
-    for name, text in _DESCRIPTIONS.items():
+    from isskit.replay._oracle import DESCRIPTIONS
+
+    for name, text in {**_DESCRIPTIONS, **DESCRIPTIONS}.items():
         if name in ds:
             ds[name].attrs["description"] = text
 

@@ -39,12 +39,15 @@ Two oracles (DESIGN.md, "Metrics"), both on the same allocation machinery:
   ``(1/m) sum_i max(R(k_i, p_i), 0)``, at the same mean budget; its ACR is then evaluated
   with correctness. It is the ceiling of every policy that sees only samples (such a policy
   cannot tell a confident wrong prediction from a right one), e.g. the budget policy
-  (:mod:`isskit.budget`), which maximises the same objective from a pilot's posterior.
+  (:mod:`isskit.policies.budget`), which maximises the same objective from a pilot's posterior.
 
 :func:`compare_to_oracles` (or :meth:`Oracles.compare`, which reuses one set of hulls for
 many budgets) puts a policy's ACR at its own mean sample size beside IAS's expected ACR at
 the same mean (:func:`ias_expected_acr`), both oracles' ACR there, and the share of each
-oracle's gain over IAS that the policy takes (:class:`OracleComparison`).
+oracle's gain over IAS that the policy takes (:class:`OracleComparison`);
+:func:`compare_replayed` does it for every radius policy of a replay. Those live in
+:mod:`isskit.studies.oracle_compare` and the machinery (hulls, greedy, gains) in
+``isskit.studies._oracle_core``; every public name is re-exported here.
 
 This module never reads or writes files and never prints.
 """
@@ -55,15 +58,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from isskit.replay._kernels import _jit
-from isskit.stats import expected_radius
+from isskit.studies._oracle_core import (
+    _arrays,
+    _check_budget,
+    _check_k_grid,
+    _gain,
+    _greedy,
+    _hull_segments,
+    default_k_grid,
+    expected_acr,
+)
+from isskit.studies.oracle_compare import (
+    COMPARISON_KEYS,
+    OracleComparison,
+    compare_replayed,
+    compare_to_oracles,
+    ias_expected_acr,
+)
 from isskit.validate import check_alpha, check_sigma
 
 __all__ = [
+    "COMPARISON_KEYS",
     "BlindOracleResult",
     "OracleComparison",
     "OracleResult",
     "Oracles",
+    "compare_replayed",
     "compare_to_oracles",
     "default_k_grid",
     "expected_acr",
@@ -134,195 +154,6 @@ class BlindOracleResult:
     mean_samples: float
     budget: float
     k_grid: np.ndarray
-
-
-@dataclass(frozen=True)
-class OracleComparison:
-    """A policy against IAS and both oracles at the policy's own mean sample size.
-
-    Every ACR here is on the same images; the field names are the keys of
-    :meth:`to_dict` (and of ``isskit replay --oracle --json``).
-
-    Attributes
-    ----------
-    mean_samples : float
-        The policy's mean samples per image, the budget everything else is evaluated at.
-    policy_acr : float
-        The policy's ACR (expected or replayed, as the caller measured it).
-    ias_acr_same_samples : float
-        IAS's expected ACR at the same mean sample size (:func:`ias_expected_acr`).
-    oracle_blind_acr, oracle_aware_acr : float
-        Expected ACR of the label-blind and the label-aware oracle at that budget.
-    share_blind, share_aware : float
-        ``(policy_acr - ias) / (oracle - ias)`` for each oracle: the share of the oracle's
-        gain over IAS that the policy takes. NaN where the oracle gains nothing over IAS.
-        Not capped: a replayed ACR fluctuates around its expectation, and the label-blind
-        oracle does not maximise ACR, so a policy can exceed it.
-    """
-
-    mean_samples: float
-    policy_acr: float
-    ias_acr_same_samples: float
-    oracle_blind_acr: float
-    oracle_aware_acr: float
-    share_blind: float
-    share_aware: float
-
-    def to_dict(self) -> dict:
-        """The fields as a JSON-ready dict (NaN stays a float NaN)."""
-        return {f: float(getattr(self, f)) for f in self.__dataclass_fields__}
-
-
-def default_k_grid(k_max: int, points: int = 400, k_min: int = 10) -> np.ndarray:
-    """0 and about ``points`` geometrically spaced integer sample sizes in ``[k_min, k_max]``."""
-    if not (1 <= k_min <= k_max):
-        raise ValueError(f"k_min ({k_min}) and k_max ({k_max}) must satisfy 1 <= k_min <= k_max")
-    grid = np.unique(np.round(np.geomspace(k_min, k_max, points)).astype(np.int64))
-    return np.concatenate([[0], grid])
-
-
-def expected_acr(k, p_A, correct, sigma: float, alpha: float) -> float:
-    """Expected ACR of sample sizes ``k``: ``mean(1[correct] * max(R(k_i, p_i), 0))``.
-
-    ``k_i = 0`` contributes 0 (nothing sampled, abstain).
-
-    Parameters
-    ----------
-    k : array_like of int
-        Sample size per image, ``>= 0``.
-    p_A : array_like of float
-        True top-class probability per image, in [0, 1].
-    correct : array_like of bool
-        Whether the image's top class is its true label.
-    sigma, alpha : float
-        Noise level and one-sided failure probability.
-
-    Returns
-    -------
-    float
-        The expected ACR, averaged over all images as in the paper's Eq. 7.
-    """
-    k, p_A, correct = _arrays(k, p_A, correct)
-    return float(np.mean(_gain(k, p_A, correct, sigma, alpha)))
-
-
-def _arrays(k, p_A, correct):
-    p_A = np.asarray(p_A, dtype=np.float64)
-    if p_A.ndim != 1 or p_A.size == 0:
-        raise ValueError(f"p_A must be a non-empty 1-d array (got shape {p_A.shape})")
-    if np.any(~((p_A >= 0) & (p_A <= 1))):
-        raise ValueError(f"p_A ({p_A[~((p_A >= 0) & (p_A <= 1))][0]}) must be in [0, 1]")
-    correct = np.broadcast_to(np.asarray(correct, dtype=bool), p_A.shape)
-    k = np.broadcast_to(np.asarray(k), p_A.shape)
-    if k.dtype.kind not in "iu" and not np.all(k == np.round(k)):
-        raise ValueError("k must hold integer sample sizes")
-    k = k.astype(np.int64)
-    if np.any(k < 0):
-        raise ValueError(f"k ({k[k < 0][0]}) must be >= 0")
-    return k, p_A, correct
-
-
-def _gain(k, p, correct, sigma, alpha):
-    """``1[correct] * max(R(k, p), 0)``, 0 where ``k = 0``; broadcast over k and p."""
-    k, p = np.broadcast_arrays(np.asarray(k, np.int64), np.asarray(p, np.float64))
-    r = expected_radius(np.maximum(k, 1), p, sigma, alpha)
-    r = np.where((k > 0) & (r > 0), r, 0.0)  # -inf at p = 0 becomes 0 too
-    return r * np.broadcast_to(correct, r.shape)
-
-
-@_jit
-def _upper_hull(x, y, hull):
-    """Upper concave hull of points sorted by x, from the first point.
-
-    Writes the vertex indices into ``hull`` and returns how many there are. A point on or
-    below the chord between its neighbours is not a vertex.
-    """
-    n = 0
-    for j in range(x.shape[0]):
-        while n >= 2:
-            a = hull[n - 2]
-            b = hull[n - 1]
-            # b lies on or below the chord a -> j: it is not a hull vertex.
-            if (y[b] - y[a]) * (x[j] - x[a]) <= (y[j] - y[a]) * (x[b] - x[a]):
-                n -= 1
-            else:
-                break
-        hull[n] = j
-        n += 1
-    return n
-
-
-@_jit
-def _hull_segments(x, gains, seg_img, seg_from, seg_to):
-    """Segments of every image's upper hull of ``(x, gains[i])``, up to its highest vertex.
-
-    Images whose gain is 0 at the last grid point get no segment. Fills the outputs (each
-    of size ``rows * len(x)`` at most) and returns the number of segments.
-    """
-    hull = np.empty(x.shape[0], np.int64)
-    s = 0
-    for i in range(gains.shape[0]):
-        if not gains[i, -1] > 0:
-            continue
-        n = _upper_hull(x, gains[i], hull)
-        # Drop the hull's flat tail: extra samples that buy no radius (first argmax).
-        top = 0
-        for v in range(1, n):
-            if gains[i, hull[v]] > gains[i, hull[top]]:
-                top = v
-        for v in range(top):
-            seg_img[s] = i
-            seg_from[s] = hull[v]
-            seg_to[s] = hull[v + 1]
-            s += 1
-    return s
-
-
-@_jit
-def _greedy(seg_img, d_k, d_gain, k_to, total, k):
-    """Take hull segments, in the order given, while the budget ``total`` lasts.
-
-    The arrays are already in the greedy's order (decreasing slope), so the pass streams
-    through them. A segment that does not fit is skipped, and so are the later segments of
-    its image. Writes each image's sample size into ``k`` (zeros on entry) and returns the
-    value taken and the Lagrangian bound (the first segment that does not fit, taken
-    fractionally; the value itself when every segment fits).
-    """
-    spent = 0.0
-    value = 0.0
-    bound = np.nan
-    blocked = np.zeros(k.shape[0], np.bool_)
-    for s in range(seg_img.shape[0]):
-        i = seg_img[s]
-        if blocked[i]:
-            continue
-        if spent + d_k[s] <= total:
-            spent += d_k[s]
-            value += d_gain[s]
-            k[i] = k_to[s]
-        else:
-            if np.isnan(bound):  # the Lagrangian bound: this segment taken fractionally
-                bound = value + d_gain[s] * (total - spent) / d_k[s]
-            blocked[i] = True
-    if np.isnan(bound):  # every segment fitted: the allocation is optimal outright
-        bound = value
-    return value, bound
-
-
-def _check_k_grid(k_grid) -> np.ndarray:
-    k_grid = np.asarray(k_grid)
-    if k_grid.ndim != 1 or k_grid.size == 0 or k_grid.dtype.kind not in "iu":
-        raise ValueError("k_grid must be a non-empty 1-d array of integers")
-    if np.any(k_grid < 0):
-        raise ValueError(f"k_grid ({k_grid[k_grid < 0][0]}) must hold sample sizes >= 0")
-    return np.unique(np.concatenate([[0], k_grid.astype(np.int64)]))
-
-
-def _check_budget(budget, name: str = "budget") -> float:
-    budget = float(budget)
-    if not (np.isfinite(budget) and budget >= 0):
-        raise ValueError(f"{name} ({budget}) must be a finite number >= 0")
-    return budget
 
 
 class Oracles:
@@ -550,84 +381,3 @@ def oracle_blind(
     if k_grid is None:
         k_grid = default_k_grid(int(max(10 * budget, 10**6)))
     return Oracles(p_A, sigma=sigma, alpha=alpha, correct=correct, k_grid=k_grid).blind(budget)
-
-
-def ias_expected_acr(mean_samples: float, p_A, correct, sigma: float, alpha: float) -> float:
-    """IAS's expected ACR at a (non-integer) mean sample size, exactly.
-
-    At ``n = mean_samples`` with ``n = floor(n) + f``: ``(1 - f) * E[ACR](IAS(floor(n))) +
-    f * E[ACR](IAS(floor(n) + 1))``, the expected ACR of the randomised IAS that certifies
-    each image with ``floor(n) + 1`` samples with probability ``f`` and ``floor(n)``
-    otherwise, whose mean sample size is exactly ``mean_samples``. At an integer it is
-    :func:`expected_acr` of ``IAS(n)``; below 1 it interpolates from 0 (no samples).
-
-    Parameters
-    ----------
-    mean_samples : float
-        Mean samples per image, ``>= 0``.
-    p_A, correct : array_like
-        True top-class probability and correctness per image.
-    sigma, alpha : float
-        Noise level and one-sided failure probability.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from isskit.studies.oracle import expected_acr, ias_expected_acr
-    >>> p, c = [0.99, 0.8], [True, True]
-    >>> lo = expected_acr(1000, p, c, 0.5, 0.001)
-    >>> hi = expected_acr(1001, p, c, 0.5, 0.001)
-    >>> bool(abs(ias_expected_acr(1000.25, p, c, 0.5, 0.001) - (0.75 * lo + 0.25 * hi)) < 1e-15)
-    True
-    """
-    n = _check_budget(mean_samples, "mean_samples")
-    base = int(np.floor(n))
-    f = n - base
-    lo = expected_acr(base, p_A, correct, sigma, alpha)
-    if f == 0.0:
-        return lo
-    return (1.0 - f) * lo + f * expected_acr(base + 1, p_A, correct, sigma, alpha)
-
-
-def compare_to_oracles(
-    mean_samples: float, policy_acr: float, p_A, correct, *, sigma: float, alpha: float,
-    k_grid=None,
-) -> OracleComparison:
-    """A policy's ACR against IAS and both oracles at the policy's own mean sample size.
-
-    Parameters
-    ----------
-    mean_samples : float
-        The policy's mean samples per image, ``>= 0``.
-    policy_acr : float
-        The policy's ACR on these images (expected or replayed).
-    p_A, correct : array_like
-        True top-class probability and correctness per image. For a sampled store the
-        empirical frequency of the stream's top class over the whole stream stands in for
-        ``p_A`` (``StreamIndex.p_A_empirical``).
-    sigma, alpha : float
-        Noise level and one-sided failure probability.
-    k_grid : array_like of int, optional
-        The oracles' candidate sample sizes. Default :func:`default_k_grid` up to
-        ``max(10 * mean_samples, 10**6)``.
-
-    Returns
-    -------
-    OracleComparison
-
-    Examples
-    --------
-    >>> from isskit.studies.oracle import compare_to_oracles
-    >>> c = compare_to_oracles(5_000, 0.55, [0.999, 0.9, 0.7], [True, True, False],
-    ...                        sigma=0.5, alpha=0.001)
-    >>> sorted(c.to_dict())[:3]
-    ['ias_acr_same_samples', 'mean_samples', 'oracle_aware_acr']
-    """
-    mean_samples = _check_budget(mean_samples, "mean_samples")
-    if k_grid is None:
-        k_grid = default_k_grid(int(max(10 * mean_samples, 10**6)))
-    return Oracles(p_A, sigma=sigma, alpha=alpha, correct=correct, k_grid=k_grid).compare(
-        mean_samples, policy_acr)
