@@ -46,6 +46,7 @@ __all__ = [
     "DecisionPolicy",
     "Policy",
     "RadiusPolicy",
+    "name_suffix",
     "register",
 ]
 
