@@ -43,7 +43,7 @@ sys.path[:0] = [str(REPO), str(REPO / "cli"), str(REPO / "bench")]
 
 from bench_replay import sweep  # noqa: E402
 
-import isskit.store.reader as store_mod  # noqa: E402  (the reader's own binding is patched)
+import isskit.store._inflate as store_mod  # noqa: E402  (the chunk reader's own binding is patched)
 from isskit.policies import Cohen  # noqa: E402
 from isskit.replay import DEFAULT_MAX_BYTES, build_index, evaluate, index_blocks  # noqa: E402
 from isskit.store import StreamStore, open_store  # noqa: E402

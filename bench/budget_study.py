@@ -49,11 +49,10 @@ from isskit.budget import (
     replay_budget,
     solve_price,
 )
-from isskit.logs import import_log, num_classes_from_name
+from isskit.logs import import_log, num_classes_from_name, read_recovered
 from isskit.psi import psi_table
 from isskit.stats import certified_radius, cp_interval, cp_lower
 from isskit.studies.oracle import Oracles, expected_acr
-from isskit.studies.synthetic import read_recovered
 
 REPO = Path(__file__).resolve().parents[1]
 LOGS = REPO / "data" / "published" / "certify-logs"
@@ -123,7 +122,7 @@ def certify(k_A, k, sigma):
 def load(name, workdir):
     """p_A, correctness and sigma of a log, by the importer's own rule."""
     path = LOGS / name
-    header = read_recovered(name)["header"]  # sigma and alpha, checked again by the import
+    header = read_recovered(name).header  # sigma and alpha, checked again by the import
     imp = import_log(path, workdir / f"{name}.h5", samples=1, sigma=float(header["sigma"]),
                      alpha=float(header["alpha_one_sided"]))
     sigma = imp.sigma

@@ -189,3 +189,17 @@ def test_import_then_replay_reproduces_the_log(published, tmp_path):
     iss, ias = by["ISS-AD-10-0.05"], by["IAS-10"]
     assert ias["acr"] - 0.05 <= iss["acr"] <= ias["acr"]
     assert iss["mean_samples"] < ias["mean_samples"] / 3
+
+
+def test_N_is_the_option_and_samples_its_alias(published, tmp_path):
+    log = published / "certify-logs" / CIFAR
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert _run(log, "--out", a, "--N", 300, "--seed", 2).exit_code == 0
+    assert _run(log, "--out", b, "--samples", 300, "--seed", 2).exit_code == 0
+    with open_store(a) as sa, open_store(b) as sb:
+        assert sa.samples_per_image == sb.samples_per_image == 300
+        np.testing.assert_array_equal(sa.labels(), sb.labels())
+    help_text = _run("--help").output
+    assert "--N, --samples N" in help_text
+    res = _run(log, "--out", tmp_path / "c.h5", "--N", 0)
+    assert res.exit_code == 2 and "--N" in res.output and "Traceback" not in res.output

@@ -7,9 +7,12 @@ import dataclasses
 import pytest
 
 from isskit.policies import (
+    CS,
     IAS,
     ISS,
+    Adaptive,
     Cohen,
+    Staged,
     load_policy_file,
     parse_policies,
     parse_policy_spec,
@@ -66,6 +69,29 @@ def test_names_follow_the_paper_shorthand():
     assert ISS(100_000, 0.05, "ad", k0=500, fresh=True).name == "ISS-AD-10-0.05-k0=500-fresh"
     assert IAS(n=12_345, alpha=0.00001).name == "IAS-1.2345-alpha=0.00001"
     assert Cohen(n0=1000, n=5).name == "Cohen-0.0005-n0=1000"
+
+
+@pytest.mark.parametrize(
+    ("make", "want"),
+    [
+        # every field that may show, away from its default, in the name's order
+        (lambda: Cohen(n0=7, n=20_000, alpha=0.01), "Cohen-2-n0=7-alpha=0.01"),
+        (lambda: ISS(100_000, 0.05, "ad", k0=999, delta=0.002, alpha=0.01, fresh=True,
+                     mapping="sup"),
+         "ISS-AD-10-0.05-k0=999-delta=0.002-alpha=0.01-mapping=sup-fresh"),
+        (lambda: ISS(200_000, 0.05, "ad", k0=2000), "ISS-AD-20-0.05"),  # k0's default: k_bar/100
+        (lambda: Adaptive(r=0.25, n0=50, stages=(10, 20), alpha=0.01, beta=0.001),
+         "Adaptive-r=0.25-n0=50-stages=10/20-alpha=0.01-beta=0.001"),
+        (lambda: Adaptive(r=0.5), "Adaptive-r=0.5"),
+        (lambda: Staged(r=0.5, stages=(5, 50), alpha=0.01), "Staged-r=0.5-stages=5/50-alpha=0.01"),
+        (lambda: CS(r=0.5, alpha=0.01, n_max=1000, faithful=True),
+         "CS-KT-r=0.5-alpha=0.01-n_max=1000-faithful"),
+        (lambda: CS(r=0.5, method="union", faithful=True), "CS-union-r=0.5"),  # KT only
+        (lambda: CS(r=0.5), "CS-KT-r=0.5"),
+    ],
+)
+def test_names_show_each_non_default_field(make, want):
+    assert make().name == want
 
 
 @pytest.mark.parametrize(

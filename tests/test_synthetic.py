@@ -175,20 +175,48 @@ def test_recovered_log_deciles_match_the_published_table():
     # Deciles of kA_mid / n over non-abstained rows, and the abstention count, from the
     # table "What the p_A distributions look like" in data/published/README.md.
     rec = read_recovered(DEFAULT_SOURCE)
-    assert rec["header"]["n"] == "100000" and rec["header"]["sigma"] == "0.25"
-    ok = rec["kA_mid"] >= 0
+    assert rec.header["n"] == "100000" and rec.header["sigma"] == "0.25"
+    ok = rec.kA_mid >= 0
     assert ok.size == 500 and int((~ok).sum()) == 43
-    assert np.all(rec["predict"][~ok] == -1)
-    p = rec["kA_mid"][ok] / rec["n"][ok]
+    assert np.all(rec.predict[~ok] == -1)
+    p = rec.kA_mid[ok] / rec.n[ok]
     deciles = np.quantile(p, [0.1, 0.3, 0.5, 0.7, 0.9])
     np.testing.assert_allclose(deciles, [0.641, 0.853, 0.975, 0.999, 1.0], atol=6e-4)
 
 
+def test_read_recovered_is_a_frozen_result_matching_the_file():
+    # an independent parse of the same TSV: numpy's own reader, not isskit's
+    import dataclasses
+
+    from isskit.logs import RecoveredLog
+    from isskit.logs import read_recovered as from_logs
+
+    assert from_logs is read_recovered  # one reader, re-exported by isskit.studies.synthetic
+    rec = read_recovered(DEFAULT_SOURCE)
+    assert isinstance(rec, RecoveredLog)
+    lines = rec.path.read_text().splitlines()
+    names = lines[1].split("\t")
+    rows = [dict(zip(names, line.split("\t"), strict=True)) for line in lines[2:] if line]
+    for col in ("idx", "label", "predict", "kA_min", "kA_max", "kA_mid", "n"):
+        want = [int(r[col]) if r[col] != "" else -1 for r in rows]
+        np.testing.assert_array_equal(getattr(rec, col), want, col)
+        assert getattr(rec, col).dtype == np.int64
+    table = {"kA_mid": np.array([int(r["kA_mid"] or -1) for r in rows])}
+    np.testing.assert_array_equal(rec.certified, table["kA_mid"] >= 0)
+    # the '#' line of the file: "alpha_one_sided=0.01 n=100000 sigma=0.25 source=locuslab/..."
+    assert rec.header["alpha_one_sided"] == "0.01" and rec.header["n"] == "100000"
+    assert rec.header["source"] == "locuslab/smoothing"  # text after a blank is not a pair
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.n = rec.idx
+    with pytest.raises(TypeError):
+        rec["n"]  # a result object, not a dict
+
+
 def test_realistic_p_A_draws_from_the_log():
     rec = read_recovered(DEFAULT_SOURCE)
-    ok = rec["kA_mid"] >= 0
-    values = set((rec["kA_mid"][ok] / rec["n"][ok]).tolist())
-    bound = set((rec["kA_max"][~ok] / rec["n"][~ok]).tolist())
+    ok = rec.kA_mid >= 0
+    values = set((rec.kA_mid[ok] / rec.n[ok]).tolist())
+    bound = set((rec.kA_max[~ok] / rec.n[~ok]).tolist())
     n = 20_000
     drop = realistic_p_A(n, np.random.default_rng(0), abstain="drop")
     assert set(drop.tolist()) <= values

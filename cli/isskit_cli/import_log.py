@@ -33,9 +33,10 @@ __all__ = ["import_log"]
                    "Default: detected (the first of 0.001, 0.01, 0.05, 0.1 that fits).")
 @click.option("--sigma", type=float, default=None,
               help="Certification sigma. Default: from the file name (..._sigma_0.50).")
-@click.option("--samples", type=SAMPLE_SIZE, default=None,
-              help="Samples per image in the store. Default n + 100 (the log's own CERTIFY, "
-                   "n0 = 100). ISS with k_bar needs k_bar + k0.")
+@click.option("--N", "--samples", "samples", type=SAMPLE_SIZE, default=None, metavar="N",
+              help="Samples per image in the store, N (--samples: the same option, its older "
+                   "name). Default n + 100 (the log's own CERTIFY, n0 = 100). ISS with k_bar "
+                   "needs k_bar + k0.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic streams (row i is seeded by (seed, idx)).")
 @click.option("--other", type=click.Choice(["uniform", "runner_up"]), default="uniform",
@@ -64,7 +65,7 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
 
     \b
         isskit import-log cohen2019__imagenet_resnet50_noise_0.50_test_sigma_0.50 \\
-            --out imagenet_050.h5 --samples 505000
+            --out imagenet_050.h5 --N 505000
         isskit replay imagenet_050.h5 --policy ISS-AD-50-0.05 --policy IAS-50
     """
     from isskit.logs import import_log as run_import

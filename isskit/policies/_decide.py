@@ -17,7 +17,7 @@ from scipy.special import ndtr
 
 from isskit._bisect import bisect
 from isskit.psi.table import _frozen
-from isskit.validate import _real, check_sample_size, check_sigma
+from isskit.validate import _real, check_alpha, check_sample_size, check_sigma
 
 
 def _check_r(r) -> float:
@@ -40,6 +40,24 @@ def _check_stages(stages, name: str = "stages") -> tuple[int, ...]:
         if b <= a:
             raise ValueError(f"{name} ({'/'.join(map(str, out))}) must be strictly increasing")
     return out
+
+
+def _check_staged_fields(policy, level: str, parts, why: str) -> None:
+    """Check and set the fields the staged decision policies share (``adaptive``, ``staged``).
+
+    ``r``, ``stages`` and ``alpha``; then ``level`` (``"alpha"`` or ``"beta"``), which the
+    policy splits over ``parts(K)`` tests of its K stages (0: none), must leave each test a
+    level below 1/2 (``why`` says how it is split, for the message).
+    """
+    object.__setattr__(policy, "r", _check_r(policy.r))
+    object.__setattr__(policy, "stages", _check_stages(policy.stages))
+    object.__setattr__(policy, "alpha", check_alpha(policy.alpha))
+    value = check_alpha(getattr(policy, level), level)
+    K = len(policy.stages)
+    n = parts(K)
+    if n and value / n >= 0.5:
+        raise ValueError(f"{level} ({value}) must be < {n / 2:g} with {K} stage(s): {why}")
+    object.__setattr__(policy, level, value)
 
 
 def _check_bool(value, name: str) -> bool:

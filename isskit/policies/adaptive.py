@@ -16,17 +16,16 @@ from scipy.special import ndtri
 
 from isskit.policies._decide import (
     StageThresholds,
-    _check_r,
-    _check_stages,
+    _check_staged_fields,
     _p0,
     _rows,
     _smallest_count,
     _split,
 )
-from isskit.policies.base import DEFAULT_ALPHA, DecisionPolicy, register
+from isskit.policies.base import DEFAULT_ALPHA, DecisionPolicy, name_suffix, register
 from isskit.policies.base import fmt as _fmt
 from isskit.stats import cp_interval, cp_lower
-from isskit.validate import check_alpha, check_sample_size, check_sigma
+from isskit.validate import check_sample_size, check_sigma
 
 __all__ = ["ADAPTIVE_BETA", "ADAPTIVE_N0", "ADAPTIVE_STAGES", "Adaptive"]
 
@@ -73,29 +72,15 @@ class Adaptive(DecisionPolicy):
     validity: ClassVar[str] = "alpha-split"
 
     def __post_init__(self):
-        object.__setattr__(self, "r", _check_r(self.r))
         object.__setattr__(self, "n0", check_sample_size(self.n0, "n0"))
-        object.__setattr__(self, "stages", _check_stages(self.stages))
-        object.__setattr__(self, "alpha", check_alpha(self.alpha))
-        beta = check_alpha(self.beta, "beta")
-        if len(self.stages) == 2 and beta >= 0.5:
-            # the upper bound is taken from a two-sided interval at 2 beta / (K - 1)
-            raise ValueError(f"beta ({beta}) must be < 0.5 with 2 stages")
-        object.__setattr__(self, "beta", beta)
+        # the early stop's upper bound is taken from a two-sided interval at 2 beta / (K - 1)
+        _check_staged_fields(self, "beta", lambda K: K - 1,
+                             "each early stop's upper bound gets beta / (K - 1)")
 
     @property
     def name(self) -> str:
         """Readable name, ``Adaptive-r=<r>`` plus any non-default parameter."""
-        out = f"Adaptive-r={_fmt(self.r)}"
-        if self.n0 != ADAPTIVE_N0:
-            out += f"-n0={self.n0}"
-        if self.stages != ADAPTIVE_STAGES:
-            out += f"-stages={'/'.join(map(str, self.stages))}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={_fmt(self.alpha)}"
-        if self.beta != ADAPTIVE_BETA:
-            out += f"-beta={_fmt(self.beta)}"
-        return out
+        return f"Adaptive-r={_fmt(self.r)}" + name_suffix(self, ("n0", "stages", "alpha", "beta"))
 
     @property
     def selection_ranges(self) -> tuple[tuple[int, int], ...]:

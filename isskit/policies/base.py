@@ -31,6 +31,7 @@ This module imports nothing heavier than NumPy and never reads a store.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 from dataclasses import dataclass
 from typing import ClassVar
@@ -45,6 +46,7 @@ __all__ = [
     "DecisionPolicy",
     "Policy",
     "RadiusPolicy",
+    "name_suffix",
     "register",
 ]
 
@@ -89,6 +91,54 @@ def fmt(x) -> str:
     if isinstance(x, int | np.integer):
         return str(int(x))
     return np.format_float_positional(float(x), trim="-")
+
+
+def name_suffix(policy, fields, *, defaults=None) -> str:
+    """The ``-key=value`` parts of a policy's name: one per field not at its default, in order.
+
+    A policy's name is its kind and main parameters (``Cohen-10``, ``ISS-AD-10-0.05``) plus
+    this suffix, so that two policies of one kind differ in name exactly when they differ
+    in a field (the results' ``policy`` coordinate must be unique). A field's default is
+    its dataclass default, or ``defaults[field]`` where it depends on other fields (ISS's
+    ``k0``). A ``True`` flag reads ``-key``; a tuple ``-key=a/b/c``; numbers as :func:`fmt`.
+
+    Parameters
+    ----------
+    policy : Policy
+        A policy dataclass instance.
+    fields : sequence of str
+        The fields that may appear, in the name's order.
+    defaults : dict, optional
+        Defaults that override the dataclass's.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> from isskit.policies import Cohen
+    >>> name_suffix(Cohen(n0=100, n=1000), ("n0", "alpha"))
+    ''
+    >>> name_suffix(Cohen(n0=50, n=1000, alpha=0.01), ("n0", "alpha"))
+    '-n0=50-alpha=0.01'
+    """
+    declared = {f.name: f.default for f in dataclasses.fields(policy)}
+    defaults = {**declared, **(defaults or {})}
+    out = []
+    for key in fields:
+        value = getattr(policy, key)
+        if value == defaults[key]:
+            continue
+        if value is True:
+            out.append(f"-{key}")
+        elif isinstance(value, tuple):
+            out.append(f"-{key}={'/'.join(map(fmt, value))}")
+        elif isinstance(value, str):
+            out.append(f"-{key}={value}")
+        else:
+            out.append(f"-{key}={fmt(value)}")
+    return "".join(out)
 
 
 def units(n: int) -> str:

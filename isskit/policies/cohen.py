@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register, units
+from isskit.policies.base import (
+    DEFAULT_ALPHA,
+    CountPlan,
+    RadiusPolicy,
+    name_suffix,
+    register,
+    units,
+)
 from isskit.validate import check_alpha, check_sample_size
 
 __all__ = ["DEFAULT_N0", "Cohen"]
@@ -56,12 +63,7 @@ class Cohen(RadiusPolicy):
     @property
     def name(self) -> str:
         """Readable name, ``Cohen-<n in 10^4>`` plus any non-default parameter."""
-        out = f"Cohen-{units(self.n)}"
-        if self.n0 != DEFAULT_N0:
-            out += f"-n0={self.n0}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={fmt(self.alpha)}"
-        return out
+        return f"Cohen-{units(self.n)}" + name_suffix(self, ("n0", "alpha"))
 
     @property
     def selection_size(self) -> int:

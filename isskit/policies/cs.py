@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import binom
 
 from isskit.policies._decide import _check_bool, _check_r, _p0
-from isskit.policies.base import DEFAULT_ALPHA, DecisionPolicy, register
+from isskit.policies.base import DEFAULT_ALPHA, DecisionPolicy, name_suffix, register
 from isskit.policies.base import fmt as _fmt
 from isskit.validate import _real, check_alpha, check_positive_int
 
@@ -97,14 +97,8 @@ class CS(DecisionPolicy):
     @property
     def name(self) -> str:
         """Readable name, ``CS-KT-r=<r>`` or ``CS-union-r=<r>`` plus non-default parameters."""
-        out = f"CS-{'KT' if self.method == 'kt' else 'union'}-r={_fmt(self.r)}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={_fmt(self.alpha)}"
-        if self.n_max != CS_N_MAX:
-            out += f"-n_max={self.n_max}"
-        if self.faithful:
-            out += "-faithful"
-        return out
+        method = "KT" if self.method == "kt" else "union"
+        return f"CS-{method}-r={_fmt(self.r)}" + name_suffix(self, ("alpha", "n_max", "faithful"))
 
     @property
     def max_samples(self) -> int:

@@ -11,7 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register, units
+from isskit.policies.base import (
+    DEFAULT_ALPHA,
+    CountPlan,
+    RadiusPolicy,
+    name_suffix,
+    register,
+    units,
+)
 from isskit.validate import check_alpha, check_sample_size
 
 __all__ = ["IAS"]
@@ -50,10 +57,7 @@ class IAS(RadiusPolicy):
     @property
     def name(self) -> str:
         """Readable name, the paper's ``IAS-<n in 10^4>`` plus any non-default alpha."""
-        out = f"IAS-{units(self.n)}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={fmt(self.alpha)}"
-        return out
+        return f"IAS-{units(self.n)}" + name_suffix(self, ("alpha",))
 
     @property
     def selection_size(self) -> int:

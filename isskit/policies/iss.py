@@ -19,7 +19,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register, units
+from isskit.policies.base import (
+    DEFAULT_ALPHA,
+    CountPlan,
+    RadiusPolicy,
+    fmt,
+    name_suffix,
+    register,
+    units,
+)
 from isskit.validate import (
     check_alpha,
     check_decline,
@@ -141,18 +149,9 @@ class ISS(RadiusPolicy):
     @property
     def name(self) -> str:
         """Readable name: the paper's ``ISS-AD-<k_bar in 10^4>-<U>`` plus non-default params."""
-        out = f"ISS-{self.decline.upper()}-{units(self.k_bar)}-{fmt(self.U)}"
-        if self.k0 != _default_k0(self.k_bar):
-            out += f"-k0={self.k0}"
-        if self.delta != DEFAULT_DELTA:
-            out += f"-delta={fmt(self.delta)}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={fmt(self.alpha)}"
-        if self.mapping != "paper":
-            out += f"-mapping={self.mapping}"
-        if self.fresh:
-            out += "-fresh"
-        return out
+        return (f"ISS-{self.decline.upper()}-{units(self.k_bar)}-{fmt(self.U)}"
+                + name_suffix(self, ("k0", "delta", "alpha", "mapping", "fresh"),
+                              defaults={"k0": _default_k0(self.k_bar)}))
 
     @property
     def selection_size(self) -> int:

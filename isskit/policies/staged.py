@@ -13,18 +13,16 @@ import numpy as np
 
 from isskit.policies._decide import (
     StageThresholds,
-    _check_r,
-    _check_stages,
+    _check_staged_fields,
     _cumulative,
     _p0,
     _rows,
     _smallest_count,
     _split,
 )
-from isskit.policies.base import DEFAULT_ALPHA, DecisionPolicy, register
+from isskit.policies.base import DEFAULT_ALPHA, DecisionPolicy, name_suffix, register
 from isskit.policies.base import fmt as _fmt
 from isskit.stats import cp_interval
-from isskit.validate import check_alpha
 
 __all__ = ["STAGED_STAGES", "Staged"]
 
@@ -60,25 +58,12 @@ class Staged(DecisionPolicy):
     uses_true_label: ClassVar[bool] = True
 
     def __post_init__(self):
-        object.__setattr__(self, "r", _check_r(self.r))
-        object.__setattr__(self, "stages", _check_stages(self.stages))
-        alpha = check_alpha(self.alpha)
-        if alpha / len(self.stages) >= 0.5:
-            raise ValueError(
-                f"alpha ({alpha}) must be < {len(self.stages) / 2:g} with "
-                f"{len(self.stages)} stage(s): each tail of the interval gets alpha / K"
-            )
-        object.__setattr__(self, "alpha", alpha)
+        _check_staged_fields(self, "alpha", lambda K: K, "each tail of the interval gets alpha / K")
 
     @property
     def name(self) -> str:
         """Readable name, ``Staged-r=<r>`` plus any non-default parameter."""
-        out = f"Staged-r={_fmt(self.r)}"
-        if self.stages != STAGED_STAGES:
-            out += f"-stages={'/'.join(map(str, self.stages))}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={_fmt(self.alpha)}"
-        return out
+        return f"Staged-r={_fmt(self.r)}" + name_suffix(self, ("stages", "alpha"))
 
     @property
     def stage_ends(self) -> tuple[int, ...]:

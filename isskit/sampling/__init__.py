@@ -1,7 +1,8 @@
 """Sampling: run a base classifier on noisy copies of each image, store every label.
 
 * :mod:`~isskit.sampling.sampler`: the sampling loop, its noise scheme, torch.distributed;
-* :mod:`~isskit.sampling.models`: the embedded default, architectures, checkpoints;
+* :mod:`~isskit.sampling.models`: the embedded default, architectures, checkpoints (the
+  networks themselves in :mod:`~isskit.sampling.networks`);
 * :mod:`~isskit.sampling.datasets`: the embedded digits, CIFAR-10, ImageNet folders.
 
 Needs the ``torch`` extra (``pip install 'isskit[torch]'``).

@@ -1,9 +1,12 @@
-"""Reading a stream store: opened read-only, checked, labels in blocks of bounded memory."""
+"""Reading a stream store: opened read-only, checked, labels in blocks of bounded memory.
+
+The chunks are read and inflated by :mod:`._inflate`; the summaries (``isskit info``, the
+top-class frequencies) are computed by :mod:`._summary`.
+"""
 
 from __future__ import annotations
 
 import numbers
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,8 +16,8 @@ import numpy as np
 
 from isskit._provenance import file_sha256
 from isskit._tunables import BLOCK_BYTES, SUMMARY_BLOCK_BYTES
-from isskit.progress import progress_bar
-from isskit.store._inflate import _default_threads, _inflate_into
+from isskit.store import _summary
+from isskit.store._inflate import _default_threads, raw_chunks_readable, read_raw_rows
 from isskit.store.schema import (
     StoreError,
     _open_h5,
@@ -291,50 +294,12 @@ class StreamStore:
 
     def _raw_chunks_readable(self) -> bool:
         """Whether chunks can be inflated here: exactly one filter, deflate, one row each."""
-        ds = self._labels
-        if ds.chunks is None or ds.chunks[0] != 1 or ds.dtype != np.dtype("<u2"):
-            return False
-        plist = ds.id.get_create_plist()
-        return plist.get_nfilters() == 1 and plist.get_filter(0)[0] == h5py.h5z.FILTER_DEFLATE
+        return raw_chunks_readable(self._labels)
 
     def _read_raw(self, pool, start: int, stop: int, out: np.ndarray) -> None:
-        """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool`` (or here).
-
-        HDF5 hands over the compressed chunks in this thread (h5py serialises its calls
-        anyway); the pool, if any, inflates them in parallel. Only the chunks that hold
-        ``out``'s prefix of each row are read, each inflated whole and checked
-        (:func:`_inflate_into`). A chunk that fails is a StoreError naming its row.
-        """
-        ds = self._labels
-        dsid = ds.id
-        C = ds.chunks[1]
-        chunk_bytes = 2 * C  # one row of C uint16 labels; edge chunks are stored whole
-        k = out.shape[1]
-        jobs = []
-        for r in range(start, stop):
-            for c0 in range(0, k, C):
-                dest = out[r - start, c0 : min(c0 + C, k)]
-                try:
-                    try:
-                        mask, raw = dsid.read_direct_chunk((r, c0))
-                    except RuntimeError:
-                        if dsid.get_chunk_info_by_coord((r, c0)).byte_offset is not None:
-                            raise
-                        dest[:] = ds.fillvalue  # a row never written: HDF5 returns the same
-                        continue
-                    if mask:  # the filter was skipped for this chunk: let HDF5 read it
-                        dest[:] = ds[r, c0 : c0 + dest.size]
-                    elif pool is None:
-                        _inflate_into(raw, dest, chunk_bytes)
-                    else:
-                        jobs.append((r, c0, pool.submit(_inflate_into, raw, dest, chunk_bytes)))
-                except (OSError, RuntimeError, zlib.error) as exc:
-                    raise self._damaged(r, self._chunk_problem(c0, exc)) from None
-        for r, c0, job in jobs:
-            try:
-                job.result()
-            except zlib.error as exc:
-                raise self._damaged(r, self._chunk_problem(c0, exc)) from None
+        """Read rows ``start:stop`` into ``out``, inflating chunks in ``pool`` (or here)."""
+        read_raw_rows(self._labels, pool, start, stop, out,
+                      lambda r, c0, exc: self._damaged(r, self._chunk_problem(c0, exc)))
 
     # -- checks of what is read
     def _chunk_problem(self, c0: int, exc: Exception) -> str:
@@ -378,15 +343,13 @@ class StreamStore:
             f"label {label} at sample {samples[q]} is not below num_classes ({self.num_classes})",
         )
 
-    # -- summaries
+    # -- summaries (isskit.store._summary)
     def seconds_per_sample(self) -> float:
         """Sampling seconds per sample over complete rows.
 
         NaN when no row is complete, or when a complete row's time is unknown (NaN).
         """
-        done = self.complete
-        n = int(done.sum()) * self.samples_per_image
-        return float(self.seconds[done].sum() / n) if n else float("nan")
+        return _summary.seconds_per_sample(self)
 
     def top_class_frequency(self, max_bytes: int = SUMMARY_BLOCK_BYTES, *,
                             progress: bool = False):
@@ -406,33 +369,7 @@ class StreamStore:
         -------
         ndarray of float, shape (n_images,)
         """
-        out = np.full(self.n_images, np.nan)
-        K, N = self.num_classes, self.samples_per_image
-        if N == 0:
-            return out
-        # a block's uint16 labels, their offsets (int32 ones are copied to intp again inside
-        # bincount) and its int64 counts, before any is made
-        rows = min(self.rows_per_chunk(max_bytes), max(self.n_images, 1))
-        per = 2 + (4 + 8 if rows * K < 2**31 else 8)
-        self._check_read_memory(rows * (per * N + 8 * K), rows, N,
-                                f"labels and their offsets, {per} bytes per sample, and counts")
-        blocks = self.iter_chunks(max_bytes)
-        if progress:
-            per = self.rows_per_chunk(max_bytes)
-            blocks = progress_bar(blocks, total=-(-self.n_images // per), unit="block",
-                                  desc="reading")
-        for start, block in blocks:
-            b = block.shape[0]
-            # One bincount over the whole block: label + K * row makes each row's counts
-            # land in its own stretch of K bins (iter_chunks refuses labels >= K, which
-            # would land in the next row's).
-            dtype = np.int32 if b * K < 2**31 else np.int64  # int32 halves the memory traffic
-            offs = block.astype(dtype)
-            offs += (K * np.arange(b, dtype=dtype))[:, None]
-            counts = np.bincount(offs.ravel(), minlength=b * K).reshape(b, K)
-            out[start : start + b] = counts.max(axis=1) / N
-        out[~self.complete] = np.nan
-        return out
+        return _summary.top_class_frequency(self, max_bytes, progress=progress)
 
     def sha256(self) -> str:
         """Hex SHA-256 of the file's bytes."""
@@ -440,36 +377,7 @@ class StreamStore:
 
     def summary(self) -> dict:
         """What ``isskit info`` shows: sizes, completeness, run parameters, speed, provenance."""
-        n_done = int(self.complete.sum())
-        size = self.path.stat().st_size
-        stored = n_done * self.samples_per_image
-        a = self.attrs
-        return {
-            "path": str(self.path),
-            "schema_version": self.schema_version,
-            "n_images": self.n_images,
-            "complete": n_done,
-            "incomplete": self.n_images - n_done,
-            "samples_per_image": self.samples_per_image,
-            "sigma": self.sigma,
-            "num_classes": self.num_classes,
-            "model": a.get("model"),
-            "dataset": a.get("dataset"),
-            "device": a.get("device"),
-            "seed": a.get("seed"),
-            "noise": a.get("noise"),
-            "seconds_per_sample": self.seconds_per_sample(),
-            "created_at": a.get("created_at"),
-            "isskit_version": a.get("isskit_version"),
-            "file_bytes": size,
-            "bytes_per_sample": size / stored if stored else float("nan"),
-            "image_index_range": (
-                [int(self.image_index.min()), int(self.image_index.max())]
-                if self.n_images
-                else None
-            ),
-            "attrs": dict(a),
-        }
+        return _summary.summary(self)
 
     # -- life cycle
     def _check_open(self) -> None:

@@ -8,7 +8,8 @@ certification log (one count per image) into streams.
 
 The distribution of ``p_A`` over images can be taken from a real model:
 :func:`realistic_p_A` resamples the counts recovered from a published certification log
-shipped in ``data/published/recovered``.
+shipped in ``data/published/recovered`` (read by :func:`isskit.logs.read_recovered`, which
+this module re-exports with :func:`published_dir` and :data:`DEFAULT_SOURCE`).
 
 Never imports torch and never prints (progress bars go to stderr through tqdm, only when
 asked).
@@ -16,14 +17,12 @@ asked).
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
-from isskit._data import data_dir
 from isskit._tunables import MAX_CLASSES
+from isskit.logs.recovered import DEFAULT_SOURCE, published_dir, read_recovered
 from isskit.progress import progress_bar
 from isskit.store import open_for_writing
 from isskit.validate import OVERHEAD_BYTES, check_memory, check_positive_int, check_sigma
@@ -40,10 +39,6 @@ __all__ = [
 
 #: The rule names for the labels of non-top draws (see :func:`synthetic_labels`).
 OTHER_RULES = ("uniform", "runner_up")
-
-#: The recovered log :func:`realistic_p_A` draws from by default: Cohen et al.'s CIFAR-10
-#: ResNet-110 trained and certified at sigma = 0.25 (500 test images).
-DEFAULT_SOURCE = "cohen2019__cifar10_resnet110_noise_0.25_test_sigma_0.25"
 
 _ABSTAIN_RULES = ("uniform", "bound", "drop")
 
@@ -333,76 +328,6 @@ def write_synthetic_store(
 # ------------------------------------------------------------------ realistic p_A
 
 
-def published_dir() -> Path:
-    """The folder of published logs: ``published/`` of the data folder (:mod:`isskit._data`).
-
-    ``$ISSKIT_DATA/published`` when ``ISSKIT_DATA`` is set, else the package's own data,
-    else ``data/published`` of a checkout.
-
-    Raises
-    ------
-    FileNotFoundError
-        None exists (an installed wheel carries no published logs: set ``ISSKIT_DATA``).
-    """
-    return data_dir("published")
-
-
-def _recovered_path(source) -> Path:
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and os.sep in source):
-        path = Path(source)
-        if not path.is_file():
-            raise ValueError(f"recovered log {path} does not exist")
-        return path
-    if not isinstance(source, str):
-        raise ValueError(f"source ({source!r}) must be a recovered log's name or path")
-    folder = published_dir() / "recovered"
-    path = folder / (source if source.endswith(".tsv") else source + ".tsv")
-    if not path.is_file():
-        names = sorted(p.stem for p in folder.glob("*.tsv"))
-        raise ValueError(f"no recovered log named {source!r}; available: {', '.join(names)}")
-    return path
-
-
-def read_recovered(source=DEFAULT_SOURCE) -> dict:
-    """Read a recovered-counts TSV (``data/published/recovered``) into arrays.
-
-    Parameters
-    ----------
-    source : str or Path
-        A file name stem from ``data/published/recovered`` or a path to such a TSV.
-
-    Returns
-    -------
-    dict
-        ``idx``, ``label``, ``predict`` (-1 = abstained), ``kA_min``, ``kA_max``, ``kA_mid``
-        (-1 where abstained) and ``n`` as int64 arrays, and ``header``: the ``#`` line's
-        ``key=value`` pairs (alpha_one_sided, n, sigma, source) as strings.
-    """
-    path = _recovered_path(source)
-    cols = ("idx", "label", "predict", "kA_min", "kA_max", "kA_mid", "n")
-    out = {c: [] for c in cols}
-    header: dict = {}
-    with path.open(newline="") as fh:
-        first = fh.readline()
-        if not first.startswith("#"):
-            raise ValueError(f"{path}: first line must be a '#' comment, got {first[:60]!r}")
-        header = dict(kv.split("=", 1) for kv in first[1:].split() if "=" in kv)
-        reader = csv.DictReader(fh, delimiter="\t")
-        missing = set(cols) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-        for line, row in enumerate(reader, start=3):
-            try:
-                for c in cols:
-                    value = row[c]
-                    out[c].append(-1 if c == "kA_mid" and value == "" else int(value))
-            except (TypeError, ValueError):
-                raise ValueError(f"{path} line {line}: bad row {row}") from None
-    result = {c: np.asarray(v, dtype=np.int64) for c, v in out.items()}
-    result["header"] = header
-    return result
-
-
 def realistic_p_A(n, rng, source=DEFAULT_SOURCE, *, abstain: str = "uniform") -> np.ndarray:
     """Draw ``n`` values of p_A from the empirical distribution of a published model.
 
@@ -434,9 +359,9 @@ def realistic_p_A(n, rng, source=DEFAULT_SOURCE, *, abstain: str = "uniform") ->
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng ({rng!r}) must be a numpy.random.Generator")
     rec = read_recovered(source)
-    certified = rec["kA_mid"] >= 0
-    mid = rec["kA_mid"] / rec["n"]
-    top = rec["kA_max"] / rec["n"]
+    certified = rec.certified
+    mid = rec.kA_mid / rec.n
+    top = rec.kA_max / rec.n
     rows = np.flatnonzero(certified) if abstain == "drop" else np.arange(mid.size)
     if rows.size == 0:
         raise ValueError(f"recovered log {source!r} has no rows to draw from")
