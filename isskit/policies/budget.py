@@ -52,7 +52,7 @@ from isskit.policies._budget_gain import (
     frozen,
     jeffreys_gain_table,
 )
-from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, register
+from isskit.policies.base import DEFAULT_ALPHA, CountPlan, RadiusPolicy, fmt, name_suffix, register
 from isskit.validate import check_alpha, check_sample_size
 
 __all__ = ["DEFAULT_K0", "Budget", "PriceSolution", "check_B", "solve_price"]
@@ -148,12 +148,7 @@ class Budget(RadiusPolicy):
     def name(self) -> str:
         """Readable name: ``Budget-B=<B>-k0=<k0>`` or ``Budget-price=<price>-k0=<k0>``."""
         head = f"B={fmt(self.B)}" if self.B is not None else f"price={fmt(self.price)}"
-        out = f"Budget-{head}-k0={self.k0}"
-        if self.alpha != DEFAULT_ALPHA:
-            out += f"-alpha={fmt(self.alpha)}"
-        if self.k_max != DEFAULT_K_MAX:
-            out += f"-k_max={self.k_max}"
-        return out
+        return f"Budget-{head}-k0={self.k0}" + name_suffix(self, ("alpha", "k_max"))
 
     @property
     def selection_size(self) -> int:
