@@ -319,6 +319,12 @@ class StreamWriter:
         """Samples drawn per row (meaningful where complete; a copy)."""
         return self._drawn.copy()
 
+    @property
+    def seconds(self) -> np.ndarray:
+        """Wall seconds spent sampling each row, as stored (NaN where unknown; a copy)."""
+        self._check_open()
+        return self._seconds[...]
+
     def pending(self) -> np.ndarray:
         """Row indices not yet complete, in increasing order."""
         return np.flatnonzero(~self._complete)
