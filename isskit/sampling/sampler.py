@@ -553,6 +553,29 @@ def stored_noise_scheme(out) -> str:
     return noise_scheme_of(noise) or NOISE_SCHEME
 
 
+def _check_extension(out, N: int, scheme: str) -> None:
+    """Refuse to extend the rows of an :data:`NOISE_SCHEME_V1` store past its ``N``.
+
+    Their noise depends on the batch, so samples past ``N`` cannot be the ones a row of
+    the new ``N`` would have drawn. Other stores are widened by the writer
+    (``open_for_writing(..., extend=True)``), which refuses schema-1 stores itself.
+    """
+    if scheme != NOISE_SCHEME_V1 or not Path(out).is_file():
+        return
+    from isskit.store import StoreError, StoreMismatchError, open_store
+
+    try:
+        with open_store(out) as store:
+            old = store.samples_per_image
+    except StoreError:
+        return  # the writer says what is wrong with it
+    if N > old:
+        raise StoreMismatchError(
+            f"{out} was sampled with {NOISE_SCHEME_V1}, whose noise depends on the batch: "
+            f"its rows cannot be extended past N = {old} to N = {N}; sample into a new "
+            "store (another --out)")
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleRun:
     """What one call of :func:`sample_to_store` did.
@@ -636,9 +659,12 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
 
     Creates ``out`` or resumes it: rows already complete are skipped, the others are
     (re)done from their first sample; complete rows of fewer than N samples (drawn by
-    ``isskit certify``) are extended to N. Parameters that define the streams (sigma, N,
-    seed, model, dataset, classes, noise, images) must match an existing store, which
-    refuses otherwise (:class:`isskit.store.StoreMismatchError`).
+    ``isskit certify``) are extended to N. An existing schema-2 store of a smaller N is
+    widened to N first, and its rows extended the same way: the labels are those of a
+    store sampled to N from the start. Parameters that define the streams (sigma, seed,
+    model, dataset, classes, noise, images; N where it is smaller than the store's, or
+    the store is schema 1 or of the batch-dependent noise) must match an existing store,
+    which refuses otherwise (:class:`isskit.store.StoreMismatchError`).
 
     Parameters
     ----------
@@ -708,6 +734,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
     scheme = stored_noise_scheme(out)
+    _check_extension(out, N, scheme)
     # before the store exists, so a refused N leaves nothing behind
     pixels = 4 * int(np.prod(x0.shape))
     noise_bytes = (pixels * min(batch, N) * (2 if channels_last else 1) if scheme ==
@@ -734,8 +761,10 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         attrs.update(rank=rank, world_size=world_size)
 
     seconds = 0.0
+    # A schema-2 store of a smaller N grows to N (extend): its rows are then extended
+    # like the rows certify drew in part.
     with open_for_writing(out, image_index=selected, true_label=labels_true,
-                          samples_per_image=N, attrs=attrs) as writer:
+                          samples_per_image=N, attrs=attrs, extend=True) as writer:
         # Rows ``isskit certify`` drew in part are extended to N from where they stop,
         # under this scheme their first samples are those a full row would have.
         drawn = np.where(writer.complete, writer.drawn, 0)

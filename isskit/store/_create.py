@@ -20,9 +20,14 @@ from isskit.store.schema import _COMPRESSION, _COMPRESSION_LEVEL, StoreError, _c
 
 
 def _create(
-    path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict
+    path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict,
+    fill=None,
 ) -> None:
     """Write a new empty store, atomically: a temporary file renamed into place.
+
+    ``fill``, if given, is called with the open temporary file before it is flushed and
+    renamed (to copy the rows of a store being widened into it, :func:`_resume._widen`):
+    whatever it writes appears under ``path`` with the rest, or not at all.
 
     Every chunk of ``/labels`` is written here, as a deflated chunk of zeros (27 bytes
     for 2,000 samples, 277 for 2^17: about 1 % of a written row, left as dead space once
@@ -66,6 +71,8 @@ def _create(
                 extra.create_dataset(name, data=values)
         for key, value in attrs.items():
             f.attrs[key] = value
+        if fill is not None:
+            fill(f)
         # Flushed before the close, so that a full disk fails here, where the file can
         # still be abandoned cleanly, and not inside close().
         f.flush()

@@ -19,7 +19,7 @@ import numpy as np
 from isskit._provenance import make_attrs
 from isskit.store._create import _check_labels, _create
 from isskit.store._faults import StoreWriteError, _abandon, _space_needed, _write_error
-from isskit.store._resume import _check_same_run
+from isskit.store._resume import _check_same_run, _widen
 from isskit.store.lock import _WriterLock
 from isskit.store.schema import (
     _MAX_CLASSES,
@@ -54,6 +54,7 @@ def open_for_writing(
     attrs: dict,
     columns: dict | None = None,
     fsync: bool = False,
+    extend: bool = False,
 ) -> StreamWriter:
     """Create a stream store, or reopen an existing one to resume it.
 
@@ -79,6 +80,11 @@ def open_for_writing(
     fsync : bool, default False
         Also ``fsync`` after each row, so that complete rows survive a power loss (a killed
         process needs no fsync: its flushed writes are already with the kernel).
+    extend : bool, default False
+        Let an existing schema-2 store with fewer than ``samples_per_image`` samples per
+        row grow to it (:func:`isskit.store._resume._widen`: rewritten wider under a
+        temporary name, then renamed over itself; every row kept, complete rows then to be
+        extended from their ``drawn``). A schema-1 store is refused.
 
     Returns
     -------
@@ -144,6 +150,8 @@ def open_for_writing(
         for stale in path.parent.glob(f".{path.name}.tmp-*"):
             with contextlib.suppress(OSError):
                 stale.unlink()
+        if extend and path.exists():
+            _widen(path, samples_per_image, full, image_index, true_label, columns)
         if not path.exists():
             try:
                 _create(path, image_index, true_label, samples_per_image, full, columns)
