@@ -117,7 +117,7 @@ class _Pixel(nn.Module):
 
 
 def test_noise_v2_does_not_depend_on_batch_or_packing(digits):
-    from isskit.sampling.sampler import _BlockSampler
+    from isskit.sampling._samplers import _BlockSampler
 
     model, sigma, seed = _Pixel(), 0.5, 7
     images = [2, 30, 111]

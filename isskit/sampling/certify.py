@@ -7,7 +7,7 @@ module share) whether the labels drawn so far decide them; if not, each answers 
 least total number of samples it needs, the image's row is drawn up to the largest of
 those, in draw order, and the policies are asked again. Pieces of the rows of a window
 of images are packed into the same forward passes
-(:class:`isskit.sampling.sampler._BlockSampler`), and the noise of a sample depends on
+(:class:`isskit.sampling._samplers._BlockSampler`), and the noise of a sample depends on
 (seed, image index, sample) alone (``isskit-noise-v2``), so the labels are those
 ``isskit sample`` would draw, and replaying the store written here gives back the
 certificates printed.
@@ -39,20 +39,17 @@ import numpy as np
 import torch
 
 from isskit.progress import progress_bar
-from isskit.sampling.sampler import (
-    NOISE_BLOCK,
-    NOISE_SCHEME,
-    _BlockSampler,
-    _check_classes,
+from isskit.sampling._samplers import _BlockSampler
+from isskit.sampling.device import (
     _device_name,
     _prepare,
     _probe,
-    _shard,
     _sync,
     check_row_memory,
-    noise_description,
     resolve_device,
 )
+from isskit.sampling.noise import NOISE_BLOCK, NOISE_SCHEME, noise_description
+from isskit.sampling.sampler import _check_classes, _shard
 from isskit.store import open_for_writing
 from isskit.validate import check_positive_int, check_sample_size, check_sigma
 
