@@ -174,6 +174,22 @@ def _check_index(bits, cum, slot, n_images):
     return np.ascontiguousarray(bits), np.ascontiguousarray(cum), slot
 
 
+def _stream_bits(labels, true_label: int):
+    """The bit vector of one stream's ``labels == true_label`` and its rank directory.
+
+    The layout :func:`decide_cs` and :func:`decide_staged` read
+    (:func:`isskit.replay._kernels.pack_slots`), for a policy asked about one stream
+    prefix online (:meth:`isskit.policies.DecisionPolicy.needs`).
+    """
+    block = np.ascontiguousarray(np.asarray(labels).reshape(1, -1), dtype=np.uint16)
+    nw = _kernels.n_words(block.shape[1])
+    bits = np.zeros((1, 8 * nw), np.uint8)
+    cum = np.zeros((1, nw + 1), np.int32)
+    _kernels.pack_slots(block, np.array([0, 1], np.int64), np.array([true_label], np.int64),
+                        bits, cum)
+    return bits, cum
+
+
 def _too_short(policy, image, need, have, n_bad):
     more = f" (and {n_bad - 1} more images)" if n_bad > 1 else ""
     holds = "does not hold them" if have is None else f"holds {have}"

@@ -786,3 +786,49 @@ def ref_two_stage(k0, k1, price, support, weight, sigma, alpha, k_grid):
 
 
 # ------------------------------------------------------------------------- end of budget --
+
+
+# ---------------------------------------------------------------------------------------------
+# online certification (issue 12): twins of DecisionPolicy.needs. On a stream prefix, the
+# decision the policy takes there, or the least total number of samples before it can
+# possibly decide, found by trying every later length (cs) or from the stage ends.
+# ---------------------------------------------------------------------------------------------
+
+
+def ref_staged_needs(labels, true_label, policy, sigma):
+    """(decision, samples) of staged on the prefix, or the next stage end it needs (int)."""
+    try:
+        return ref_staged_decide(labels, true_label, policy, sigma)
+    except RefTooFewSamples:
+        return next(e for e in np.cumsum(policy.stages).tolist() if e > len(labels))
+
+
+def ref_adaptive_needs(labels, policy, sigma):
+    """(decision, samples, class) of adaptive on the prefix, or the next stage's end (int)."""
+    try:
+        return ref_adaptive_decide(labels, policy, sigma)
+    except RefTooFewSamples:
+        ends = np.cumsum([policy.n0 + n for n in policy.stages]).tolist()
+        return next(e for e in ends if e > len(labels))
+
+
+def ref_cs_needs(labels, true_label, lo, hi, n_max):
+    """(decision, samples) of cs on the prefix, or the first draw that can decide (int).
+
+    Past the prefix every continuation is tried at its extremes: all successes (the
+    count reaches ``hi[u]`` soonest) and all failures (it falls to ``lo[u]`` soonest).
+    """
+    have = len(labels)
+    A = 0
+    for t in range(1, min(have, n_max - 1) + 1):
+        A += int(labels[t - 1]) == true_label
+        if A == lo[t]:
+            return 0, t
+        if A == hi[t]:
+            return 1, t
+    if have >= n_max:
+        return -1, n_max
+    for u in range(have + 1, n_max):
+        if A + (u - have) >= hi[u] or A <= lo[u]:
+            return u
+    return n_max

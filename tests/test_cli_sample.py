@@ -131,8 +131,9 @@ def test_unwritable_output(tmp_path):
         assert res.exit_code == 2 and "not writable" in res.output
 
 
-# --batch is not among them: the noise (isskit-noise-v2) does not depend on it.
-@pytest.mark.parametrize("change", [["--sigma", "0.5"], ["--N", "60"], ["--seed", "3"],
+# --batch is not among them: the noise (isskit-noise-v2) does not depend on it; a larger
+# --N extends the store (test_larger_N_extends_the_store).
+@pytest.mark.parametrize("change", [["--sigma", "0.5"], ["--N", "40"], ["--seed", "3"],
                                     ["--indices", "0:3"]])
 def test_existing_store_with_other_parameters(tmp_path, change):
     out = tmp_path / "s.h5"
@@ -143,6 +144,21 @@ def test_existing_store_with_other_parameters(tmp_path, change):
     assert res.exit_code == 2, res.output
     assert "different run parameters" in res.output and "Traceback" not in res.output
     assert out.read_bytes() == before
+
+
+def test_larger_N_extends_the_store(tmp_path):
+    from isskit.store import open_store
+
+    out, fresh = tmp_path / "s.h5", tmp_path / "fresh.h5"
+    base = ["--indices", "0:3", "--seed", "2", "--no-progress"]
+    assert _invoke("--N", 50, *base, "--out", out).exit_code == 0
+    res = _invoke("--N", 300, *base, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "3 images sampled, 0 already complete, of 3; N = 300" in res.output
+    assert _invoke("--N", 300, *base, "--out", fresh).exit_code == 0
+    with open_store(out) as s, open_store(fresh) as f:
+        assert s.samples_per_image == 300 and (s.drawn == 300).all()
+        np.testing.assert_array_equal(s.labels(), f.labels())
 
 
 def test_store_being_written_exits_1(tmp_path):

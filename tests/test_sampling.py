@@ -117,7 +117,7 @@ class _Pixel(nn.Module):
 
 
 def test_noise_v2_does_not_depend_on_batch_or_packing(digits):
-    from isskit.sampling.sampler import _BlockSampler
+    from isskit.sampling._samplers import _BlockSampler
 
     model, sigma, seed = _Pixel(), 0.5, 7
     images = [2, 30, 111]
@@ -305,7 +305,8 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, default, digits):
         np.testing.assert_array_equal(a.labels(), b.labels())
 
 
-@pytest.mark.parametrize("change", [{"sigma": 0.5}, {"N": 700}, {"seed": 1},
+# a larger N widens the store instead (test_sample_past_N_equals_sampling_to_N_at_once)
+@pytest.mark.parametrize("change", [{"sigma": 0.5}, {"N": 500}, {"seed": 1},
                                     {"model_description": "other"}, {"indices": [0, 5]}])
 def test_existing_store_with_other_parameters_is_refused(tmp_path, default, digits, change):
     kw = dict(sigma=0.25, N=600, batch=200, seed=0, indices=[0, 5, 10], device="cpu",
@@ -401,3 +402,48 @@ def test_sample_extends_rows_drawn_in_part(tmp_path, default, digits):
     with open_store(part) as s:
         np.testing.assert_array_equal(s.drawn, [1000] * 3)
         np.testing.assert_array_equal(s.labels(), want)
+
+
+def test_sample_past_N_equals_sampling_to_N_at_once(tmp_path, default, digits):
+    # isskit sample --N beyond a schema-2 store's N: the store grows, its rows (full ones,
+    # certify's partial ones, unfinished ones) are drawn on from where they stop, and the
+    # labels are those of a store sampled to the new N from scratch, label for label.
+    from isskit.sampling.certify import certify_to_store
+
+    idx = [2, 9, 30, 31]
+    kw = dict(sigma=0.5, batch=300, seed=4, indices=idx, device="cpu", progress=False,
+              model_description="m", dataset_name="d")
+    sample_to_store(default.model, digits.dataset, tmp_path / "fresh.h5", N=1300, **kw)
+    sample_to_store(default.model, digits.dataset, tmp_path / "grown.h5", N=500, **kw)
+    certify_to_store(default.model, digits.dataset, tmp_path / "cert.h5",
+                     policies=["cs r=0.25 n_max=500"], max_samples=500, **kw)
+    with open_store(tmp_path / "cert.h5") as c:
+        assert (c.drawn < 500).sum() >= 3  # rows certify drew in part
+    for name in ("grown.h5", "cert.h5"):
+        run = sample_to_store(default.model, digits.dataset, tmp_path / name, N=1300, **kw)
+        assert run.rows_sampled == len(idx)
+        with open_store(tmp_path / name) as s, open_store(tmp_path / "fresh.h5") as f:
+            assert s.samples_per_image == 1300 and s.complete.all() and (s.drawn == 1300).all()
+            np.testing.assert_array_equal(s.labels(), f.labels(), err_msg=name)
+    # a smaller N than the store's stays a mismatch
+    with pytest.raises(StoreMismatchError, match="samples_per_image: stored 1300, given 900"):
+        sample_to_store(default.model, digits.dataset, tmp_path / "grown.h5", N=900, **kw)
+
+
+def test_v1_store_is_not_extended_past_its_N(tmp_path, default, digits):
+    from isskit.store import open_for_writing
+
+    out = tmp_path / "old.h5"
+    attrs = dict(sigma=0.25, num_classes=10, seed=0, dataset="d", model="m; precision float32",
+                 noise=noise_description(200, "cpu", NOISE_SCHEME_V1))
+    with open_for_writing(out, image_index=[0], true_label=[digits.dataset[0][1]],
+                          samples_per_image=600, attrs=attrs):
+        pass
+    before = out.read_bytes()
+    with pytest.raises(StoreMismatchError, match=r"isskit-noise-v1, whose noise depends on "
+                                                 r"the batch: its rows cannot be extended "
+                                                 r"past N = 600 to N = 800"):
+        sample_to_store(default.model, digits.dataset, out, sigma=0.25, N=800, batch=200,
+                        seed=0, indices=[0], device="cpu", progress=False,
+                        model_description="m", dataset_name="d")
+    assert out.read_bytes() == before

@@ -700,3 +700,103 @@ def test_merge_refuses_different_runs_and_existing_output(tmp_path):
     (tmp_path / "m.h5").write_text("")
     with pytest.raises(StoreError, match="already exists"):
         merge_stores(tmp_path / "m.h5", [tmp_path / "r0.h5"])
+
+
+# ------------------------------------------------------------------ widening (issue 12)
+
+
+def _open(path, N, **over):
+    image_index = np.arange(100, 104)
+    return open_for_writing(path, image_index=image_index, true_label=image_index % 10,
+                            samples_per_image=N, attrs=_attrs(**over), extend=True)
+
+
+def test_widen_keeps_every_row_and_grows_N(tmp_path):
+    path = tmp_path / "s.h5"
+    _make(path, n=4, N=100, rows=[0, 2])
+    with _open(path, 100) as w:  # a certify row: 40 of 100 drawn
+        w.write_rows_at([1], np.r_[_expected(101, 40), np.zeros(60, int)][None], [0.25],
+                        drawn=[40])
+    with open_store(path) as s:
+        before = {k: v for k, v in s.attrs.items() if k != "samples_per_image"}
+    with _open(path, 250) as w:
+        assert w.samples_per_image == 250
+        np.testing.assert_array_equal(w.complete, [True, True, True, False])
+        np.testing.assert_array_equal(w.drawn[:3], [100, 40, 100])
+        np.testing.assert_array_equal(w.read_row(0, 100), _expected(100, 100))
+        np.testing.assert_array_equal(w.read_row(1, 40), _expected(101, 40))
+        # what a sampler does next: extend the complete rows from their drawn
+        w.write_rows_at([0], np.r_[_expected(100, 100), np.ones(150, int)][None], [1.0])
+    with open_store(path) as s:
+        assert s.samples_per_image == 250 and s.schema_version == 2
+        assert {k: v for k, v in s.attrs.items() if k != "samples_per_image"} == before
+        np.testing.assert_array_equal(s.seconds[:3], [1.0, 0.25, 2.5])
+        np.testing.assert_array_equal(s.labels(2), np.r_[_expected(102, 100),
+                                                         np.zeros(150, np.uint16)])
+        np.testing.assert_array_equal(s.labels(0)[100:], np.ones(150))
+        assert s.drawn[0] == 250
+    assert [p.name for p in tmp_path.iterdir()] == ["s.h5"]  # no temporary left
+
+
+def test_widen_refuses_what_it_cannot_grow(tmp_path):
+    path = tmp_path / "s.h5"
+    _make(path, n=4, N=100)
+    before = path.read_bytes()
+    with pytest.raises(StoreMismatchError, match="seed: stored 7, given 8"):
+        _open(path, 250, seed=8)  # another run: refused before anything is rewritten
+    with pytest.raises(StoreMismatchError, match="samples_per_image: stored 100, given 60"):
+        _open(path, 60)  # narrower: a mismatch, as without extend
+    with pytest.raises(StoreMismatchError, match="samples_per_image: stored 100, given 250"):
+        open_for_writing(path, image_index=np.arange(100, 104), true_label=np.arange(4),
+                         samples_per_image=250, attrs=_attrs())  # extend not asked
+    _as_schema_1(path)
+    before = path.read_bytes()
+    with pytest.raises(StoreMismatchError, match="schema-1 store, which holds full rows of "
+                                                 "N = 100 only: it cannot be extended"):
+        _open(path, 250)
+    assert path.read_bytes() == before
+
+
+_WIDENER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from isskit.store import open_for_writing
+    path, n, N = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    print("ready", flush=True)
+    w = open_for_writing(path, image_index=np.arange(n), true_label=np.zeros(n, int),
+                         samples_per_image=N, attrs=dict(sigma=0.5, num_classes=10, seed=1),
+                         extend=True)
+    w.close()
+    print("done", flush=True)
+    """
+)
+
+
+def test_sigkill_while_widening_leaves_the_old_store_or_the_wide_one(tmp_path):
+    path = tmp_path / "s.h5"
+    n, N, wide = 150, 100_000, 150_000
+    subprocess.run([sys.executable, "-c", _WRITER, str(path), str(n), str(N)], env=ENV,
+                   capture_output=True, text=True, check=True)
+    rng = np.random.default_rng(1)
+    seen = set()
+    for _ in range(6):
+        proc = _start(_WIDENER, path, n, wide)
+        time.sleep(rng.uniform(0.05, 0.5))  # widening takes about a second here
+        _kill(proc)
+        with open_store(path) as s:  # the file always opens, whole, at one width or other
+            assert s.complete.all()
+            seen.add(s.samples_per_image)
+            for i in rng.choice(n, 5, replace=False):
+                got = s.labels(int(i))
+                np.testing.assert_array_equal(got[:N], np.random.default_rng(
+                    [12345, int(i)]).integers(0, 10, N).astype(np.uint16))
+                assert not got[N:].any()
+        if wide in seen:
+            break
+    assert N in seen and seen <= {N, wide}  # at least one kill landed mid-widening
+    subprocess.run([sys.executable, "-c", _WIDENER, str(path), str(n), str(wide)], env=ENV,
+                   capture_output=True, text=True, check=True)
+    with open_store(path) as s:
+        assert s.samples_per_image == wide and (s.drawn == N).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]

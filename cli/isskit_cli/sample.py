@@ -170,7 +170,9 @@ def sample(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, sk
     in fixed blocks, each from a generator seeded by (seed, dataset index, block): a row
     is reproducible bit for bit on the same device type, whatever --batch. Killed and
     rerun with the same
-    options, it resumes where it stopped. Under torchrun each rank samples every
+    options, it resumes where it stopped. On an existing store of a smaller N (or one
+    isskit certify drew in part) it extends every row to --N, with the labels a store
+    sampled to --N from the start would hold. Under torchrun each rank samples every
     world_size-th image into OUT.rank<r>.h5; join them with isskit merge.
 
     \b

@@ -121,6 +121,14 @@ class Adaptive(DecisionPolicy):
         """Count thresholds of every stage at noise level ``sigma`` (:class:`StageThresholds`)."""
         return _adaptive_thresholds([self], sigma)[0]
 
+    def _decide_prefix(self, labels, sigma, true_label):
+        """:func:`isskit.decision.decide_adaptive` on one stream prefix, online."""
+        from isskit.decision import decide_adaptive  # lazily: it imports this module
+
+        res = decide_adaptive(np.asarray(labels, np.uint16)[None, :], self, sigma,
+                              online=True)
+        return res.decision[0], res.samples[0], res.prediction[0]
+
     def __str__(self) -> str:
         return self.name
 

@@ -43,6 +43,7 @@ __all__ = [
     "KINDS",
     "CountPlan",
     "Counted",
+    "Decided",
     "DecisionPolicy",
     "Policy",
     "RadiusPolicy",
@@ -194,6 +195,26 @@ class Counted:
     k: int
     samples: int
     k_hat: int = -1
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a decision policy answered on one image's stream prefix, once it has decided.
+
+    Attributes
+    ----------
+    decision : int
+        1 certified at ``r``, 0 not certified, -1 undecided (the results' ``decision``).
+    samples : int
+        Samples consumed.
+    prediction : int
+        The class certified, -1 where not certified (``staged`` and ``cs`` certify the
+        true label).
+    """
+
+    decision: int
+    samples: int
+    prediction: int = -1
 
 
 class Policy:
@@ -354,7 +375,7 @@ class RadiusPolicy(Policy):
         """Samples every image needs whatever its stream: its size if fixed, else ``m``."""
         return self.max_samples if self.fixed_samples else self.selection_size
 
-    def needs(self, labels, *, sigma: float):
+    def needs(self, labels, *, sigma: float, true_label: int | None = None):
         """Evaluate the policy on a stream prefix: decided, or the samples it needs.
 
         DESIGN.md: "a policy evaluated on a stream prefix either decides, or answers with
@@ -368,6 +389,9 @@ class RadiusPolicy(Policy):
             The image's first ``t`` labels in draw order.
         sigma : float
             Noise level (for :meth:`plan`).
+        true_label : int, optional
+            Unused (a radius policy chooses its class); accepted so that every policy
+            is asked the same way (:meth:`DecisionPolicy.needs`).
 
         Returns
         -------
@@ -444,3 +468,64 @@ class DecisionPolicy(Policy):
         from isskit.policies.cohen import Cohen
 
         return Cohen(n0=DECISION_REFERENCE_N0, n=DECISION_REFERENCE_N, alpha=self.alpha)
+
+    def needs(self, labels, *, sigma: float, true_label: int | None = None):
+        """Evaluate the policy on a stream prefix: decided, or the samples it needs.
+
+        The same contract as :meth:`RadiusPolicy.needs`, by the same code replay runs:
+        the policy's evaluation in :mod:`isskit.decision` (``decide_adaptive``,
+        ``decide_staged``, ``decide_cs``) on the one stream ``labels`` with
+        ``online=True``, which answers :data:`isskit.decision.NEED_MORE` and the least
+        total the policy needs where the prefix cannot decide it yet (adaptive and
+        staged: the end of the next stage; cs: the next draw at which a threshold can be
+        crossed). Drawing up to that number and asking again therefore gives the
+        decision and the samples replay finds on the whole stream.
+
+        Parameters
+        ----------
+        labels : array of int, shape (t,)
+            The image's first ``t`` labels in draw order.
+        sigma : float
+            Noise level of the stream (``p0 = Phi(r / sigma)``).
+        true_label : int, optional
+            The image's true label: required by the policies that test it
+            (:attr:`uses_true_label`: ``staged``, ``cs``).
+
+        Returns
+        -------
+        int or Decided
+            The least total number of samples (> ``t``) needed before the policy can
+            decide, or its answer once ``t`` suffices.
+
+        Raises
+        ------
+        ValueError
+            ``true_label`` missing where the policy tests it, or bad parameters.
+
+        Examples
+        --------
+        >>> from isskit.policies import Staged
+        >>> p = Staged(r=0.25, stages=(100, 1000))
+        >>> p.needs([3] * 40, sigma=0.5, true_label=3)
+        100
+        >>> p.needs([3] * 100, sigma=0.5, true_label=3)
+        Decided(decision=1, samples=100, prediction=3)
+        """
+        from isskit.decision import NEED_MORE
+
+        labels = np.asarray(labels)
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be one stream (1-D), got shape {labels.shape}")
+        if self.uses_true_label:
+            if true_label is None:
+                raise ValueError(f"policy {self.name} tests the true label: give true_label")
+            true_label = int(true_label)
+        decision, samples, prediction = self._decide_prefix(labels, sigma, true_label)
+        if int(decision) == NEED_MORE:
+            return int(samples)
+        return Decided(decision=int(decision), samples=int(samples),
+                       prediction=int(prediction))
+
+    def _decide_prefix(self, labels, sigma, true_label):  # pragma: no cover - every policy
+        """``(decision, samples, prediction)`` of :mod:`isskit.decision` on one prefix, online."""
+        raise NotImplementedError

@@ -124,6 +124,20 @@ class CS(DecisionPolicy):
             )
         return th
 
+    def _decide_prefix(self, labels, sigma, true_label):
+        """:func:`isskit.decision.decide_cs` on one stream prefix, online.
+
+        The thresholds come from the cache of :func:`cs_thresholds` (one set per ``p0``,
+        ``alpha``, ``n_max``), so asking after every few draws costs one pass over the
+        prefix, not a new set.
+        """
+        from isskit.decision import CERTIFIED, _stream_bits, decide_cs  # lazily: cycle
+
+        bits, cum = _stream_bits(labels, true_label)
+        res = decide_cs(bits, cum, self, sigma, drawn=len(labels), online=True)
+        return res.decision[0], res.samples[0], true_label if res.decision[0] == CERTIFIED \
+            else -1
+
     def __str__(self) -> str:
         return self.name
 

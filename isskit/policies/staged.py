@@ -88,6 +88,16 @@ class Staged(DecisionPolicy):
         """Count thresholds of every stage at noise level ``sigma`` (:class:`StageThresholds`)."""
         return _staged_thresholds([self], sigma)[0]
 
+    def _decide_prefix(self, labels, sigma, true_label):
+        """:func:`isskit.decision.decide_staged` on one stream prefix, online."""
+        from isskit.decision import CERTIFIED, _stream_bits, decide_staged  # lazily: cycle
+
+        bits, cum = _stream_bits(labels, true_label)
+        res = decide_staged(bits, cum, self, sigma, drawn=len(labels), online=True)
+        # the class tested is the true label: certified means predicted and correct
+        return res.decision[0], res.samples[0], true_label if res.decision[0] == CERTIFIED \
+            else -1
+
     def __str__(self) -> str:
         return self.name
 

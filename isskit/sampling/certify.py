@@ -1,20 +1,29 @@
 """Online certification: run the policies replay chose, drawing only what they need.
 
-For each image the policies are asked, through :meth:`isskit.policies.RadiusPolicy.needs`
-(the one definition replay, audit and this module share), whether the labels drawn so far
-decide them; if not, each answers with the least total number of samples it needs, the
-image's row is drawn up to the largest of those, in draw order, and the policies are
-asked again. Pieces of the rows of a window of images are packed into the same forward
-passes (:class:`isskit.sampling.sampler._BlockSampler`), and the noise of a sample
-depends on (seed, image index, sample) alone (``isskit-noise-v2``), so the labels are
-those ``isskit sample`` would draw, and replaying the store written here gives back the
+For each image the policies, radius and decision policies alike, are asked through their
+``needs`` (:meth:`isskit.policies.RadiusPolicy.needs`,
+:meth:`isskit.policies.DecisionPolicy.needs`: the one definition replay, audit and this
+module share) whether the labels drawn so far decide them; if not, each answers with the
+least total number of samples it needs, the image's row is drawn up to the largest of
+those, in draw order, and the policies are asked again. Pieces of the rows of a window
+of images are packed into the same forward passes
+(:class:`isskit.sampling._samplers._BlockSampler`), and the noise of a sample depends on
+(seed, image index, sample) alone (``isskit-noise-v2``), so the labels are those
+``isskit sample`` would draw, and replaying the store written here gives back the
 certificates printed.
 
-The store (schema 2) holds, per row, only the samples drawn (``/drawn``); a row is written
-once every policy has decided, in row order, and only then is its line appended (and
-flushed) to each policy's Cohen-format log. An existing store of the same run is a cache:
-its rows are reused, and drawn further only where the policies need more. A killed run
-rerun with the same arguments rewrites the logs from the store and goes on.
+The store (schema 2) holds, per row, only the samples drawn (``/drawn``). Rows are drawn
+a window of images at a time; once every policy has decided every row of the window, the
+rows are written to the store and each policy's Cohen-format log is rewritten whole
+under a temporary name and renamed into place (:func:`isskit.logs.write_cohen_log`), so
+a log on disk is never half-written and always holds every image committed so far. An
+existing store of the same run is a cache: its rows are reused, and drawn further only
+where the policies need more. A killed run rerun with the same arguments rebuilds the
+logs from the store and goes on.
+
+A log's ``time`` is the row's sampling seconds (the store's ``/seconds``, cached rows
+included, summed over every call that drew the row) times the share of the row's draws
+the policy consumed.
 
 Never prints (the progress bar goes to stderr through tqdm); never downloads.
 """
@@ -30,20 +39,17 @@ import numpy as np
 import torch
 
 from isskit.progress import progress_bar
-from isskit.sampling.sampler import (
-    NOISE_BLOCK,
-    NOISE_SCHEME,
-    _BlockSampler,
-    _check_classes,
+from isskit.sampling._samplers import _BlockSampler
+from isskit.sampling.device import (
     _device_name,
     _prepare,
     _probe,
-    _shard,
     _sync,
     check_row_memory,
-    noise_description,
     resolve_device,
 )
+from isskit.sampling.noise import NOISE_BLOCK, NOISE_SCHEME, noise_description
+from isskit.sampling.sampler import _check_classes, _shard
 from isskit.store import open_for_writing
 from isskit.validate import check_positive_int, check_sample_size, check_sigma
 
@@ -68,7 +74,9 @@ class CertifyRun:
     image_index, true_label : ndarray of int64
         Per row of the store.
     prediction, radius, p_lower, samples : ndarray, shape (policies, images)
-        The certificates, as :func:`isskit.replay.replay` gives them (-1: abstain).
+        The certificates, as :func:`isskit.replay.replay` gives them: -1 abstains; for a
+        decision policy ``prediction`` is the class certified (-1 otherwise) and
+        ``radius``, ``p_lower`` are NaN.
     drawn : ndarray of int64
         Samples drawn per row (the most any policy consumed).
     samples_drawn_now : int
@@ -79,6 +87,9 @@ class CertifyRun:
         Wall seconds of drawing.
     logs : list of Path
         The Cohen-format logs written (empty without ``log_dir``).
+    decision : ndarray of int8, shape (policies, images)
+        Decision policies: 1 certified at ``r``, 0 not, -1 undecided; -1 for radius
+        policies (the results' ``decision``).
     """
 
     path: Path
@@ -94,19 +105,76 @@ class CertifyRun:
     max_samples: int
     seconds: float
     logs: list
+    decision: np.ndarray | None = None
 
 
-def _decide(policies, labels, sigma):
-    """Every policy's answer on a prefix: ``(needed, counted)``; ``needed`` 0 when decided."""
-    counted, need = [], 0
+def _decide(policies, labels, sigma, true_label):
+    """Every policy's answer on a prefix: ``(needed, answers)``; ``needed`` 0 when all decided."""
+    answers, need = [], 0
     for p in policies:
-        got = p.needs(labels, sigma=sigma)
+        got = p.needs(labels, sigma=sigma, true_label=true_label)
         if isinstance(got, int | np.integer):
             need = max(need, int(got))
-            counted.append(None)
+            answers.append(None)
         else:
-            counted.append(got)
-    return need, counted
+            answers.append(got)
+    return need, answers
+
+
+class _Results:
+    """Per (policy, image) answers as replay gives them, and the rows of the logs."""
+
+    def __init__(self, policies, n, sigma):
+        from isskit.replay.engine import _certify
+
+        self._certify = _certify
+        self.policies, self.sigma = policies, sigma
+        P = len(policies)
+        self.is_decision = np.array([p.question == "decision" for p in policies])
+        self.alpha = [p.alpha for p in policies]
+        self.r = np.array([getattr(p, "r", np.nan) for p in policies], np.float64)
+        self.counts = {f: np.zeros((P, n), np.int64) for f in ("chosen", "k_A", "k")}
+        self.samples = np.zeros((P, n), np.int64)
+        self.decision = np.full((P, n), -1, np.int8)
+        self.prediction = np.full((P, n), -1, np.int64)
+        self.log_radius = np.zeros((P, n), np.float64)
+        self.log_seconds = np.full((P, n), np.nan)
+
+    def add(self, r, answers, row_seconds, drawn):
+        for b, a in enumerate(answers):
+            self.samples[b, r] = a.samples
+            if self.is_decision[b]:
+                self.decision[b, r], self.prediction[b, r] = a.decision, a.prediction
+                # DESIGN.md: a decision policy's log radius is r where certified, else 0
+                self.log_radius[b, r] = self.r[b] if a.decision == 1 else 0.0
+            else:
+                for f in self.counts:
+                    self.counts[f][b, r] = getattr(a, f)
+        radius_rows = ~self.is_decision
+        if radius_rows.any():
+            pred, rad, _ = self._certify(self.counts["chosen"][radius_rows, r:r + 1].copy(),
+                                         self.counts["k_A"][radius_rows, r:r + 1],
+                                         self.counts["k"][radius_rows, r:r + 1],
+                                         [a for a, d in zip(self.alpha, self.is_decision,
+                                                            strict=True) if not d], self.sigma)
+            self.prediction[radius_rows, r] = pred[:, 0]
+            self.log_radius[radius_rows, r] = rad[:, 0]
+        # a fresh row's time and a cached row's alike: its seconds, by the share consumed
+        self.log_seconds[:, r] = row_seconds * self.samples[:, r] / max(drawn, 1)
+
+    def final(self):
+        """``prediction, radius, p_lower`` of every cell, as replay's results hold them."""
+        P, n = self.samples.shape
+        radius = np.full((P, n), np.nan)
+        p_lower = np.full((P, n), np.nan)
+        prediction = self.prediction.copy()
+        rows = np.flatnonzero(~self.is_decision)
+        if rows.size:
+            pred, rad, low = self._certify(self.counts["chosen"][rows].copy(),
+                                           self.counts["k_A"][rows], self.counts["k"][rows],
+                                           [self.alpha[b] for b in rows], self.sigma)
+            prediction[rows], radius[rows], p_lower[rows] = pred, rad, low
+        return prediction, radius, p_lower
 
 
 def certify_to_store(model, dataset, out, *, policies, sigma: float,
@@ -126,14 +194,16 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
     out : str or Path
         The store (schema 2; ``N`` = ``max_samples``). An existing one of the same run is
         reused as a cache of draws.
-    policies : sequence of RadiusPolicy or spec strings
-        The policies (:func:`isskit.policies.parse_policies`).
+    policies : sequence of Policy or spec strings
+        Radius and decision policies, mixed (:func:`isskit.policies.parse_policies`).
     max_samples : int, optional
         The most samples one image may get (the store's ``N``); by default the largest
         :attr:`max_samples` of the policies. A policy that may need more is refused.
     log_dir : str or Path, optional
         Write ``<policy name>.tsv`` there per policy, Cohen's format
-        (:func:`isskit.replay.cohen_log_paths`), a line flushed per image.
+        (:func:`isskit.replay.cohen_log_paths`), rewritten atomically after every window
+        of images (module docstring). A decision policy's ``radius`` is its ``r`` where it
+        certified, else 0, and its ``predict`` the class certified or -1.
 
     Returns
     -------
@@ -142,24 +212,22 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
     Raises
     ------
     ValueError
-        No policy, a policy that is not a radius policy or that may need more than
-        ``max_samples``; as :func:`~isskit.sampling.sample_to_store` otherwise.
+        No policy, or a policy that may need more than ``max_samples``; as
+        :func:`~isskit.sampling.sample_to_store` otherwise.
     isskit.store.StoreError
         The store exists with other parameters, or another process is writing it.
     """
-    from isskit.logs.cohen_format import HEADER_LINE, format_row
-    from isskit.policies import RadiusPolicy, parse_policies
-    from isskit.replay.engine import _certify
+    from isskit.logs.cohen_format import write_cohen_log
+    from isskit.policies import parse_policies
     from isskit.replay.results import cohen_log_paths
 
     policies = parse_policies(policies)
     if not policies:
         raise ValueError("policies ([]) must name at least one policy")
-    for p in policies:
-        if not isinstance(p, RadiusPolicy):
-            raise ValueError(f"policy {p.name} is a {p.question} policy; certify takes radius "
-                             "policies (cohen, ias, iss, budget)")
     sigma = check_sigma(sigma)
+    for p in policies:
+        if p.question == "decision" and hasattr(p, "thresholds"):
+            p.thresholds(sigma)  # refuses, naming it, a policy that can never decide
     need_most = max(int(p.max_samples) for p in policies)
     if max_samples is None:
         max_samples = need_most
@@ -190,97 +258,92 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
         attrs.update(rank=rank, world_size=world_size)
 
     n = len(selected)
-    P = len(policies)
-    res = {f: np.empty((P, n), np.int64) for f in ("chosen", "k_A", "k", "samples")}
+    res = _Results(policies, n, sigma)
     drawn_final = np.zeros(n, np.int64)
     drawn_now, seconds = 0, 0.0
     logs = []
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        logs = cohen_log_paths([p.name for p in policies], log_dir)
+
+    def write_logs(upto):
+        # rewritten whole under a temporary and renamed: never half-written on disk
+        for b, path in enumerate(logs):
+            write_cohen_log(path, selected[:upto], labels_true[:upto],
+                            res.prediction[b, :upto], res.log_radius[b, :upto],
+                            res.log_seconds[b, :upto])
+
     with open_for_writing(out, image_index=selected, true_label=labels_true,
                           samples_per_image=N, attrs=attrs) as writer:
         cached = np.where(writer.complete, writer.drawn, 0)
-        log_files = []
-        if log_dir is not None:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            logs = cohen_log_paths([p.name for p in policies], log_dir)
-            # rewritten whole: the rows already in the store get their lines again
-            log_files = [path.open("w") for path in logs]
-            for f in log_files:
-                f.write(HEADER_LINE)
-                f.flush()
+        stored_seconds = writer.seconds
         bar = progress_bar(total=n, unit="image", enabled=progress and rank == 0,
                            desc=f"certifying {out.name}")
-        try:
-            with bar, torch.inference_mode():
-                sampler = _BlockSampler(model, tuple(x0.shape), sigma=sigma, seed=seed,
-                                        batch=batch, dev=dev, amp=amp,
-                                        channels_last=channels_last)
-                rows = {}  # row -> [host labels, drawn, device x, seconds, new draws?]
-                nxt = 0
-                commit = 0
-                while commit < n:
-                    while nxt < n and len(rows) < _WINDOW:
-                        host = np.zeros(N, np.uint16)
-                        if cached[nxt]:
-                            host[:cached[nxt]] = writer.read_row(nxt, cached[nxt])
-                        x = dataset[int(selected[nxt])][0].to(dev, dtype=torch.float32)
-                        rows[nxt] = [host, int(cached[nxt]), x, 0.0, False]
-                        nxt += 1
-                    requests, dests = [], []
-                    for r, st in rows.items():
-                        need, _ = _decide(policies, st[0][:st[1]], sigma)
-                        if need:
-                            dest = torch.empty(need - st[1], dtype=torch.int64, device=dev)
-                            requests.append((st[2], int(selected[r]), st[1], need, dest))
-                            dests.append((r, need, dest, need - st[1]))
-                    if requests:
-                        _sync(dev)
-                        t0 = time.perf_counter()
-                        sampler.run(requests)
-                        for r, need, dest, _ in dests:
-                            st = rows[r]
-                            st[0][st[1]:need] = dest.cpu().numpy().astype(np.uint16)
-                            drawn_now += need - st[1]
-                            st[1], st[4] = need, True
-                        _sync(dev)
-                        dt = time.perf_counter() - t0
-                        total = sum(got for *_, got in dests)
-                        for r, _, _, got in dests:  # the round's time, shared by samples
-                            rows[r][3] += dt * got / max(total, 1)
-                        seconds += dt
-                        continue
-                    # every row of the window has decided: commit them in row order
-                    for r in sorted(rows):
-                        host, drawn, _, secs, fresh = rows.pop(r)
-                        _, counted = _decide(policies, host[:drawn], sigma)
-                        for b, c in enumerate(counted):
-                            res["chosen"][b, r], res["k_A"][b, r] = c.chosen, c.k_A
-                            res["k"][b, r], res["samples"][b, r] = c.k, c.samples
-                        drawn_final[r] = drawn
-                        if fresh:
-                            writer.write_rows_at([r], host[None, :], [secs], drawn=[drawn])
-                        pred, rad, _ = _certify(res["chosen"][:, r:r + 1].copy(),
-                                                res["k_A"][:, r:r + 1], res["k"][:, r:r + 1],
-                                                [p.alpha for p in policies], sigma)
-                        for b, f in enumerate(log_files):
-                            row_secs = secs if fresh else float("nan")
-                            f.write(format_row(
-                                selected[r], labels_true[r], pred[b, 0], rad[b, 0],
-                                row_secs * res["samples"][b, r] / max(drawn, 1)))
-                            f.flush()
-                        commit += 1
-                        bar.update(1)
-                        bar.set_postfix_str(
-                            f"drawn {int(drawn_final.sum()):,}, saved "
-                            f"{1 - drawn_final.sum() / (commit * N):.0%} of {N:,} per image",
-                            refresh=False)
-        finally:
-            for f in log_files:
-                f.close()
-    prediction, radius, p_lower = _certify(res["chosen"], res["k_A"], res["k"],
-                                           [p.alpha for p in policies], sigma)
+        with bar, torch.inference_mode():
+            sampler = _BlockSampler(model, tuple(x0.shape), sigma=sigma, seed=seed,
+                                    batch=batch, dev=dev, amp=amp,
+                                    channels_last=channels_last)
+            rows = {}  # row -> [host labels, drawn, device x, seconds, new draws?]
+            nxt = 0
+            commit = 0
+            while commit < n:
+                while nxt < n and len(rows) < _WINDOW:
+                    host = np.zeros(N, np.uint16)
+                    secs = 0.0
+                    if cached[nxt]:
+                        host[:cached[nxt]] = writer.read_row(nxt, cached[nxt])
+                        secs = float(stored_seconds[nxt])
+                    x = dataset[int(selected[nxt])][0].to(dev, dtype=torch.float32)
+                    rows[nxt] = [host, int(cached[nxt]), x, secs, False]
+                    nxt += 1
+                requests, dests = [], []
+                for r, st in rows.items():
+                    need, _ = _decide(policies, st[0][:st[1]], sigma, labels_true[r])
+                    if need:
+                        dest = torch.empty(need - st[1], dtype=torch.int64, device=dev)
+                        requests.append((st[2], int(selected[r]), st[1], need, dest))
+                        dests.append((r, need, dest))
+                if requests:
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                    sampler.run(requests)
+                    got = {}
+                    for r, need, dest in dests:
+                        st = rows[r]
+                        st[0][st[1]:need] = dest.cpu().numpy().astype(np.uint16)
+                        got[r] = need - st[1]
+                        st[1], st[4] = need, True
+                    _sync(dev)
+                    dt = time.perf_counter() - t0
+                    total = sum(got.values())
+                    for r, g in got.items():  # the round's time, shared by the samples drawn
+                        rows[r][3] += dt * g / total
+                    drawn_now += total
+                    seconds += dt
+                    continue
+                # every row of the window has decided: commit them in row order
+                fresh = []
+                for r in sorted(rows):
+                    host, drawn, _, secs, new = rows.pop(r)
+                    _, answers = _decide(policies, host[:drawn], sigma, labels_true[r])
+                    res.add(r, answers, secs, drawn)
+                    drawn_final[r] = drawn
+                    if new:
+                        fresh.append((r, host, secs, drawn))
+                    commit += 1
+                if fresh:
+                    writer.write_rows_at([f[0] for f in fresh], np.stack([f[1] for f in fresh]),
+                                         [f[2] for f in fresh], drawn=[f[3] for f in fresh])
+                write_logs(commit)
+                bar.update(commit - bar.n)
+                bar.set_postfix_str(
+                    f"drawn {int(drawn_final.sum()):,}, saved "
+                    f"{1 - drawn_final.sum() / (commit * N):.0%} of {N:,} per image",
+                    refresh=False)
+    prediction, radius, p_lower = res.final()
     return CertifyRun(
         path=out, policies=[p.name for p in policies], image_index=selected,
         true_label=labels_true, prediction=prediction, radius=radius, p_lower=p_lower,
-        samples=res["samples"], drawn=drawn_final, samples_drawn_now=drawn_now,
-        max_samples=N, seconds=seconds, logs=logs,
+        samples=res.samples, drawn=drawn_final, samples_drawn_now=drawn_now,
+        max_samples=N, seconds=seconds, logs=logs, decision=res.decision,
     )

@@ -6,29 +6,10 @@ drawn in the model's input space before normalisation (Cohen et al. 2019: the
 normalisation is the model's first layer, :mod:`isskit.sampling.models`). Every policy that
 :mod:`isskit.replay` evaluates reads prefixes and ranges of these rows.
 
-Noise, exactly (so a row can be redone bit-for-bit on the same device type), scheme
-``isskit-noise-v2`` (:data:`NOISE_SCHEME`), the one new stores get:
-
-* the samples of a row are cut into fixed blocks of :data:`NOISE_BLOCK` samples; block
-  ``b`` (samples ``b * NOISE_BLOCK`` up to the next block) is one
-  ``Tensor.normal_(generator=g)`` on a float32 ``(NOISE_BLOCK, C, H, W)`` buffer, ``g`` a
-  ``torch.Generator`` on the sampling device seeded with :func:`block_seed`
-  ``(seed, image_index, b)``: the first 8 bytes (little-endian) of
-  ``blake2b(b"isskit-noise-v2:<seed>:<image_index>:<b>", digest_size=8)``, top bit
-  cleared; a block is always drawn whole, and only the samples asked for are used;
-* ``torch.add(x, z, alpha=sigma)`` is the model input.
-
-The noise of sample t of image i is then a function of (seed, i, t, device type) alone:
-model batches may hold pieces of several images and any batch size without changing a
-draw, and a row can be extended past the samples drawn (:class:`_BlockSampler`).
-
-Stores made before (``isskit-noise-v1``, :data:`NOISE_SCHEME_V1`) seeded one generator per
-image with :func:`noise_seed` ``(seed, image_index)`` and drew ``batch`` samples per
-``normal_`` call, so their noise depends on the batch too; they stay readable and are
-resumed only with that scheme and batch (:func:`sample_to_store` reads the store's
-``noise`` attribute). The scheme, with everything it depends on, is the store's ``noise``
-attribute, and a resume with any other value is refused by the store. bf16 autocast
-changes the classifier, so the precision is part of the ``model`` attribute.
+The noise (scheme ``isskit-noise-v2``, fixed blocks seeded by (seed, image index,
+block)) is :mod:`isskit.sampling.noise`; the model runs through the row samplers of
+``_samplers`` on the device :mod:`isskit.sampling.device` chooses. bf16 autocast changes
+the classifier, so the precision is part of the ``model`` attribute.
 
 Work is never lost: a row is written, flushed and only then marked complete
 (:mod:`isskit.store`); a rerun of the same command skips complete rows. Rows that take
@@ -45,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,142 +35,38 @@ import torch
 
 from isskit._tunables import BLOCK_BYTES, MAX_CLASSES
 from isskit.progress import progress_bar
+from isskit.sampling._samplers import _sampler
+from isskit.sampling.device import (
+    _device_name,
+    _prepare,
+    _probe,
+    _sync,
+    check_row_memory,
+    rank_path,
+    resolve_device,
+)
+from isskit.sampling.noise import (
+    NOISE_BLOCK,
+    NOISE_SCHEME,
+    NOISE_SCHEME_V1,
+    _check_extension,
+    noise_description,
+    stored_noise_scheme,
+)
 from isskit.store import StoreWriteError, open_for_writing
 from isskit.validate import (
-    OVERHEAD_BYTES,
     ArgumentError,
-    check_memory,
     check_positive_int,
     check_sample_size,
     check_sigma,
 )
 
 __all__ = [
-    "NOISE_BLOCK",
-    "NOISE_SCHEME",
-    "NOISE_SCHEME_V1",
     "SampleRun",
-    "block_seed",
-    "check_row_memory",
-    "distributed_env",
-    "init_distributed",
-    "noise_description",
-    "noise_seed",
-    "rank_path",
-    "resolve_device",
     "sample_row",
     "sample_to_store",
     "select_indices",
-    "stored_noise_scheme",
 ]
-
-#: Version tag of the noise new stores get, hashed into every block's seed.
-NOISE_SCHEME = "isskit-noise-v2"
-#: The earlier, batch-dependent scheme: read, and resumed only with itself.
-NOISE_SCHEME_V1 = "isskit-noise-v1"
-#: Samples per noise block of :data:`NOISE_SCHEME`. Part of the scheme (changing it
-#: changes every stream). 256 keeps a block's buffer small on ImageNet (154 MB) while a
-#: partly used block, drawn whole, costs little against the model's forward passes.
-NOISE_BLOCK = 256
-
-
-def _hash_seed(text: str) -> int:
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def noise_seed(seed: int, image_index: int) -> int:
-    """Seed of one image's generator under the earlier scheme, :data:`NOISE_SCHEME_V1`.
-
-    ``blake2b(f"isskit-noise-v1:{seed}:{image_index}", digest_size=8)`` read little-endian,
-    top bit cleared (a valid seed for every torch generator). Hashing, rather than, say,
-    ``seed + image_index``, keeps the streams of different images and seeds unrelated.
-    """
-    seed = check_positive_int(seed, "seed", minimum=0)
-    image_index = check_positive_int(image_index, "image_index", minimum=0)
-    return _hash_seed(f"{NOISE_SCHEME_V1}:{seed}:{image_index}")
-
-
-def block_seed(seed: int, image_index: int, block: int) -> int:
-    """Seed of noise block ``block`` of one image under :data:`NOISE_SCHEME`.
-
-    ``blake2b(f"isskit-noise-v2:{seed}:{image_index}:{block}", digest_size=8)`` read
-    little-endian, top bit cleared: blocks, images and seeds get unrelated streams.
-    """
-    seed = check_positive_int(seed, "seed", minimum=0)
-    image_index = check_positive_int(image_index, "image_index", minimum=0)
-    block = check_positive_int(block, "block", minimum=0)
-    return _hash_seed(f"{NOISE_SCHEME}:{seed}:{image_index}:{block}")
-
-
-def noise_description(batch: int, device_type: str, scheme: str = NOISE_SCHEME) -> str:
-    """The store's ``noise`` attribute: everything the noise of a row depends on.
-
-    ``batch`` enters only the earlier scheme (:data:`NOISE_SCHEME_V1`), whose draws it cut.
-    """
-    if scheme == NOISE_SCHEME_V1:
-        return (
-            f"{NOISE_SCHEME_V1}: x + sigma * z in input (pixel) space, z float32 standard "
-            f"normal from Tensor.normal_ on a torch.Generator(device={device_type!r}) seeded "
-            f"with isskit.sampling.noise_seed(seed, image_index), drawn {batch} samples at a "
-            "time in draw order"
-        )
-    if scheme != NOISE_SCHEME:
-        raise ValueError(f"noise scheme ({scheme!r}) is not one of {NOISE_SCHEME!r}, "
-                         f"{NOISE_SCHEME_V1!r}")
-    return (
-        f"{NOISE_SCHEME}: x + sigma * z in input (pixel) space, z float32 standard normal "
-        f"drawn in blocks of {NOISE_BLOCK} samples, block b by one Tensor.normal_ on a "
-        f"torch.Generator(device={device_type!r}) seeded with "
-        "isskit.sampling.block_seed(seed, image_index, b), whatever the batch"
-    )
-
-
-def noise_scheme_of(description) -> str | None:
-    """The scheme named by a store's ``noise`` attribute (None for an unknown one)."""
-    if not isinstance(description, str):
-        return None
-    for scheme in (NOISE_SCHEME, NOISE_SCHEME_V1):
-        if description.startswith(scheme + ":"):
-            return scheme
-    return None
-
-
-def resolve_device(device=None, local_rank: int = 0) -> torch.device:
-    """The sampling device: ``device`` if given, else CUDA when present, else the CPU.
-
-    Under torchrun a bare ``"cuda"`` (or no device) means ``cuda:<local_rank>``.
-
-    Raises
-    ------
-    ValueError
-        An unknown device string, or CUDA asked for where there is none.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ArgumentError("device", "{name} ({device!r}) is not a torch device: {exc}",
-                            device=device, exc=exc) from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ArgumentError("device", "{name} ({device!r}) asks for CUDA, but torch sees no "
-                                "CUDA GPU", device=device)
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        if dev.index >= torch.cuda.device_count():
-            raise ArgumentError("device", "{name} ({dev}) does not exist: torch sees {count} "
-                                "CUDA GPU(s)", dev=str(dev), count=torch.cuda.device_count())
-    return dev
-
-
-def _sync(dev: torch.device) -> None:
-    # Kernels are queued asynchronously: a clock read without this would time the queue.
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    elif dev.type == "mps":
-        torch.mps.synchronize()
 
 
 def select_indices(n_images: int, *, skip: int = 1, max_index: int | None = None,
@@ -241,201 +116,6 @@ def select_indices(n_images: int, *, skip: int = 1, max_index: int | None = None
     return out
 
 
-def distributed_env() -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)`` from torchrun's environment; ``(0, 1, 0)`` outside it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK ({rank}) and WORLD_SIZE ({world}) from the environment "
-                         "are inconsistent")
-    return rank, world, local
-
-
-def init_distributed(device=None) -> tuple[int, int, torch.device]:
-    """Join torchrun's process group if there is one; return ``(rank, world_size, device)``.
-
-    NCCL on CUDA, gloo on the CPU; each rank uses ``cuda:<LOCAL_RANK>`` unless ``device``
-    names a GPU. Outside torchrun (``WORLD_SIZE`` unset or 1) no group is created.
-    The caller destroys the group (``torch.distributed.destroy_process_group``).
-    """
-    _, world, local = distributed_env()
-    dev = resolve_device(device, local_rank=local)
-    if world == 1:
-        return 0, 1, dev
-    import torch.distributed as dist
-
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), dev
-
-
-def rank_path(out, rank: int) -> Path:
-    """The store a rank writes: ``streams.h5`` -> ``streams.rank3.h5``."""
-    out = Path(out)
-    suffix = out.suffix or ".h5"
-    return out.with_name(f"{out.stem if out.suffix else out.name}.rank{rank}{suffix}")
-
-
-_NO_CONTEXT = contextlib.nullcontext()
-
-#: Host bytes per sample of one row in flight: the int64 argmax labels (on the CPU, or
-#: copied there from the GPU), their uint16 copy, and that copy stacked into the block
-#: the store writes (:class:`_RowSampler`, :class:`_RowGroups`).
-_HOST_BYTES_PER_SAMPLE = 8 + 2 + 2
-#: Device bytes per sample: the int64 argmax labels of the row stay on the GPU.
-_DEVICE_BYTES_PER_SAMPLE = 8
-
-
-def check_row_memory(N: int, name: str = "N", dev: torch.device | None = None,
-                     noise_bytes: int = 0) -> None:
-    """Refuse ``N`` before any store exists if one row of it cannot be held in memory.
-
-    A row is sampled whole before it is written: the host holds
-    ``_HOST_BYTES_PER_SAMPLE = 12`` bytes per sample; on a CUDA ``dev`` the GPU holds 8
-    per sample and the ``noise_bytes`` of the noise buffer, checked against its free
-    memory (the model's weights and activations come on top: this bounds from below).
-    ``name`` is the argument N came from, for the message.
-
-    Raises
-    ------
-    ValueError
-        Naming ``name`` and ``N``, the memory needed and the memory available.
-    """
-    check_memory(_HOST_BYTES_PER_SAMPLE * N + OVERHEAD_BYTES, name, N,
-                 f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample")
-    if dev is not None and dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        check_memory(_DEVICE_BYTES_PER_SAMPLE * N + noise_bytes, name, N,
-                     f"one row of labels, {_DEVICE_BYTES_PER_SAMPLE} bytes per sample, and the "
-                     "noise batch", free=free, memory=f"{dev} memory")
-
-
-class _RowSampler:
-    """Rows under the earlier scheme (:data:`NOISE_SCHEME_V1`), kept to resume its stores.
-
-    One generator per row, ``batch`` samples per draw; buffers preallocated.
-    """
-
-    def __init__(self, model, shape, *, sigma, N, batch, dev, amp, channels_last, seed=0):
-        self.model, self.sigma, self.N, self.batch, self.dev = model, sigma, N, batch, dev
-        self.amp, self.seed = amp, seed
-        size = min(batch, N)
-        # Noise is always drawn into a contiguous NCHW buffer, so that the values and
-        # their positions do not depend on the memory format the model runs in.
-        self.noise = torch.empty((size, *shape), dtype=torch.float32, device=dev)
-        self.inp = None
-        if channels_last and len(shape) == 3:
-            self.inp = torch.empty_like(self.noise, memory_format=torch.channels_last)
-        # argmax lands here on the device; the host sees the row once, at its end.
-        self.labels = torch.empty(N, dtype=torch.int64, device=dev)
-        self.gen = torch.Generator(device=dev)
-
-    def row(self, x: torch.Tensor, image_index: int, bar=None, start: int = 0) -> np.ndarray:
-        if start:
-            raise ValueError(f"rows of {NOISE_SCHEME_V1} stores cannot be extended (start "
-                             f"{start}): their noise depends on the batch")
-        x = x.to(self.dev, dtype=torch.float32, non_blocking=True)
-        self.gen.manual_seed(noise_seed(self.seed, image_index))
-        # autocast is entered once per row, not per batch: entering it costs microseconds
-        # that a small model's batch would notice.
-        with torch.autocast(self.dev.type, dtype=torch.bfloat16) if self.amp else _NO_CONTEXT:
-            for start in range(0, self.N, self.batch):
-                b = min(self.batch, self.N - start)
-                z = self.noise[:b]
-                z.normal_(generator=self.gen)
-                inp = torch.add(x, z, alpha=self.sigma,
-                                out=z if self.inp is None else self.inp[:b])
-                torch.argmax(self.model(inp), dim=1, out=self.labels[start:start + b])
-                if bar is not None:
-                    bar.update(b)
-        return self.labels.cpu().numpy().astype(np.uint16)
-
-
-class _BlockSampler:
-    """Runs the model on pieces of rows under :data:`NOISE_SCHEME`, packed into batches.
-
-    A piece is samples ``[t0, t1)`` of one image; :meth:`run` packs any pieces, of any
-    images, into forward passes of ``batch`` samples, so that a policy that draws little
-    at a time still keeps the model busy. The noise of each sample comes from its block
-    (module docstring), drawn whole into one buffer; the last block drawn is kept, so a
-    piece that continues it (the next batch, the next request of a policy) does not draw
-    it again. Buffers are preallocated: no allocation per batch.
-    """
-
-    def __init__(self, model, shape, *, sigma, seed, batch, dev, amp, channels_last, N=None):
-        self.model, self.sigma, self.seed, self.batch, self.dev = model, sigma, seed, batch, dev
-        self.amp, self.N = amp, N
-        size = batch if N is None else min(batch, N)
-        # Noise is drawn into a contiguous NCHW block, so that the values and their
-        # positions do not depend on the memory format the model runs in.
-        self.block = torch.empty((NOISE_BLOCK, *shape), dtype=torch.float32, device=dev)
-        fmt = (torch.channels_last if channels_last and len(shape) == 3
-               else torch.contiguous_format)
-        self.inp = torch.empty((size, *shape), dtype=torch.float32, device=dev,
-                               memory_format=fmt)
-        self.out = torch.empty(size, dtype=torch.int64, device=dev)
-        self.gen = torch.Generator(device=dev)
-        self._held = None  # (image_index, block) now in self.block
-        self.labels = None if N is None else torch.empty(N, dtype=torch.int64, device=dev)
-
-    def _fill(self, x, image_index: int, t0: int, t1: int, at: int) -> None:
-        """Model inputs of samples [t0, t1) of one image into ``inp[at:]``."""
-        B = NOISE_BLOCK
-        for b in range(t0 // B, (t1 - 1) // B + 1):
-            if self._held != (image_index, b):
-                self.gen.manual_seed(block_seed(self.seed, image_index, b))
-                self.block.normal_(generator=self.gen)
-                self._held = (image_index, b)
-            lo, hi = max(t0, b * B) - b * B, min(t1, (b + 1) * B) - b * B
-            torch.add(x, self.block[lo:hi], alpha=self.sigma,
-                      out=self.inp[at:at + hi - lo])
-            at += hi - lo
-
-    def _forward(self, n: int, pieces) -> None:
-        torch.argmax(self.model(self.inp[:n]), dim=1, out=self.out[:n])
-        for dest, d0, at, k in pieces:
-            dest[d0:d0 + k].copy_(self.out[at:at + k])
-
-    def run(self, requests, bar=None) -> None:
-        """Label every requested piece, in batches of ``batch`` samples.
-
-        Parameters
-        ----------
-        requests : iterable of (x, image_index, t0, t1, dest)
-            ``x`` the image on the device (float32), ``dest`` an int64 device tensor of
-            ``t1 - t0`` elements that receives the labels of samples ``[t0, t1)``.
-        bar : tqdm, optional
-            Advanced by the samples labelled.
-        """
-        fill, pieces = 0, []
-        with torch.autocast(self.dev.type, dtype=torch.bfloat16) if self.amp else _NO_CONTEXT:
-            for x, image_index, t0, t1, dest in requests:
-                t = t0
-                while t < t1:
-                    n = min(t1 - t, self.batch - fill)
-                    self._fill(x, image_index, t, t + n, fill)
-                    pieces.append((dest, t - t0, fill, n))
-                    fill += n
-                    t += n
-                    if fill == self.batch:
-                        self._forward(fill, pieces)
-                        fill, pieces = 0, []
-                    if bar is not None:
-                        bar.update(n)
-            if fill:
-                self._forward(fill, pieces)
-
-    def row(self, x: torch.Tensor, image_index: int, bar=None, start: int = 0) -> np.ndarray:
-        """Labels of samples ``[start, N)`` of one image, as uint16 on the host."""
-        x = x.to(self.dev, dtype=torch.float32, non_blocking=True)
-        dest = self.labels[start:self.N]
-        self.run([(x, image_index, start, self.N, dest)], bar)
-        return dest.cpu().numpy().astype(np.uint16)
-
-
 class _RowGroups:
     """Finished rows on their way to the store, written together once they hold enough work.
 
@@ -463,29 +143,6 @@ class _RowGroups:
             rows, labels, seconds = self.rows, self.labels, self.seconds
             self.rows, self.labels, self.seconds = [], [], []
             self.writer.write_rows_at(np.asarray(rows), np.stack(labels), np.asarray(seconds))
-
-
-def _prepare(model, dev, channels_last):
-    model = model.to(dev).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _probe(model, x, dev, amp) -> int:
-    """Run one clean image; return the number of logits (and fail early and clearly)."""
-    try:
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                    enabled=amp):
-            out = model(x.unsqueeze(0).to(dev, dtype=torch.float32))
-    except RuntimeError as exc:
-        raise ValueError(f"the model fails on an image of shape {tuple(x.shape)} from the "
-                         f"dataset (does the model fit the dataset?): {exc}") from exc
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must return logits of shape (batch, classes); it "
-                         f"returned {shape}")
-    return int(out.shape[1])
 
 
 def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 0,
@@ -520,37 +177,6 @@ def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 
                            dev=dev, amp=amp, channels_last=channels_last, seed=seed)
         labels = sampler.row(x, image_index)
     return labels
-
-
-def _sampler(scheme, model, shape, **kw):
-    """The row sampler of a noise scheme."""
-    if scheme == NOISE_SCHEME_V1:
-        return _RowSampler(model, shape, **kw)
-    if scheme != NOISE_SCHEME:
-        raise ValueError(f"noise scheme ({scheme!r}) is not one of {NOISE_SCHEME!r}, "
-                         f"{NOISE_SCHEME_V1!r}")
-    return _BlockSampler(model, shape, **kw)
-
-
-def stored_noise_scheme(out) -> str:
-    """The noise scheme to sample ``out`` with: its own if it exists, else the current one.
-
-    An existing store keeps the scheme it was made with (an :data:`NOISE_SCHEME_V1` store
-    is resumed with it). For anything else (no store, not a store, a ``noise`` attribute
-    naming no known scheme) this is the current scheme, and the writer's own checks
-    refuse what does not match it.
-    """
-    out = Path(out)
-    if not out.is_file():
-        return NOISE_SCHEME
-    from isskit.store import StoreError, open_store
-
-    try:
-        with open_store(out) as store:
-            noise = store.attrs.get("noise")
-    except StoreError:
-        return NOISE_SCHEME  # not a store: the writer says what is wrong with it
-    return noise_scheme_of(noise) or NOISE_SCHEME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -595,12 +221,6 @@ def _true_labels(dataset, indices: np.ndarray) -> np.ndarray:
     return np.asarray([int(dataset[int(i)][1]) for i in indices], dtype=np.int64)
 
 
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
-    return str(dev)
-
-
 def _shard(dataset, indices, rank: int, world_size: int, out):
     """The dataset indices of one rank, its store path and their true labels (sample, certify)."""
     selected = select_indices(len(dataset), indices=indices)
@@ -636,9 +256,12 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
 
     Creates ``out`` or resumes it: rows already complete are skipped, the others are
     (re)done from their first sample; complete rows of fewer than N samples (drawn by
-    ``isskit certify``) are extended to N. Parameters that define the streams (sigma, N,
-    seed, model, dataset, classes, noise, images) must match an existing store, which
-    refuses otherwise (:class:`isskit.store.StoreMismatchError`).
+    ``isskit certify``) are extended to N. An existing schema-2 store of a smaller N is
+    widened to N first, and its rows extended the same way: the labels are those of a
+    store sampled to N from the start. Parameters that define the streams (sigma, seed,
+    model, dataset, classes, noise, images; N where it is smaller than the store's, or
+    the store is schema 1 or of the batch-dependent noise) must match an existing store,
+    which refuses otherwise (:class:`isskit.store.StoreMismatchError`).
 
     Parameters
     ----------
@@ -708,6 +331,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
     scheme = stored_noise_scheme(out)
+    _check_extension(out, N, scheme)
     # before the store exists, so a refused N leaves nothing behind
     pixels = 4 * int(np.prod(x0.shape))
     noise_bytes = (pixels * min(batch, N) * (2 if channels_last else 1) if scheme ==
@@ -734,8 +358,10 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         attrs.update(rank=rank, world_size=world_size)
 
     seconds = 0.0
+    # A schema-2 store of a smaller N grows to N (extend): its rows are then extended
+    # like the rows certify drew in part.
     with open_for_writing(out, image_index=selected, true_label=labels_true,
-                          samples_per_image=N, attrs=attrs) as writer:
+                          samples_per_image=N, attrs=attrs, extend=True) as writer:
         # Rows ``isskit certify`` drew in part are extended to N from where they stop,
         # under this scheme their first samples are those a full row would have.
         drawn = np.where(writer.complete, writer.drawn, 0)

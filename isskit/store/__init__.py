@@ -1,7 +1,8 @@
 """The HDF5 stream store (schema version 2): every label the base classifier predicted.
 
 One module per job: :mod:`~isskit.store.schema` (layout and checks), :mod:`~isskit.store.writer`
-(create, resume, write rows), :mod:`~isskit.store.lock` (the writer lock),
+(open for writing, write rows; a new store's creation in ``_create``, the checks of a
+resume in ``_resume``), :mod:`~isskit.store.lock` (the writer lock),
 :mod:`~isskit.store.reader` (read-only access, with the chunk inflater beside it in
 ``_inflate``), :mod:`~isskit.store.merge` (joining per-rank stores), ``_faults`` (failed writes).
 

@@ -12,9 +12,10 @@ import numpy as np
 from isskit._atomic import atomic_path
 from isskit._tunables import BLOCK_BYTES
 from isskit.progress import progress_bar
+from isskit.store._create import _check_labels
 from isskit.store.reader import StreamStore, open_store
 from isskit.store.schema import RUN_PARAMS, StoreError, StoreMismatchError, _same, _short
-from isskit.store.writer import _check_labels, open_for_writing
+from isskit.store.writer import open_for_writing
 
 __all__ = [
     "merge_stores",

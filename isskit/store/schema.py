@@ -5,6 +5,12 @@ Version 2 adds ``/drawn`` (n_images,) int64: the samples actually drawn for each
 A version-1 store (no ``/drawn``) reads as full rows, ``drawn = N``, and is never
 rewritten to version 2: its writer only writes full rows.
 
+``/complete`` marks a row whose first ``drawn`` samples are written and flushed, whatever
+``N`` is: a complete row with ``drawn < N`` (drawn by ``isskit certify``, or left by
+widening a store to a larger ``N``, :mod:`isskit.store._resume`) is extended from
+``drawn`` by the next sampler; one being rewritten is unmarked first, so a kill then
+leaves it incomplete, and it is redrawn whole (the same noise, the same labels).
+
 Every other module of :mod:`isskit.store` reads and writes through these definitions;
 every problem with a file is a :class:`StoreError` (a ``ValueError``) naming the path.
 """

@@ -1,14 +1,15 @@
-"""Writing a stream store: create or resume it, write rows, mark them complete.
+"""Writing a stream store: open it to create or resume it, write rows, mark them complete.
 
 A row is marked complete only once it is written and flushed, so a killed or failed run
-keeps every complete row and a rerun redoes the others.
+keeps every complete row and a rerun redoes the others. Creating a new empty store is
+``_create``; what an existing store must share with the run that resumes it is
+``_resume``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,25 +17,20 @@ import h5py
 import numpy as np
 
 from isskit._provenance import make_attrs
+from isskit.store._create import _check_labels, _create
 from isskit.store._faults import StoreWriteError, _abandon, _space_needed, _write_error
+from isskit.store._resume import _check_same_run, _widen
 from isskit.store.lock import _WriterLock
 from isskit.store.schema import (
-    _COMPRESSION,
-    _COMPRESSION_LEVEL,
     _MAX_CLASSES,
-    RUN_PARAMS,
     SCHEMA_VERSION,
     StoreError,
-    StoreMismatchError,
     _check_attr_value,
     _check_columns,
-    _chunk_shape,
     _int_array,
     _open_h5,
     _py,
-    _read_columns,
     _read_drawn,
-    _same,
     _short,
     _validate,
 )
@@ -44,89 +40,6 @@ __all__ = [
     "StreamWriter",
     "open_for_writing",
 ]
-
-def _create(
-    path: Path, image_index, true_label, samples_per_image: int, attrs: dict, columns: dict
-) -> None:
-    """Write a new empty store, atomically: a temporary file renamed into place.
-
-    Every chunk of ``/labels`` is written here, as a deflated chunk of zeros (27 bytes
-    for 2,000 samples, 277 for 2^17: about 1 % of a written row, left as dead space once
-    the row is written). The chunk index (an HDF5 B-tree) then holds every chunk from the
-    start, and writing a row later only changes its index entry in place: no B-tree node
-    is added, split or moved, which on a full disk could reach the disk in part and cut
-    complete rows off the index.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    n = image_index.size
-    f = None
-    try:
-        f = h5py.File(tmp, "w", locking=False)
-        labels = f.create_dataset(
-            "labels",
-            shape=(n, samples_per_image),
-            dtype=np.uint16,
-            chunks=_chunk_shape(samples_per_image) if n else None,
-            compression=_COMPRESSION if n else None,
-            compression_opts=_COMPRESSION_LEVEL if n else None,
-            fillvalue=0,
-        )
-        if n:
-            C = labels.chunks[1]
-            # Level 9, unlike the rows' level 1: written once per chunk, it only has to be
-            # small. A zero chunk reads as the fill value HDF5 gives a chunk never written.
-            zeros = zlib.compress(bytes(2 * C), 9)
-            for r in range(n):
-                for c0 in range(0, samples_per_image, C):
-                    labels.id.write_direct_chunk((r, c0), zeros)
-        # The small per-image datasets are contiguous and written in full now, so later
-        # updates rewrite bytes in place and never change the file's structure.
-        f.create_dataset("image_index", data=image_index)
-        f.create_dataset("true_label", data=true_label)
-        f.create_dataset("complete", data=np.zeros(n, dtype=bool))
-        f.create_dataset("seconds", data=np.zeros(n, dtype=np.float64))
-        f.create_dataset("drawn", data=np.zeros(n, dtype=np.int64))
-        if columns:
-            extra = f.create_group("extra")
-            for name, values in columns.items():
-                extra.create_dataset(name, data=values)
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        # Flushed before the close, so that a full disk fails here, where the file can
-        # still be abandoned cleanly, and not inside close().
-        f.flush()
-        f.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if f is not None and f.id.valid:
-            _abandon(f)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-def _check_labels(labels, N: int, num_classes: int, what: str,
-                  first_row: int | None = None) -> np.ndarray:
-    """Labels as uint16 if every one is a class; else a StoreError naming ``what``.
-
-    With ``first_row`` (the row number of the block's first row), the message also names
-    the first row holding a bad label.
-    """
-    arr = np.asarray(labels)
-    if arr.shape[-1:] != (N,):
-        raise StoreError(f"{what}: labels have shape {arr.shape}, expected {N} per row")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise StoreError(f"{what}: labels must be integers, got dtype {arr.dtype}")
-    if arr.size:
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= num_classes:
-            bad = lo if lo < 0 else hi
-            if first_row is not None and arr.ndim == 2:
-                row = first_row + int(np.argmax(np.any((arr < 0) | (arr >= num_classes), 1)))
-                what = f"{what}, row {row}"
-            raise StoreError(f"{what}: label {bad} outside [0, num_classes={num_classes})")
-    return arr.astype(np.uint16, copy=False)
-
 
 # --------------------------------------------------------------------------------------
 # writing
@@ -141,6 +54,7 @@ def open_for_writing(
     attrs: dict,
     columns: dict | None = None,
     fsync: bool = False,
+    extend: bool = False,
 ) -> StreamWriter:
     """Create a stream store, or reopen an existing one to resume it.
 
@@ -166,6 +80,11 @@ def open_for_writing(
     fsync : bool, default False
         Also ``fsync`` after each row, so that complete rows survive a power loss (a killed
         process needs no fsync: its flushed writes are already with the kernel).
+    extend : bool, default False
+        Let an existing schema-2 store with fewer than ``samples_per_image`` samples per
+        row grow to it (:func:`isskit.store._resume._widen`: rewritten wider under a
+        temporary name, then renamed over itself; every row kept, complete rows then to be
+        extended from their ``drawn``). A schema-1 store is refused.
 
     Returns
     -------
@@ -231,6 +150,8 @@ def open_for_writing(
         for stale in path.parent.glob(f".{path.name}.tmp-*"):
             with contextlib.suppress(OSError):
                 stale.unlink()
+        if extend and path.exists():
+            _widen(path, samples_per_image, full, image_index, true_label, columns)
         if not path.exists():
             try:
                 _create(path, image_index, true_label, samples_per_image, full, columns)
@@ -251,32 +172,6 @@ def open_for_writing(
         lock.release()
         raise
     return StreamWriter(path, f, lock, fsync=fsync)
-
-
-def _check_same_run(path, f, stored: dict, given: dict, image_index, true_label, columns) -> None:
-    diffs = []
-    for key in RUN_PARAMS:
-        a, b = stored.get(key), given.get(key)
-        if not _same(a, b):
-            diffs.append(f"{key}: stored {a!r}, given {b!r}")
-    old_index = f["image_index"][...]
-    if not np.array_equal(old_index, image_index):
-        diffs.append(f"image_index: stored {_short(old_index)}, given {_short(image_index)}")
-    else:
-        old_true = f["true_label"][...]
-        if not np.array_equal(old_true, true_label):
-            diffs.append(f"true_label: stored {_short(old_true)}, given {_short(true_label)}")
-    old_columns = _read_columns(f, path)
-    for name in sorted(set(old_columns) | set(columns)):
-        a, b = old_columns.get(name), columns.get(name)
-        if a is None or b is None or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
-            fmt = lambda v: "none" if v is None else _short(v)  # noqa: E731
-            diffs.append(f"column {name}: stored {fmt(a)}, given {fmt(b)}")
-    if diffs:
-        raise StoreMismatchError(
-            f"{path} was made with different run parameters; refusing to resume or"
-            " overwrite it (use another --out, or delete it):\n  " + "\n  ".join(diffs)
-        )
 
 
 class StreamWriter:
@@ -318,6 +213,12 @@ class StreamWriter:
     def drawn(self) -> np.ndarray:
         """Samples drawn per row (meaningful where complete; a copy)."""
         return self._drawn.copy()
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """Wall seconds spent sampling each row, as stored (NaN where unknown; a copy)."""
+        self._check_open()
+        return self._seconds[...]
 
     def pending(self) -> np.ndarray:
         """Row indices not yet complete, in increasing order."""
