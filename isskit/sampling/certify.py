@@ -12,10 +12,12 @@ of images are packed into the same forward passes
 ``isskit sample`` would draw, and replaying the store written here gives back the
 certificates printed.
 
-The store (schema 2) holds, per row, only the samples drawn (``/drawn``). Rows are drawn
-a window of images at a time; once every policy has decided every row of the window, the
-rows are written to the store and each policy's Cohen-format log is rewritten whole
-under a temporary name and renamed into place (:func:`isskit.logs.write_cohen_log`), so
+The store (schema 2) holds, per row, only the samples drawn (``/drawn``). Up to
+``_WINDOW`` undecided rows are drawn together; a decided row leaves the window at once (a
+new one takes its place) and waits for the rows before it. The decided rows next in row
+order are committed a window at a time (or all, once nothing is drawing): written to the
+store, and each policy's Cohen-format log rewritten whole under a temporary name and
+renamed into place (:func:`isskit.logs.write_cohen_log`), so
 a log on disk is never half-written and always holds every image committed so far. An
 existing store of the same run is a cache: its rows are reused, and drawn further only
 where the policies need more. A killed run rerun with the same arguments rebuilds the
@@ -55,10 +57,12 @@ from isskit.validate import check_positive_int, check_sample_size, check_sigma
 
 __all__ = ["CertifyRun", "certify_to_store"]
 
-#: Images whose rows are drawn together: enough pieces to fill forward passes when each
-#: policy asks for little at a time, few enough that rows are written soon after they
-#: are decided (a kill loses at most this window's draws).
+#: Undecided images whose rows are drawn together: enough pieces to fill forward passes
+#: when each policy asks for little at a time.
 _WINDOW = 32
+#: Decided rows that may wait for an undecided earlier one before they are written (a
+#: kill loses at most these and the window's draws; host memory: N * 2 bytes each).
+_READY = 4 * _WINDOW
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,33 +287,38 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
             sampler = _BlockSampler(model, tuple(x0.shape), sigma=sigma, seed=seed,
                                     batch=batch, dev=dev, amp=amp,
                                     channels_last=channels_last)
-            rows = {}  # row -> [host labels, drawn, device x, seconds, new draws?]
-            nxt = 0
-            commit = 0
+            active = {}  # undecided row -> [host labels, drawn, device x, seconds, new?]
+            ready = {}  # decided row -> (its state, the policies' answers), until committed
+            nxt = commit = 0
             while commit < n:
-                while nxt < n and len(rows) < _WINDOW:
+                # A row that needs many rounds (cs near p0) does not hold the others up:
+                # decided rows leave the window at once and wait, in row order, to be
+                # committed, while new rows take their places in the forward passes.
+                while nxt < n and len(active) < _WINDOW and len(ready) < _READY:
                     host = np.zeros(N, np.uint16)
                     secs = 0.0
                     if cached[nxt]:
                         host[:cached[nxt]] = writer.read_row(nxt, cached[nxt])
                         secs = float(stored_seconds[nxt])
                     x = dataset[int(selected[nxt])][0].to(dev, dtype=torch.float32)
-                    rows[nxt] = [host, int(cached[nxt]), x, secs, False]
+                    active[nxt] = [host, int(cached[nxt]), x, secs, False]
                     nxt += 1
                 requests, dests = [], []
-                for r, st in rows.items():
-                    need, _ = _decide(policies, st[0][:st[1]], sigma, labels_true[r])
+                for r, st in list(active.items()):
+                    need, answers = _decide(policies, st[0][:st[1]], sigma, labels_true[r])
                     if need:
                         dest = torch.empty(need - st[1], dtype=torch.int64, device=dev)
                         requests.append((st[2], int(selected[r]), st[1], need, dest))
                         dests.append((r, need, dest))
+                    else:
+                        ready[r] = (active.pop(r), answers)
                 if requests:
                     _sync(dev)
                     t0 = time.perf_counter()
                     sampler.run(requests)
                     got = {}
                     for r, need, dest in dests:
-                        st = rows[r]
+                        st = active[r]
                         st[0][st[1]:need] = dest.cpu().numpy().astype(np.uint16)
                         got[r] = need - st[1]
                         st[1], st[4] = need, True
@@ -317,20 +326,24 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
                     dt = time.perf_counter() - t0
                     total = sum(got.values())
                     for r, g in got.items():  # the round's time, shared by the samples drawn
-                        rows[r][3] += dt * g / total
+                        active[r][3] += dt * g / total
                     drawn_now += total
                     seconds += dt
+                # the decided rows next in row order: committed a window at a time (each
+                # commit rewrites the logs whole), or all of them once nothing is drawing
+                upto = commit
+                while upto in ready:
+                    upto += 1
+                if upto - commit < _WINDOW and requests:
                     continue
-                # every row of the window has decided: commit them in row order
                 fresh = []
-                for r in sorted(rows):
-                    host, drawn, _, secs, new = rows.pop(r)
-                    _, answers = _decide(policies, host[:drawn], sigma, labels_true[r])
+                for r in range(commit, upto):
+                    (host, drawn, _, secs, new), answers = ready.pop(r)
                     res.add(r, answers, secs, drawn)
                     drawn_final[r] = drawn
                     if new:
                         fresh.append((r, host, secs, drawn))
-                    commit += 1
+                commit = upto
                 if fresh:
                     writer.write_rows_at([f[0] for f in fresh], np.stack([f[1] for f in fresh]),
                                          [f[2] for f in fresh], drawn=[f[3] for f in fresh])
@@ -338,7 +351,7 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
                 bar.update(commit - bar.n)
                 bar.set_postfix_str(
                     f"drawn {int(drawn_final.sum()):,}, saved "
-                    f"{1 - drawn_final.sum() / (commit * N):.0%} of {N:,} per image",
+                    f"{1 - drawn_final.sum() / (max(commit, 1) * N):.0%} of {N:,} per image",
                     refresh=False)
     prediction, radius, p_lower = res.final()
     return CertifyRun(
