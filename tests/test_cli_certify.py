@@ -69,6 +69,14 @@ def test_help_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_without_torch_says_which_extra(tmp_path):
+    from test_extras import _run
+
+    res = _run("certify", "-p", "ias n=10", "--out", tmp_path / "c.h5")
+    assert res["code"] == 2 and "pip install 'isskit[torch]'" in res["out"], res
+    assert "Traceback" not in res["out"] and not (tmp_path / "c.h5").exists()
+
+
 def test_contract_options():
     # DESIGN.md: certify takes sample's model and data options, and these.
     command = cli.get_command(None, "certify")
@@ -116,6 +124,7 @@ def test_online_equals_replay(certified, tmp_path):
         assert row["logs"] == [str(logs / f"{name}.tsv")]
         for key in ("acr", "mean_samples", "total_samples", "validity"):
             assert row[key] == replayed[key], (name, key)
+        assert row["saved_fraction"] == pytest.approx(1 - replayed["total_samples"] / (6 * 440))
     # the totals: what was drawn against drawing --max-samples for every image
     t = payload["totals"]
     from isskit.store import open_store

@@ -251,6 +251,9 @@ def _summary(ranks, policies, N: int) -> dict:
                "validity": p.validity, "params": p.params(),
                "mean_samples": float(mean_samples(samples[b])),
                "total_samples": int(samples[b].sum()),
+               # what the policy alone saves against drawing N for every image
+               "saved_fraction": 1 - float(samples[b].sum()) / (true.size * N)
+               if true.size else 0.0,
                "logs": [r["logs"][b] for r in ranks if r["logs"]]}
         if p.question == "radius":
             row.update(acr=float(acr(pred[b], rad[b], true)),
@@ -290,11 +293,12 @@ def _print(result) -> None:
             what = (f"r = {row['r']:g}: {100 * row['certified_share']:.1f}% certified, "
                     f"certified accuracy {100 * row['certified_accuracy_at_r']:.1f}%")
         click.echo(f"{row['name']} [{row['validity']}]: {what}; "
-                   f"{row['mean_samples']:,.0f} samples per image")
+                   f"{row['mean_samples']:,.0f} samples per image "
+                   f"({100 * row['saved_fraction']:.1f}% saved)")
     click.echo(
         f"{result['out']}: {t['images']} images, {t['samples_drawn']:,} samples drawn "
-        f"({t['samples_drawn_now']:,} by this run) where drawing --max-samples "
-        f"{result['max_samples']:,} for every image draws {t['samples_full_n']:,}: "
+        f"({t['samples_drawn_now']:,} by this run) where drawing {result['max_samples']:,} "
+        f"(--max-samples) for every image draws {t['samples_full_n']:,}: "
         f"{100 * t['saved_fraction']:.1f}% saved; logs in {result['log_dir']}")
     if "merge_command" in result:
         click.echo("join the rank stores with:  " + result["merge_command"])
