@@ -154,6 +154,23 @@ def test_rerun_draws_nothing_and_keeps_the_certificates(certified):
         assert _rows(d / "c_logs" / f"{n}.tsv") == before[n]
 
 
+def test_store_is_a_cache_for_policies_that_need_less(tmp_path):
+    # N (--max-samples) is a run parameter: without --max-samples, a store whose N covers
+    # the new policies is reused (draws only where they need more); one too short refused.
+    out = tmp_path / "c.h5"
+    args = [*BASE, "--json", "--out", out]
+    first = json.loads(_invoke(*args, "-p", "cohen n0=20 n=300").stdout)
+    res = _invoke(*args, "-p", "ias n=200", "-p", "iss decline=ad k_bar=300 U=0.1 k0=40")
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    assert again["max_samples"] == first["max_samples"] == 320
+    assert again["totals"]["samples_drawn_now"] == 0
+    before = out.read_bytes()
+    res = _invoke(*args, "-p", "ias n=400")
+    assert res.exit_code == 2 and "different run parameters" in res.output, res.output
+    assert out.read_bytes() == before
+
+
 def test_decision_policy_is_certified_or_refused_cleanly(tmp_path):
     # Today the library certifies radius policies only: a clean usage error naming the
     # policy, nothing written. Once it takes decision policies, the run succeeds.

@@ -85,15 +85,31 @@ def _parse(specs):
     return policies, spec_of
 
 
-def _check_max_samples(policies, spec_of, max_samples):
-    """--max-samples, or the most any policy may need; a policy that may need more: refused.
+def _stored_N(out: Path) -> int | None:
+    """N of the store this process would resume at --out, if there is one."""
+    from isskit.sampling import distributed_env, rank_path
+    from isskit.store import open_store
 
-    The library refuses the same (its message names its argument, not the option); this is
-    said first, with both the option and the --policy as typed, before a model is loaded.
+    rank, world, _ = distributed_env()
+    path = rank_path(out, rank) if world > 1 else out
+    if not path.exists():
+        return None
+    with open_store(path) as s:  # check_store_out has opened it already
+        return int(s.samples_per_image)
+
+
+def _check_max_samples(policies, spec_of, max_samples, stored_N):
+    """--max-samples, or its default; a policy that may need more: refused.
+
+    The default is the most any policy may need, or an existing store's N where that is
+    enough (N is a run parameter: the store stays a cache for policies that need less).
+    The library refuses a policy that may need more than N too (its message names its
+    argument, not the option); this is said first, with both the option and the --policy
+    as typed, before a model is loaded.
     """
     need = max(int(p.max_samples) for p in policies)
     if max_samples is None:
-        return need
+        return stored_N if stored_N is not None and stored_N >= need else need
     for p in policies:
         if int(p.max_samples) > max_samples:
             raise click.BadParameter(
@@ -111,7 +127,8 @@ def _check_max_samples(policies, spec_of, max_samples):
                    "at least one.")
 @click.option("--max-samples", type=SAMPLE_SIZE, metavar="N",
               help="Most samples one image may get (the store's N). Default: the most any "
-                   "given policy may need; a policy that may need more is refused.")
+                   "given policy may need, or an existing --out's N where that is enough; "
+                   "a policy that may need more is refused.")
 @run_options
 @click.option("--log-dir", "log_dir",
               type=click.Path(file_okay=False, path_type=Path),
@@ -167,7 +184,7 @@ def certify(model_spec, arch, checkpoint, dataset, data_root, sigma, specs, max_
             from isskit.validate import check_sample_size
 
             check_sample_size(max_samples, "max_samples")
-        N = _check_max_samples(policies, spec_of, max_samples)
+        N = _check_max_samples(policies, spec_of, max_samples, _stored_N(out))
         from isskit.sampling import check_row_memory
 
         check_row_memory(N)  # up front: before the model and the images are loaded
