@@ -35,6 +35,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench_sampling import _Images  # noqa: E402  (the same in-memory dataset)
+
 from isskit.sampling import sample_to_store  # noqa: E402
 from isskit.sampling.certify import certify_to_store  # noqa: E402
 from isskit.sampling.datasets import load_dataset  # noqa: E402
@@ -42,18 +44,6 @@ from isskit.sampling.models import build_model, default_model  # noqa: E402
 
 SIGMA = 0.25
 BATCH = 400
-
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, images):
-        self.images = images
-        self.targets = [0] * len(images)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], 0
 
 
 def _certify(model, data, tmp, policy, device):

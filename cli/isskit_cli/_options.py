@@ -29,6 +29,7 @@ __all__ = [
     "merge_command",
     "model_options",
     "on_ranks",
+    "own_store",
     "parse_indices",
     "psi_table_options",
     "run_options",
@@ -223,6 +224,14 @@ def check_run_values(*, sigma, batch, seed, skip, max_index) -> None:
         check_positive_int(max_index, "max_index", minimum=1)
 
 
+def own_store(out: Path) -> Path:
+    """The store this process writes for --out: ``out``, or its rank's under torchrun."""
+    from isskit.sampling import distributed_env, rank_path
+
+    rank, world, _ = distributed_env()
+    return rank_path(out, rank) if world > 1 else Path(out)
+
+
 def check_store_out(out: Path) -> None:
     """Refuse an --out that is a folder, or an existing file that is not a store to resume.
 
@@ -232,11 +241,9 @@ def check_store_out(out: Path) -> None:
     check_output_file(out, "--out")
     if out.is_dir():
         raise click.BadParameter(f"{out} is a folder, not a store file", param_hint="--out")
-    from isskit.sampling import distributed_env, rank_path
     from isskit.store import StoreError, open_store
 
-    rank, world, _ = distributed_env()
-    path = rank_path(out, rank) if world > 1 else out
+    path = own_store(out)
     if not path.exists():
         return
     try:

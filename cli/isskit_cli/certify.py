@@ -36,6 +36,7 @@ from isskit_cli._options import (
     merge_command,
     model_options,
     on_ranks,
+    own_store,
     parse_indices,
     run_options,
     store_run_errors,
@@ -64,6 +65,11 @@ def default_log_dir(out: Path) -> Path:
     return out.with_name(f"{out.stem if out.suffix else out.name}_logs")
 
 
+def _rank_log_dir(logs: Path, rank: int, world: int) -> Path:
+    """A rank's own log folder under torchrun (the ranks' logs share policy names)."""
+    return logs / f"rank{rank}" if world > 1 else logs
+
+
 def _parse(specs):
     """The policies of every --policy, and the spec each came from (for messages)."""
     from isskit.policies import parse_policies
@@ -87,11 +93,9 @@ def _parse(specs):
 
 def _stored_N(out: Path) -> int | None:
     """N of the store this process would resume at --out, if there is one."""
-    from isskit.sampling import distributed_env, rank_path
     from isskit.store import open_store
 
-    rank, world, _ = distributed_env()
-    path = rank_path(out, rank) if world > 1 else out
+    path = own_store(out)
     if not path.exists():
         return None
     with open_store(path) as s:  # check_store_out has opened it already
@@ -174,7 +178,7 @@ def certify(model_spec, arch, checkpoint, dataset, data_root, sigma, specs, max_
 
     rank, world, _ = distributed_env()
     logs = default_log_dir(out) if log_dir is None else log_dir
-    rank_logs = logs / f"rank{rank}" if world > 1 else logs
+    rank_logs = _rank_log_dir(logs, rank, world)
     inputs = [("the --checkpoint", checkpoint)]
     check_overwrites([("--out", out)], inputs, stores=True)
     with store_run_errors():
@@ -218,7 +222,7 @@ def _run(model_spec, arch, checkpoint, dataset, data_root, sigma, policies, N, b
             max_samples=N, batch=batch, seed=seed, indices=md.selected, device=dev, amp=amp,
             channels_last=channels_last, progress=progress,
             model_description=md.loaded.description, dataset_name=md.data.name,
-            num_classes=md.num_classes, log_dir=logs / f"rank{rank}" if world > 1 else logs,
+            num_classes=md.num_classes, log_dir=_rank_log_dir(logs, rank, world),
             rank=rank, world_size=world)
         return _rank_summary(run, rank)
 
