@@ -201,8 +201,10 @@ def test_decision_policies_online_equal_replay(tmp_path):
                                        "--json", "--no-progress"])
         assert rep.exit_code == 0, rep.output
         (replayed,) = json.loads(rep.stdout)["policies"]
-        name = row["name"]
-        assert _rows(tmp_path / "d_logs" / f"{name}.tsv") == _rows(out / f"{name}.tsv")
+        from isskit.replay import cohen_log_paths
+
+        (offline,) = cohen_log_paths([row["name"]], out)  # names with "/" made safe
+        assert _rows(row["logs"][0]) == _rows(offline)
         assert row["certified_accuracy_at_r"] == replayed["certified_accuracy_at_r"]
         assert row["mean_samples"] == replayed["mean_samples"]
 
