@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "psi": ("isskit_cli.psi", "psi", "Compute the ISS mapping psi (sample size against p_A)."),
     "verify": ("isskit_cli.verify", "verify", "Check Propositions 1 and 2 for an ISS mapping."),
     "sample": ("isskit_cli.sample", "sample", "Run a model on noisy copies; store the labels."),
+    "certify": ("isskit_cli.certify", "certify",
+                "Certify online with chosen policies, drawing only what they need."),
     "info": ("isskit_cli.info", "info", "Describe a stream store."),
     "merge": ("isskit_cli.merge", "merge", "Merge per-rank stream stores into one."),
     "replay": ("isskit_cli.replay", "replay", "Replay certification policies over stored streams."),
@@ -62,14 +64,16 @@ def cli() -> None:
     """Input-specific sampling for randomized-smoothing certification.
 
     Sample a model once (isskit sample), then replay any certification policy
-    offline (isskit replay). isskit psi and isskit verify compute and check the
-    ISS mapping of Chen et al. (AAAI 2022).
+    offline (isskit replay); run the one chosen online (isskit certify). isskit
+    psi and isskit verify compute and check the ISS mapping of Chen et al.
+    (AAAI 2022).
 
     \b
     Quick start (the embedded default model and digits):
       isskit sample --out streams.h5
       isskit info streams.h5
       isskit replay streams.h5 -p ISS-AD-1-0.05 -p IAS-1 -p "ias n=2600"
+      isskit certify -p ISS-AD-1-0.05 --out online.h5
       isskit psi --k-bar 1e5 --U 0.05 --decline ad --sigma 0.5 --out table.csv
 
     Run isskit COMMAND --help for a command's options and examples. Exit status:
