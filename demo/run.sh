@@ -33,14 +33,14 @@ echo "== 4. certify online: ISS and Cohen's CERTIFY on every image, drawing for 
 echo "      the samples its policies ask for (the store replays to the same certificates)"
 "$ISSKIT" certify --no-progress -p ISS-AD-1-0.05 -p "cohen n0=100 n=10000" \
     --out "$OUT/online.h5" --log-dir "$OUT/online-logs"
-# TODO(integrator): enable once certify_to_store takes decision policies (branch i12-lib):
-# "$ISSKIT" certify --no-progress -p ISS-AD-1-0.05 -p "adaptive r=0.25 stages=1000/10000" \
-#     --out "$OUT/online_decision.h5" --log-dir "$OUT/online-decision-logs"
+echo "      and a decision policy (certified at r = 0.25?), which stops as soon as it knows"
+"$ISSKIT" certify --no-progress -p "cs r=0.25 n_max=10000" -p "adaptive r=0.25 stages=1000/9000" \
+    --out "$OUT/online_decision.h5" --log-dir "$OUT/online-decision-logs"
 echo
 LOG=data/published/certify-logs/cohen2019__imagenet_resnet50_noise_0.50_test_sigma_0.50
 echo "== 5. a real model: Cohen et al.'s ImageNet ResNet-50 log (sigma 0.5) imported as streams,"
 echo "      then ISS against IAS on its p_A (where ISS saves far more than on the small default)"
-"$ISSKIT" import-log "$LOG" --out "$OUT/imagenet.h5" --samples 101000
+"$ISSKIT" import-log "$LOG" --out "$OUT/imagenet.h5" --N 101000
 "$ISSKIT" replay "$OUT/imagenet.h5" --no-progress -p ISS-AD-10-0.05 -p ISS-RD-10-0.01 \
     -p IAS-10 -p IAS-2.6
 echo

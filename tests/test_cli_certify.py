@@ -171,22 +171,16 @@ def test_store_is_a_cache_for_policies_that_need_less(tmp_path):
     assert out.read_bytes() == before
 
 
-def test_decision_policy_is_certified_or_refused_cleanly(tmp_path):
-    # Today the library certifies radius policies only: a clean usage error naming the
-    # policy, nothing written. Once it takes decision policies, the run succeeds.
+def test_decision_policy_alone_is_certified(tmp_path):
+    # A decision policy alone is a run of its own: the store and its one log are written.
     out = tmp_path / "d.h5"
-    res = _invoke(*BASE, "-p", "staged r=0.25 stages=100/200", "--out", out)
-    assert "Traceback" not in res.output
-    if res.exit_code == 2:
-        assert "Staged" in res.output and "decision policy" in res.output
-        assert not out.exists()
-    else:
-        assert res.exit_code == 0, res.output
-        assert out.exists()
+    res = _invoke(*BASE, "-p", "staged r=0.25 stages=100/200", "--out", out, "--json")
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)["policies"]
+    assert row["name"].startswith("Staged") and out.exists()
+    assert Path(row["logs"][0]).exists()
 
 
-@pytest.mark.xfail(strict=False, reason="certify_to_store takes radius policies only until "
-                   "the library branch (DecisionPolicy.needs) lands")
 def test_decision_policies_online_equal_replay(tmp_path):
     specs = ["adaptive r=0.25 n0=10 stages=100/200/400", "staged r=0.25 stages=100/200/400",
              "cs r=0.25 n_max=500"]
