@@ -39,7 +39,7 @@ NUM_CLASSES = 10
 K0 = 300
 
 
-def generate(path: Path, n_images: int, n_samples: int) -> None:
+def generate(path: Path, n_images: int, samples_per_image: int) -> None:
     from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
     rng = np.random.default_rng(2022)
@@ -47,8 +47,16 @@ def generate(path: Path, n_images: int, n_samples: int) -> None:
     p_A = realistic_p_A(n_images, rng, source)
     predicted = rng.integers(0, NUM_CLASSES, n_images)
     tmp = path.with_name(path.name + ".partial")
-    write_synthetic_store(tmp, p_A, predicted=predicted, true_label=predicted, N=n_samples,
-                          num_classes=NUM_CLASSES, sigma=SIGMA, seed=7)
+    write_synthetic_store(
+        tmp,
+        p_A,
+        predicted=predicted,
+        true_label=predicted,
+        samples_per_image=samples_per_image,
+        num_classes=NUM_CLASSES,
+        sigma=SIGMA,
+        seed=7,
+    )
     os.replace(tmp, path)
 
 
@@ -100,7 +108,7 @@ def main(argv=None) -> None:
     done = {iss: (res_iss, time.perf_counter() - t0)}
     B = float(np.mean(res_iss.samples))
     by_B = Budget(B=B, k0=K0)
-    fitted = by_B.fit(x, sigma=SIGMA, n_samples=index.n_samples)
+    fitted = by_B.fit(x, sigma=SIGMA, samples_per_image=index.samples_per_image)
     policies = [iss, by_B, fitted]
     rows = [(p.name, *t) for p, t in zip(policies, timed(index, policies, args.repeat, done),
                                          strict=True)]

@@ -59,7 +59,7 @@ def _certify(model, data, tmp, policy, device):
 def _sample(model, data, tmp, N, device):
     out = Path(tmp) / f"s-{time.perf_counter_ns()}.h5"
     t0 = time.perf_counter()
-    sample_to_store(model, data, out, sigma=SIGMA, N=N, batch=BATCH, device=device,
+    sample_to_store(model, data, out, sigma=SIGMA, samples_per_image=N, batch=BATCH, device=device,
                     progress=False, num_classes=10)
     dt = time.perf_counter() - t0
     out.unlink()

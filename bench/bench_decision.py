@@ -82,9 +82,9 @@ def sweep(scale: float = 1.0) -> list:
 class Streams:
     """Row i of the synthetic store, drawn on demand from its own generator."""
 
-    def __init__(self, n_images: int, n_samples: int):
+    def __init__(self, n_images: int, samples_per_image: int):
         rng = np.random.default_rng(SEED)
-        self.n, self.N = n_images, n_samples
+        self.n, self.N = n_images, samples_per_image
         self.p_A = realistic_p_A(n_images, rng)
         self.top = rng.integers(0, NUM_CLASSES, n_images)
         wrong = rng.random(n_images) < 0.1
@@ -262,9 +262,17 @@ def integrated(args):
     with tempfile.TemporaryDirectory(prefix="isskit-bench-") as tmp:
         path = Path(tmp) / "streams.h5"
         t0 = time.perf_counter()
-        write_synthetic_store(path, p_A, predicted=top, true_label=true, N=args.samples,
-                              num_classes=NUM_CLASSES, sigma=SIGMA, seed=SEED,
-                              seconds_per_sample=0.001)
+        write_synthetic_store(
+            path,
+            p_A,
+            predicted=top,
+            true_label=true,
+            samples_per_image=args.samples,
+            num_classes=NUM_CLASSES,
+            sigma=SIGMA,
+            seed=SEED,
+            seconds_per_sample=0.001,
+        )
         print(f"{len(policies)} policies, {n:,} images x {args.samples:,} samples, sigma = "
               f"{SIGMA}; store written in {time.perf_counter() - t0:.0f} s, "
               f"{path.stat().st_size / 1e6:.0f} MB")

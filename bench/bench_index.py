@@ -81,7 +81,7 @@ MODES = {
 }
 
 
-def _generate(path: Path, n_images: int, n_samples: int) -> None:
+def _generate(path: Path, n_images: int, samples_per_image: int) -> None:
     from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
     rng = np.random.default_rng(2022)
@@ -90,9 +90,18 @@ def _generate(path: Path, n_images: int, n_samples: int) -> None:
     tmp = path.with_name(path.name + ".partial")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    write_synthetic_store(tmp, p_A, predicted=predicted, true_label=predicted, N=n_samples,
-                          num_classes=NUM_CLASSES, sigma=0.25, seed=8,
-                          seconds_per_sample=2.0e-5, max_bytes=64 << 20)
+    write_synthetic_store(
+        tmp,
+        p_A,
+        predicted=predicted,
+        true_label=predicted,
+        samples_per_image=samples_per_image,
+        num_classes=NUM_CLASSES,
+        sigma=0.25,
+        seed=8,
+        seconds_per_sample=2.0e-5,
+        max_bytes=64 << 20,
+    )
     tmp.rename(path)
 
 
@@ -115,7 +124,7 @@ def main() -> None:
     every = list(dict.fromkeys([*policies, *(p.default_reference(policies) for p in policies)]))
     # numba compiles (or loads its cache) outside the timings
     tiny = np.zeros((2, 130), np.uint16)
-    evaluate(index_blocks([tiny], n_samples=130, num_classes=2, selection_sizes=[5]),
+    evaluate(index_blocks([tiny], samples_per_image=130, num_classes=2, selection_sizes=[5]),
              Cohen(n0=5, n=100), 0.25)
 
     with open_store(path) as s:

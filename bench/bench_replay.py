@@ -40,10 +40,10 @@ SIGMA = 0.25
 NUM_CLASSES = 10
 
 
-def sweep(n_samples: int) -> list:
+def sweep(samples_per_image: int) -> list:
     """The 1,000 policies: ISS AD and RD, paper-faithful and fresh, over k_bar, U and k0;
-    IAS and Cohen over n. Sized for streams of ``n_samples`` (110,000 in the issue)."""
-    scale = n_samples / 110_000
+    IAS and Cohen over n. Sized for streams of ``samples_per_image`` (110,000 in the issue)."""
+    scale = samples_per_image / 110_000
     k_bars = [round(k * scale) for k in (20_000, 50_000, 100_000)]
     k0s = [max(1, round(k * scale)) for k in (200, 500, 1000, 2000, 5000, 10_000)]
     us = [0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]
@@ -55,7 +55,7 @@ def sweep(n_samples: int) -> list:
         for u in us
         for k0 in k0s
     ]
-    ns = np.unique(np.linspace(1000 * scale, n_samples - 100 * scale, 68).astype(int))
+    ns = np.unique(np.linspace(1000 * scale, samples_per_image - 100 * scale, 68).astype(int))
     out += [IAS(n=int(n)) for n in ns]
     out += [Cohen(n0=max(1, int(100 * scale)), n=int(n) - max(1, int(100 * scale)))
             for n in ns]
@@ -67,7 +67,7 @@ def _toml(policies, path):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def generate(path: Path, n_images: int, n_samples: int) -> None:
+def generate(path: Path, n_images: int, samples_per_image: int) -> None:
     from isskit.studies.synthetic import realistic_p_A, write_synthetic_store
 
     rng = np.random.default_rng(2022)
@@ -77,9 +77,19 @@ def generate(path: Path, n_images: int, n_samples: int) -> None:
     wrong = rng.random(n_images) < 0.1
     true_label = np.where(wrong, (predicted + 1) % NUM_CLASSES, predicted)
     tmp = path.with_name(path.name + ".partial")
-    write_synthetic_store(tmp, p_A, predicted=predicted, true_label=true_label, N=n_samples,
-                          num_classes=NUM_CLASSES, sigma=SIGMA, seed=4,
-                          seconds_per_sample=2.0e-5, progress=True, max_bytes=64 << 20)
+    write_synthetic_store(
+        tmp,
+        p_A,
+        predicted=predicted,
+        true_label=true_label,
+        samples_per_image=samples_per_image,
+        num_classes=NUM_CLASSES,
+        sigma=SIGMA,
+        seed=4,
+        seconds_per_sample=2.0e-5,
+        progress=True,
+        max_bytes=64 << 20,
+    )
     tmp.rename(path)
 
 
@@ -124,7 +134,7 @@ def main() -> None:
 
     # compile (or load from numba's cache) outside the timings
     tiny = np.zeros((2, 130), np.uint16)
-    evaluate(index_blocks([tiny], n_samples=130, num_classes=2, selection_sizes=[5]),
+    evaluate(index_blocks([tiny], samples_per_image=130, num_classes=2, selection_sizes=[5]),
              Cohen(n0=5, n=100), SIGMA)
 
     store = open_store(store_path)

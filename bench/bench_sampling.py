@@ -82,7 +82,7 @@ def noise_floor(model, images, N):
 def isskit(model, images, N, tmp):
     out = Path(tmp) / f"bench-{time.perf_counter_ns()}.h5"
     t0 = time.perf_counter()
-    sample_to_store(model, _Images(images), out, sigma=SIGMA, N=N, batch=BATCH,
+    sample_to_store(model, _Images(images), out, sigma=SIGMA, samples_per_image=N, batch=BATCH,
                     progress=False, device="cpu")
     return time.perf_counter() - t0
 

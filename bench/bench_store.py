@@ -123,7 +123,7 @@ def main() -> None:
             p_A,
             predicted=pred,
             true_label=pred,
-            N=N,
+            samples_per_image=N,
             num_classes=K,
             sigma=0.25,
             seed=args.seed,

@@ -123,8 +123,13 @@ def load(name, workdir):
     """p_A, correctness and sigma of a log, by the importer's own rule."""
     path = LOGS / name
     header = read_recovered(name).header  # sigma and alpha, checked again by the import
-    imp = import_log(path, workdir / f"{name}.h5", samples=1, sigma=float(header["sigma"]),
-                     alpha=float(header["alpha_one_sided"]))
+    imp = import_log(
+        path,
+        workdir / f"{name}.h5",
+        samples_per_image=1,
+        sigma=float(header["sigma"]),
+        alpha=float(header["alpha_one_sided"]),
+    )
     sigma = imp.sigma
     correct = imp.predicted == imp.log.label
     (workdir / f"{name}.h5").unlink()

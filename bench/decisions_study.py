@@ -92,7 +92,7 @@ def radii(sigma: float, quick: bool) -> list[float]:
 def study_log(name: str, workdir: Path, quick: bool) -> tuple[float, list[dict]]:
     """Import one log, replay every policy, and return its rows (one per policy and r)."""
     store = workdir / f"{name}.h5"
-    imported = import_log(LOGS / name, store, seed=0, samples=_samples_needed())
+    imported = import_log(LOGS / name, store, seed=0, samples_per_image=_samples_needed())
     sigma = float(imported.sigma)
     rs = radii(sigma, quick)
     deciders = [q for r in rs for q in decision_policies(r)]

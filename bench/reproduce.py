@@ -60,7 +60,7 @@ def run_log(dataset, sigma, name, workdir, seed):
     log_path = REPO / "data" / "published" / "certify-logs" / name
     store_path = workdir / f"{name}.seed{seed}.h5"
     t0 = time.time()
-    imported = import_log(log_path, store_path, samples=SAMPLES, seed=seed, progress=True)
+    imported = import_log(log_path, store_path, samples_per_image=SAMPLES, seed=seed, progress=True)
     t_import = time.time() - t0
     log = read_cohen_log(log_path)
     log_acr = float(np.mean(np.where(log.correct, log.radius, 0.0)))

@@ -196,9 +196,17 @@ def test_shortcut_matches_replay_over_real_streams(tmp_path, p):
         Cohen(n0=20, n=2000, alpha=0.2),
     ]
     store = tmp_path / "two_class.h5"
-    write_synthetic_store(store, np.full(T, p), predicted=np.zeros(T, np.int64),
-                          true_label=np.zeros(T, np.int64), N=3300, num_classes=2, sigma=0.5,
-                          seed=17, other="runner_up")
+    write_synthetic_store(
+        store,
+        np.full(T, p),
+        predicted=np.zeros(T, np.int64),
+        true_label=np.zeros(T, np.int64),
+        samples_per_image=3300,
+        num_classes=2,
+        sigma=0.5,
+        seed=17,
+        other="runner_up",
+    )
     ds = replay(store, policies)
     for policy in policies:
         r = ds.sel(policy=policy.name)

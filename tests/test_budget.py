@@ -302,7 +302,7 @@ def test_replay_budget_matches_twin_certificates(policy):
     chosen = np.array([int(np.bincount(row[: policy.k0], minlength=10).argmax()) for row in labels])
     x = np.array([r["pilot"] for r in pilot])
     _, count, calls = _counter(labels, chosen)
-    res = replay_budget(policy, x, count, sigma=SIGMA, chosen=chosen, n_samples=N)
+    res = replay_budget(policy, x, count, sigma=SIGMA, chosen=chosen, samples_per_image=N)
     # estimation strictly after the pilot: the samples are fresh by construction
     assert len(calls) == 1 and np.all(calls[0][0] == policy.k0)
     assert np.all(calls[0][1] - calls[0][0] == res.k)
@@ -328,7 +328,7 @@ def test_replay_budget_through_the_stream_index():
     # counts from count_ranges over the bit vectors of the pilot's class.
     labels = _streams(m=60, N=12_000, seed=5)
     policy = Budget(B=4_000, k0=300)
-    index = index_blocks([labels], n_samples=labels.shape[1], num_classes=10,
+    index = index_blocks([labels], samples_per_image=labels.shape[1], num_classes=10,
                          selection_sizes=[policy.k0])
     j = index.column(policy.k0)
     slot = np.ascontiguousarray(index.slot[:, j])
@@ -339,11 +339,11 @@ def test_replay_budget_through_the_stream_index():
         return out[0]
 
     res = replay_budget(policy, index.mode_counts[:, j], count, sigma=SIGMA,
-                        chosen=index.modes[:, j], n_samples=index.n_samples)
+                        chosen=index.modes[:, j], samples_per_image=index.samples_per_image)
     chosen = np.array([int(np.bincount(r[:300], minlength=10).argmax()) for r in labels])
     _, raw_count, _ = _counter(labels, chosen)
     raw = replay_budget(policy, index.mode_counts[:, j], raw_count, sigma=SIGMA, chosen=chosen,
-                        n_samples=labels.shape[1])
+                        samples_per_image=labels.shape[1])
     for field in ("prediction", "radius", "samples", "k"):
         np.testing.assert_array_equal(getattr(res, field), getattr(raw, field))
 
@@ -356,14 +356,14 @@ def test_replay_budget_errors_name_the_image_and_numbers():
     with pytest.raises(ValueError, match=r"needs \d+ samples for image 100 \(and \d+ more "
                                          r"images\), but each stream holds 2000 \(N\)"):
         replay_budget(Budget(price=1e-7, k0=100), x, count, sigma=SIGMA, chosen=chosen,
-                      n_samples=2000, image_ids=np.arange(100, 120))
+                      samples_per_image=2000, image_ids=np.arange(100, 120))
     with pytest.raises(ValueError, match=r"B \(2500\) is larger than these images can spend.*"
                                          r"streams of N = 2000 samples"):
         replay_budget(Budget(B=2500, k0=100), x, count, sigma=SIGMA, chosen=chosen,
-                      n_samples=2000)
+                      samples_per_image=2000)
     with pytest.raises(ValueError, match="needs its pilot of 3000 samples for image 0"):
         replay_budget(Budget(B=4000, k0=3000), np.zeros(20, int), count, sigma=SIGMA,
-                      chosen=chosen, n_samples=2000)
+                      chosen=chosen, samples_per_image=2000)
     with pytest.raises(ValueError, match="count must return 20 integer counts"):
         replay_budget(Budget(price=1e-4, k0=100), x, lambda a, b: np.zeros(3, int),
                       sigma=SIGMA, chosen=chosen)
@@ -415,7 +415,7 @@ def test_two_stage_replay_counts_after_both_pilots_and_meets_B():
     chosen = np.array([int(np.bincount(r[:100], minlength=10).argmax()) for r in labels])
     x = np.array([ref_budget_certify(list(r), 100, 0, ALPHA, SIGMA)["pilot"] for r in labels])
     cum, count, calls = _counter(labels, chosen)
-    plan = plan_budget(policy, x, sigma=SIGMA, n_samples=20_000, count=count)
+    plan = plan_budget(policy, x, sigma=SIGMA, samples_per_image=20_000, count=count)
     assert plan.second.any() and not plan.second.all()
     np.testing.assert_array_equal(calls[0][0], 100)  # the second pilots, right after the first
     np.testing.assert_array_equal(calls[0][1], np.where(plan.second, 500, 100))
@@ -432,7 +432,7 @@ def test_two_stage_replay_counts_after_both_pilots_and_meets_B():
     got = plan.k[plan.second]
     np.testing.assert_array_equal(got, at)
     _, count, calls = _counter(labels, chosen)
-    res = replay_budget(policy, x, count, sigma=SIGMA, chosen=chosen, n_samples=20_000,
+    res = replay_budget(policy, x, count, sigma=SIGMA, chosen=chosen, samples_per_image=20_000,
                         prior=plan.prior)
     np.testing.assert_array_equal(res.k, plan.k)
     np.testing.assert_array_equal(calls[1][0], plan.start)  # estimation after both pilots
@@ -472,8 +472,16 @@ def budget_store(tmp_path_factory):
     m = 40
     p = realistic_p_A(m, rng, "cohen2019__imagenet_resnet50_noise_0.50_test_sigma_0.50")
     predicted = rng.integers(0, 10, m)
-    write_synthetic_store(path, p, predicted=predicted, true_label=predicted, N=2_020,
-                          num_classes=10, sigma=SIGMA, seed=4)
+    write_synthetic_store(
+        path,
+        p,
+        predicted=predicted,
+        true_label=predicted,
+        samples_per_image=2_020,
+        num_classes=10,
+        sigma=SIGMA,
+        seed=4,
+    )
     import h5py
 
     with h5py.File(path, "r") as f:

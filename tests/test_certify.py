@@ -81,9 +81,20 @@ def test_online_equals_replay_of_its_store(tmp_path, default, digits):
 def test_rows_equal_the_rows_sample_draws(tmp_path, default, digits):
     # The same noise as isskit sample: a certify row is a prefix of the full row.
     run = certify_to_store(default.model, digits.dataset, tmp_path / "c.h5", **_kw())
-    sample_to_store(default.model, digits.dataset, tmp_path / "s.h5", sigma=0.5, N=600,
-                    batch=400, seed=3, indices=INDICES, device="cpu", progress=False,
-                    model_description="m", dataset_name="d")
+    sample_to_store(
+        default.model,
+        digits.dataset,
+        tmp_path / "s.h5",
+        sigma=0.5,
+        samples_per_image=600,
+        batch=400,
+        seed=3,
+        indices=INDICES,
+        device="cpu",
+        progress=False,
+        model_description="m",
+        dataset_name="d",
+    )
     with open_store(tmp_path / "c.h5") as c, open_store(tmp_path / "s.h5") as s:
         for r, d in enumerate(run.drawn):
             np.testing.assert_array_equal(c.labels(r)[:d], s.labels(r)[:d])

@@ -38,9 +38,17 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("qa") / "streams.h5"
     rng = np.random.default_rng(11)
     n = 12
-    write_synthetic_store(path, rng.uniform(0.45, 1.0, n), predicted=np.zeros(n, int),
-                          true_label=np.zeros(n, int), N=3000, num_classes=10, sigma=0.5,
-                          seed=3, seconds_per_sample=1e-4)
+    write_synthetic_store(
+        path,
+        rng.uniform(0.45, 1.0, n),
+        predicted=np.zeros(n, int),
+        true_label=np.zeros(n, int),
+        samples_per_image=3000,
+        num_classes=10,
+        sigma=0.5,
+        seed=3,
+        seconds_per_sample=1e-4,
+    )
     return path
 
 

@@ -95,14 +95,14 @@ def test_runner_up_streams_and_abstention_rules(published, tmp_path):
     rec = _recovered(published, CIFAR)
     ab = rec["predict"] < 0
     log = published / "certify-logs" / CIFAR
-    r = import_log(log, tmp_path / "r.h5", samples=400, other="runner_up")
+    r = import_log(log, tmp_path / "r.h5", samples_per_image=400, other="runner_up")
     assert r.abstain == "bound"
     np.testing.assert_array_equal(r.p_A[ab], rec["kA_max"][ab] / 100_000)
     with open_store(tmp_path / "r.h5") as s:
         labels = s.labels()
         pred = s.columns["predicted"]
         assert np.all((labels == pred[:, None]) | (labels == ((pred + 1) % 10)[:, None]))
-    u = import_log(log, tmp_path / "u.h5", samples=100, abstain="uniform", seed=3)
+    u = import_log(log, tmp_path / "u.h5", samples_per_image=100, abstain="uniform", seed=3)
     assert np.all((u.p_A[ab] >= 0) & (u.p_A[ab] <= rec["kA_max"][ab] / 100_000))
     assert len(np.unique(u.p_A[ab])) == ab.sum()
     np.testing.assert_array_equal(u.p_A[~ab], rec["kA_mid"][~ab] / 100_000)

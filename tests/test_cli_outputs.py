@@ -97,9 +97,17 @@ def streams(tmp_path_factory):
     rng = np.random.default_rng(11)
     n = 40
     predicted = rng.integers(0, 10, n)
-    write_synthetic_store(path, realistic_p_A(n, rng), predicted=predicted,
-                          true_label=predicted, N=2000, num_classes=10, sigma=0.25, seed=4,
-                          seconds_per_sample=0.002)
+    write_synthetic_store(
+        path,
+        realistic_p_A(n, rng),
+        predicted=predicted,
+        true_label=predicted,
+        samples_per_image=2000,
+        num_classes=10,
+        sigma=0.25,
+        seed=4,
+        seconds_per_sample=0.002,
+    )
     return path, replay(path, POLICIES)
 
 
@@ -166,9 +174,18 @@ def _ranks(folder: Path, n=120, N=20_000):
     paths = []
     for rank, rows in enumerate((index[: n // 2], index[n // 2 :])):
         path = folder / f"run.rank{rank}.h5"
-        write_synthetic_store(path, p[rows], predicted=rows % 10, true_label=rows % 10, N=N,
-                              num_classes=10, sigma=0.5, seed=9, image_index=rows,
-                              attrs={"rank": rank, "world_size": 2})
+        write_synthetic_store(
+            path,
+            p[rows],
+            predicted=rows % 10,
+            true_label=rows % 10,
+            samples_per_image=N,
+            num_classes=10,
+            sigma=0.5,
+            seed=9,
+            image_index=rows,
+            attrs={"rank": rank, "world_size": 2},
+        )
         paths.append(path)
     labels = {}
     for path in paths:
@@ -427,10 +444,10 @@ def test_import_log_that_fails_midway_leaves_no_store(published, tmp_path, monke
 
     monkeypatch.setattr(isskit.studies.synthetic, "write_synthetic_store", fails_after_writing)
     with pytest.raises(KeyboardInterrupt):
-        import_log(log, tmp_path / "log.h5", samples=10)
+        import_log(log, tmp_path / "log.h5", samples_per_image=10)
     assert _names(tmp_path) == {log.name}
     monkeypatch.undo()
-    import_log(log, tmp_path / "log.h5", samples=10)
+    import_log(log, tmp_path / "log.h5", samples_per_image=10)
     assert _names(tmp_path) == {log.name, "log.h5"}
 
 

@@ -31,10 +31,17 @@ def store(tmp_path_factory):
     rng = np.random.default_rng(5)
     n = 30
     predicted = rng.integers(0, 10, n)
-    write_synthetic_store(path, realistic_p_A(n, rng), predicted=predicted,
-                          true_label=np.where(np.arange(n) % 4 == 0, (predicted + 1) % 10,
-                                              predicted),
-                          N=N, num_classes=10, sigma=0.25, seed=2, seconds_per_sample=SPS)
+    write_synthetic_store(
+        path,
+        realistic_p_A(n, rng),
+        predicted=predicted,
+        true_label=np.where(np.arange(n) % 4 == 0, (predicted + 1) % 10, predicted),
+        samples_per_image=N,
+        num_classes=10,
+        sigma=0.25,
+        seed=2,
+        seconds_per_sample=SPS,
+    )
     return path
 
 

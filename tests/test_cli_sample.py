@@ -227,7 +227,7 @@ def test_kill_and_resume(tmp_path):
     assert 3 <= done < n_rows
 
     ref = tmp_path / "reference.h5"
-    _uninterrupted(ref, sigma=0.25, N=1000, batch=250, indices=list(range(n_rows)))
+    _uninterrupted(ref, sigma=0.25, samples_per_image=1000, batch=250, indices=list(range(n_rows)))
     with open_store(out) as killed, open_store(ref) as full:
         complete = killed.complete
         assert 3 <= complete.sum() < n_rows

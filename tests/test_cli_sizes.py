@@ -41,7 +41,7 @@ def _needs_more_than_this_machine(nbytes):
 def small_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("sizes") / "s.h5"
     write_synthetic_store(path, np.full(6, 0.9), predicted=np.zeros(6, np.int64),
-                          true_label=np.zeros(6, np.int64), N=5000, num_classes=10,
+                          true_label=np.zeros(6, np.int64), samples_per_image=5000, num_classes=10,
                           sigma=0.5, seed=1)
     return path
 

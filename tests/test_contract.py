@@ -83,9 +83,17 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("contract") / "streams.h5"
     rng = np.random.default_rng(7)
     n = 10
-    write_synthetic_store(path, rng.uniform(0.5, 1.0, n), predicted=np.zeros(n, int),
-                          true_label=np.zeros(n, int), N=2500, num_classes=10, sigma=0.25,
-                          seed=1, seconds_per_sample=0.001)
+    write_synthetic_store(
+        path,
+        rng.uniform(0.5, 1.0, n),
+        predicted=np.zeros(n, int),
+        true_label=np.zeros(n, int),
+        samples_per_image=2500,
+        num_classes=10,
+        sigma=0.25,
+        seed=1,
+        seconds_per_sample=0.001,
+    )
     return path
 
 

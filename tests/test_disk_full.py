@@ -335,10 +335,20 @@ def rank_stores(tmp_path_factory) -> list[Path]:
     paths = []
     for rank in (0, 1):
         index = np.arange(rank, 12, 2)
-        paths.append(write_synthetic_store(
-            folder / f"r{rank}.h5", np.linspace(0.3, 0.9, index.size), predicted=index % 10,
-            true_label=index % 10, N=N, num_classes=10, sigma=0.5, seed=1, image_index=index,
-            attrs={"rank": rank, "world_size": 2}))
+        paths.append(
+            write_synthetic_store(
+                folder / f"r{rank}.h5",
+                np.linspace(0.3, 0.9, index.size),
+                predicted=index % 10,
+                true_label=index % 10,
+                samples_per_image=N,
+                num_classes=10,
+                sigma=0.5,
+                seed=1,
+                image_index=index,
+                attrs={"rank": rank, "world_size": 2},
+            )
+        )
     return paths
 
 
@@ -367,7 +377,7 @@ def test_import_log_on_a_full_disk_exits_1_with_no_lock_left(small_fs, published
     from isskit.logs import import_log
 
     log = published / "certify-logs" / "cohen2019__cifar10_resnet110_noise_0.12_test_sigma_0.50"
-    import_log(log, tmp_path / "ref.h5", samples=3000)
+    import_log(log, tmp_path / "ref.h5", samples_per_image=3000)
     where = small_fs(FS_BYTES)
     page = _page(where)
     _leave_free(where, 0 if room == "none" else 1 + _pages(_chunk_extents(tmp_path / "ref.h5")

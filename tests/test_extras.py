@@ -58,7 +58,7 @@ def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("extras") / "s.h5"
     p_A = np.linspace(0.4, 1.0, 12)
     write_synthetic_store(path, p_A, predicted=np.zeros(12, int), true_label=np.zeros(12, int),
-                          N=2000, num_classes=3, sigma=0.5, seed=0)
+                          samples_per_image=2000, num_classes=3, sigma=0.5, seed=0)
     return path
 
 

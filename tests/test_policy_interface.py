@@ -68,7 +68,7 @@ def store_path(tmp_path):
     n = 30
     p_A = rng.uniform(0.3, 1.0, n)
     predicted = rng.integers(0, C, n)
-    write_synthetic_store(path, p_A, predicted=predicted, true_label=predicted, N=N,
+    write_synthetic_store(path, p_A, predicted=predicted, true_label=predicted, samples_per_image=N,
                           num_classes=C, sigma=SIGMA, seed=2, seconds_per_sample=0.01)
     return path
 

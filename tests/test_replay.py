@@ -42,9 +42,18 @@ def store_path(tmp_path_factory):
     rng = np.random.default_rng(1)
     predicted = rng.integers(0, C, n)
     true_label = np.where(rng.random(n) < 0.8, predicted, (predicted + 1) % C)
-    write_synthetic_store(path, _p_A(n), predicted=predicted, true_label=true_label, N=N,
-                          num_classes=C, sigma=SIGMA, seed=3, seconds_per_sample=SPS,
-                          image_index=np.arange(1000, 1000 + n))
+    write_synthetic_store(
+        path,
+        _p_A(n),
+        predicted=predicted,
+        true_label=true_label,
+        samples_per_image=N,
+        num_classes=C,
+        sigma=SIGMA,
+        seed=3,
+        seconds_per_sample=SPS,
+        image_index=np.arange(1000, 1000 + n),
+    )
     return path
 
 
@@ -161,8 +170,16 @@ def test_netcdf_round_trip(results, tmp_path):
 
 def test_unknown_sampling_time_gives_nan_minutes(tmp_path):
     path = tmp_path / "s.h5"
-    write_synthetic_store(path, [0.9, 0.99], predicted=[1, 2], true_label=[1, 2], N=500,
-                          num_classes=3, sigma=0.25, seed=0)
+    write_synthetic_store(
+        path,
+        [0.9, 0.99],
+        predicted=[1, 2],
+        true_label=[1, 2],
+        samples_per_image=500,
+        num_classes=3,
+        sigma=0.25,
+        seed=0,
+    )
     ds = replay(path, ["ias n=500"])
     assert np.isnan(ds.est_minutes.values[0])
     assert ds.attrs["seconds_per_sample_source"] == "unknown"
@@ -267,7 +284,7 @@ def test_labels_beyond_num_classes_name_the_image(tmp_path):
         replay(path, ["ias n=100"])
     # ...and the array-level index build, fed the same labels, refuses them on its own.
     with pytest.raises(ValueError, match=r"label \(7\) at sample 42 of store row 1, image 9"):
-        index_blocks([block], n_samples=100, num_classes=4, selection_sizes=[100],
+        index_blocks([block], samples_per_image=100, num_classes=4, selection_sizes=[100],
                      image_ids=np.array([3, 9]))
 
 

@@ -39,9 +39,18 @@ def store_path(tmp_path_factory):
     p_A[:3] = [1.0, 0.5, 0.69]  # certain, a coin, p0 of r = 0.25 at sigma 0.5 (0.691)
     predicted = rng.integers(0, C, n)
     true_label = np.where(rng.random(n) < 0.8, predicted, (predicted + 1) % C)
-    write_synthetic_store(path, p_A, predicted=predicted, true_label=true_label, N=N,
-                          num_classes=C, sigma=SIGMA, seed=5, seconds_per_sample=0.001,
-                          image_index=np.arange(500, 500 + n))
+    write_synthetic_store(
+        path,
+        p_A,
+        predicted=predicted,
+        true_label=true_label,
+        samples_per_image=N,
+        num_classes=C,
+        sigma=SIGMA,
+        seed=5,
+        seconds_per_sample=0.001,
+        image_index=np.arange(500, 500 + n),
+    )
     return path
 
 

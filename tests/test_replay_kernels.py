@@ -77,7 +77,7 @@ POLICIES = [
 
 def _index(labels, policies, blocks=(7, 19)):
     parts = np.split(labels, list(blocks))
-    return index_blocks(parts, n_samples=labels.shape[1], num_classes=C,
+    return index_blocks(parts, samples_per_image=labels.shape[1], num_classes=C,
                         selection_sizes=[p.selection_size for p in policies])
 
 
@@ -108,14 +108,14 @@ def test_scan_modes_flags_labels_out_of_range():
     assert bad.tolist() == [-1, 17, 49]
     assert modes[:, 0].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match=r"label \(10\) at sample 17 of store row 1"):
-        index_blocks([block], n_samples=50, num_classes=C, selection_sizes=[50])
+        index_blocks([block], samples_per_image=50, num_classes=C, selection_sizes=[50])
 
 
 @pytest.mark.parametrize("n", [N, 64 * 5, 64 * 5 + 7, 13])
 def test_rank_counts_match_loops(n):
     rng = np.random.default_rng(n)
     labels = LABELS[:, :n].copy()
-    idx = index_blocks([labels[:3], labels[3:]], n_samples=n, num_classes=C,
+    idx = index_blocks([labels[:3], labels[3:]], samples_per_image=n, num_classes=C,
                        selection_sizes=sorted({1, min(n, 7), n}))
     m = idx.rows.size * 40
     img = rng.integers(0, idx.rows.size, m)
@@ -234,7 +234,7 @@ def test_streams_too_short_are_errors_naming_the_image(policy):
     sizes = [p.selection_size for p in POLICIES if p.selection_size <= N]
     if policy.selection_size <= N:
         sizes.append(policy.selection_size)
-    idx = index_blocks([short], n_samples=N, num_classes=C, selection_sizes=sizes)
+    idx = index_blocks([short], samples_per_image=N, num_classes=C, selection_sizes=sizes)
     ids = np.arange(100, 100 + short.shape[0])
     with pytest.raises(ValueError, match=rf"policy {policy.name} needs (\d+) samples for image"
                        rf" (\d+).*holds {N} \(N\)") as info:

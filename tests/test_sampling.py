@@ -129,7 +129,7 @@ def test_noise_v2_does_not_depend_on_batch_or_packing(digits):
         z = noise_reference(tuple(xs[i].shape), N=N, batch=0, seed=seed, image_index=i)
         expected[i] = model(torch.add(xs[i], z, alpha=sigma)).argmax(1).numpy()
     for batch in (1, 7, 256, 400, 1000, 5000):
-        got = sample_row(model, xs[2], sigma=sigma, N=N, batch=batch, seed=seed,
+        got = sample_row(model, xs[2], sigma=sigma, samples_per_image=N, batch=batch, seed=seed,
                          image_index=2, device="cpu")
         np.testing.assert_array_equal(got, expected[2], err_msg=f"batch {batch}")
     # Pieces of three images, interleaved and cut at odd places, packed into batches of
@@ -155,7 +155,14 @@ def test_noise_v1_stays_as_it_was(digits):
     # the CPU 64-pixel images happen to draw the same numbers for every batch.)
     x = digits.dataset[4][0]
     model = _Pixel()
-    kw = dict(sigma=0.5, N=500, seed=1, image_index=4, device="cpu", scheme=NOISE_SCHEME_V1)
+    kw = dict(
+        sigma=0.5,
+        samples_per_image=500,
+        seed=1,
+        image_index=4,
+        device="cpu",
+        scheme=NOISE_SCHEME_V1,
+    )
     for batch in (128, 500):
         z = noise_reference(tuple(x.shape), N=500, batch=batch, seed=1, image_index=4,
                             scheme=NOISE_SCHEME_V1)
@@ -169,15 +176,15 @@ def test_v1_store_resumes_with_its_own_scheme(tmp_path, default, digits):
     out = tmp_path / "old.h5"
     idx = [0, 5, 10]
     truth = [digits.dataset[i][1] for i in idx]
-    kw = dict(sigma=0.25, N=600, batch=200, seed=0, indices=idx, device="cpu",
+    kw = dict(sigma=0.25, samples_per_image=600, batch=200, seed=0, indices=idx, device="cpu",
               progress=False, model_description="m", dataset_name="d")
     # a store as the earlier isskit left it: one row done, with that scheme's noise
     attrs = dict(sigma=0.25, num_classes=10, seed=0, dataset="d",
                  model="m; precision float32", noise=noise_description(200, "cpu",
                                                                         NOISE_SCHEME_V1))
     old = lambda i: sample_row(default.model, digits.dataset[i][0], sigma=0.25,  # noqa: E731
-                               N=600, batch=200, seed=0, image_index=i, device="cpu",
-                               scheme=NOISE_SCHEME_V1)
+                               samples_per_image=600, batch=200, seed=0, image_index=i,
+                               device="cpu", scheme=NOISE_SCHEME_V1)
     with open_for_writing(out, image_index=idx, true_label=truth, samples_per_image=600,
                           attrs=attrs) as w:
         w.write_row(0, old(0), 1.0)
@@ -227,20 +234,36 @@ def test_noise_is_sigma_times_standard_normal_in_pixel_space(digits):
     sigma, N = 0.5, 20_000
     counts = []
     for pos in [(0, 0, 0), (0, 4, 3)]:
-        labels = sample_row(_Bucket(x, sigma, pos), x, sigma=sigma, N=N, batch=700, seed=3,
-                            image_index=5, device="cpu")
+        labels = sample_row(
+            _Bucket(x, sigma, pos),
+            x,
+            sigma=sigma,
+            samples_per_image=N,
+            batch=700,
+            seed=3,
+            image_index=5,
+            device="cpu",
+        )
         counts.append(np.bincount(labels, minlength=10))
         # Each of the 10 bins has probability 1/10 if the noise is N(0, sigma^2).
         assert st.chisquare(counts[-1]).pvalue > 1e-3
     # A wrong scale would pile the counts up in the middle or the tails.
-    wrong = sample_row(_Bucket(x, 0.4, (0, 0, 0)), x, sigma=sigma, N=N, batch=700, seed=3,
-                       image_index=5, device="cpu")
+    wrong = sample_row(
+        _Bucket(x, 0.4, (0, 0, 0)),
+        x,
+        sigma=sigma,
+        samples_per_image=N,
+        batch=700,
+        seed=3,
+        image_index=5,
+        device="cpu",
+    )
     assert st.chisquare(np.bincount(wrong, minlength=10)).pvalue < 1e-6
 
 
 def test_row_is_reproducible_and_keyed_to_seed_and_index(default, digits):
     x = digits.dataset[2][0]
-    kw = dict(sigma=0.5, N=1000, batch=300, device="cpu")
+    kw = dict(sigma=0.5, samples_per_image=1000, batch=300, device="cpu")
     a = sample_row(default.model, x, seed=0, image_index=2, **kw)
     b = sample_row(default.model, x, seed=0, image_index=2, **kw)
     assert a.dtype == np.uint16 and a.shape == (1000,)
@@ -255,7 +278,7 @@ def test_labels_match_one_sample_at_a_time_reference(default, digits):
     exempt = 0
     for index in (0, 17, 200):
         x = digits.dataset[index][0]
-        got = sample_row(default.model, x, sigma=0.5, N=300, batch=128, seed=11,
+        got = sample_row(default.model, x, sigma=0.5, samples_per_image=300, batch=128, seed=11,
                          image_index=index, device="cpu")
         ref, margin = sample_row_reference(default.model, x, sigma=0.5, N=300, batch=128,
                                            seed=11, image_index=index)
@@ -270,9 +293,20 @@ def test_labels_match_one_sample_at_a_time_reference(default, digits):
 
 def test_store_rows_equal_sample_row(tmp_path, default, digits):
     out = tmp_path / "s.h5"
-    run = sample_to_store(default.model, digits.dataset, out, sigma=0.25, N=500, batch=200,
-                          seed=4, indices=[9, 3, 40], device="cpu", progress=False,
-                          model_description=default.description, dataset_name=digits.name)
+    run = sample_to_store(
+        default.model,
+        digits.dataset,
+        out,
+        sigma=0.25,
+        samples_per_image=500,
+        batch=200,
+        seed=4,
+        indices=[9, 3, 40],
+        device="cpu",
+        progress=False,
+        model_description=default.description,
+        dataset_name=digits.name,
+    )
     assert run.rows_sampled == 3 and run.rows_skipped == 0 and run.samples_per_second > 0
     with open_store(out) as s:
         assert s.complete.all() and s.image_index.tolist() == [9, 3, 40]
@@ -283,13 +317,21 @@ def test_store_rows_equal_sample_row(tmp_path, default, digits):
         assert "blocks of 256 samples" in s.attrs["noise"]
         assert (s.seconds > 0).all()
         for row, index in enumerate((9, 3, 40)):
-            expected = sample_row(default.model, digits.dataset[index][0], sigma=0.25, N=500,
-                                  batch=200, seed=4, image_index=index, device="cpu")
+            expected = sample_row(
+                default.model,
+                digits.dataset[index][0],
+                sigma=0.25,
+                samples_per_image=500,
+                batch=200,
+                seed=4,
+                image_index=index,
+                device="cpu",
+            )
             np.testing.assert_array_equal(s.labels(row), expected)
 
 
 def test_interrupted_run_resumes_to_identical_store(tmp_path, default, digits):
-    kw = dict(sigma=0.25, N=600, batch=200, seed=0, indices=list(range(0, 40, 5)),
+    kw = dict(sigma=0.25, samples_per_image=600, batch=200, seed=0, indices=list(range(0, 40, 5)),
               device="cpu", progress=False, model_description="m", dataset_name="d")
     sample_to_store(default.model, digits.dataset, tmp_path / "full.h5", **kw)
     part = tmp_path / "part.h5"
@@ -309,8 +351,17 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, default, digits):
 @pytest.mark.parametrize("change", [{"sigma": 0.5}, {"N": 500}, {"seed": 1},
                                     {"model_description": "other"}, {"indices": [0, 5]}])
 def test_existing_store_with_other_parameters_is_refused(tmp_path, default, digits, change):
-    kw = dict(sigma=0.25, N=600, batch=200, seed=0, indices=[0, 5, 10], device="cpu",
-              progress=False, model_description="m", dataset_name="d")
+    kw = dict(
+        sigma=0.25,
+        samples_per_image=600,
+        batch=200,
+        seed=0,
+        indices=[0, 5, 10],
+        device="cpu",
+        progress=False,
+        model_description="m",
+        dataset_name="d",
+    )
     out = tmp_path / "s.h5"
     sample_to_store(default.model, digits.dataset, out, **kw)
     before = out.read_bytes()
@@ -320,8 +371,17 @@ def test_existing_store_with_other_parameters_is_refused(tmp_path, default, digi
 
 
 def test_rank_shard_equals_rows_of_a_single_run(tmp_path, default, digits):
-    kw = dict(sigma=0.25, N=400, batch=200, seed=0, indices=list(range(7)), device="cpu",
-              progress=False, model_description="m", dataset_name="d")
+    kw = dict(
+        sigma=0.25,
+        samples_per_image=400,
+        batch=200,
+        seed=0,
+        indices=list(range(7)),
+        device="cpu",
+        progress=False,
+        model_description="m",
+        dataset_name="d",
+    )
     sample_to_store(default.model, digits.dataset, tmp_path / "one.h5", **kw)
     run = sample_to_store(default.model, digits.dataset, tmp_path / "r.h5", rank=1,
                           world_size=3, **kw)
@@ -335,21 +395,38 @@ def test_rank_shard_equals_rows_of_a_single_run(tmp_path, default, digits):
 def test_channels_last_and_bf16_keep_the_noise(tmp_path, digits):
     x = digits.dataset[1][0]
     bucket = _Bucket(x, 0.25, (0, 2, 2))
-    kw = dict(sigma=0.25, N=900, batch=400, seed=2, image_index=1, device="cpu")
+    kw = dict(sigma=0.25, samples_per_image=900, batch=400, seed=2, image_index=1, device="cpu")
     plain = sample_row(bucket, x, **kw)
     np.testing.assert_array_equal(plain, sample_row(bucket, x, channels_last=True, **kw))
     # The bucket model computes in float64, which autocast leaves alone.
     np.testing.assert_array_equal(plain, sample_row(bucket, x, amp=True, **kw))
-    run = sample_to_store(bucket, digits.dataset, tmp_path / "b.h5", sigma=0.25, N=100,
-                          indices=[1], amp=True, device="cpu", progress=False)
+    run = sample_to_store(
+        bucket,
+        digits.dataset,
+        tmp_path / "b.h5",
+        sigma=0.25,
+        samples_per_image=100,
+        indices=[1],
+        amp=True,
+        device="cpu",
+        progress=False,
+    )
     with open_store(run.path) as s:
         assert s.attrs["model"].endswith("precision bf16 autocast")
 
 
 def test_progress_bar_on_stderr(tmp_path, default, digits, capsys, monkeypatch):
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # not a terminal: else silent for 15 s
-    sample_to_store(default.model, digits.dataset, tmp_path / "p.h5", sigma=0.25, N=300,
-                    indices=[0, 1], device="cpu", progress=True)
+    sample_to_store(
+        default.model,
+        digits.dataset,
+        tmp_path / "p.h5",
+        sigma=0.25,
+        samples_per_image=300,
+        indices=[0, 1],
+        device="cpu",
+        progress=True,
+    )
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "images 2/2" in captured.err and "sample/s" in captured.err
@@ -359,20 +436,21 @@ def test_bad_arguments(tmp_path, default, digits):
     kw = dict(device="cpu", progress=False)
     out = tmp_path / "x.h5"
     with pytest.raises(ValueError, match="sigma"):
-        sample_to_store(default.model, digits.dataset, out, sigma=0.0, N=10, **kw)
+        sample_to_store(default.model, digits.dataset, out, sigma=0.0, samples_per_image=10, **kw)
     with pytest.raises(ValueError, match="N"):
-        sample_to_store(default.model, digits.dataset, out, sigma=0.1, N=0, **kw)
+        sample_to_store(default.model, digits.dataset, out, sigma=0.1, samples_per_image=0, **kw)
     with pytest.raises(ValueError, match="num_classes"):
-        sample_to_store(default.model, digits.dataset, out, sigma=0.1, N=10, num_classes=7,
-                        **kw)
+        sample_to_store(
+            default.model, digits.dataset, out, sigma=0.1, samples_per_image=10, num_classes=7, **kw
+        )
     wrong = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     with pytest.raises(ValueError, match="does the model fit the dataset"):
-        sample_to_store(wrong, digits.dataset, out, sigma=0.1, N=10, **kw)
+        sample_to_store(wrong, digits.dataset, out, sigma=0.1, samples_per_image=10, **kw)
     five = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
     with pytest.raises(ValueError, match="true labels"):
-        sample_to_store(five, digits.dataset, out, sigma=0.1, N=10, **kw)
+        sample_to_store(five, digits.dataset, out, sigma=0.1, samples_per_image=10, **kw)
     with pytest.raises(ValueError, match="device"):
-        sample_to_store(default.model, digits.dataset, out, sigma=0.1, N=10,
+        sample_to_store(default.model, digits.dataset, out, sigma=0.1, samples_per_image=10,
                         device="nonsense", progress=False)
     assert not out.exists()
 
@@ -381,7 +459,7 @@ def test_sample_extends_rows_drawn_in_part(tmp_path, default, digits):
     from isskit.store import RUN_PARAMS, open_for_writing
 
     idx = [3, 8, 21]
-    kw = dict(sigma=0.5, N=1000, batch=300, seed=5, indices=idx, device="cpu",
+    kw = dict(sigma=0.5, samples_per_image=1000, batch=300, seed=5, indices=idx, device="cpu",
               progress=False, model_description="m", dataset_name="d")
     sample_to_store(default.model, digits.dataset, tmp_path / "full.h5", **kw)
     with open_store(tmp_path / "full.h5") as full:
@@ -413,21 +491,29 @@ def test_sample_past_N_equals_sampling_to_N_at_once(tmp_path, default, digits):
     idx = [2, 9, 30, 31]
     kw = dict(sigma=0.5, batch=300, seed=4, indices=idx, device="cpu", progress=False,
               model_description="m", dataset_name="d")
-    sample_to_store(default.model, digits.dataset, tmp_path / "fresh.h5", N=1300, **kw)
-    sample_to_store(default.model, digits.dataset, tmp_path / "grown.h5", N=500, **kw)
+    sample_to_store(
+        default.model, digits.dataset, tmp_path / "fresh.h5", samples_per_image=1300, **kw
+    )
+    sample_to_store(
+        default.model, digits.dataset, tmp_path / "grown.h5", samples_per_image=500, **kw
+    )
     certify_to_store(default.model, digits.dataset, tmp_path / "cert.h5",
                      policies=["cs r=0.25 n_max=500"], max_samples=500, **kw)
     with open_store(tmp_path / "cert.h5") as c:
         assert (c.drawn < 500).sum() >= 3  # rows certify drew in part
     for name in ("grown.h5", "cert.h5"):
-        run = sample_to_store(default.model, digits.dataset, tmp_path / name, N=1300, **kw)
+        run = sample_to_store(
+            default.model, digits.dataset, tmp_path / name, samples_per_image=1300, **kw
+        )
         assert run.rows_sampled == len(idx)
         with open_store(tmp_path / name) as s, open_store(tmp_path / "fresh.h5") as f:
             assert s.samples_per_image == 1300 and s.complete.all() and (s.drawn == 1300).all()
             np.testing.assert_array_equal(s.labels(), f.labels(), err_msg=name)
     # a smaller N than the store's stays a mismatch
     with pytest.raises(StoreMismatchError, match="samples_per_image: stored 1300, given 900"):
-        sample_to_store(default.model, digits.dataset, tmp_path / "grown.h5", N=900, **kw)
+        sample_to_store(
+            default.model, digits.dataset, tmp_path / "grown.h5", samples_per_image=900, **kw
+        )
 
 
 def test_v1_store_is_not_extended_past_its_N(tmp_path, default, digits):
@@ -443,7 +529,18 @@ def test_v1_store_is_not_extended_past_its_N(tmp_path, default, digits):
     with pytest.raises(StoreMismatchError, match=r"isskit-noise-v1, whose noise depends on "
                                                  r"the batch: its rows cannot be extended "
                                                  r"past N = 600 to N = 800"):
-        sample_to_store(default.model, digits.dataset, out, sigma=0.25, N=800, batch=200,
-                        seed=0, indices=[0], device="cpu", progress=False,
-                        model_description="m", dataset_name="d")
+        sample_to_store(
+            default.model,
+            digits.dataset,
+            out,
+            sigma=0.25,
+            samples_per_image=800,
+            batch=200,
+            seed=0,
+            indices=[0],
+            device="cpu",
+            progress=False,
+            model_description="m",
+            dataset_name="d",
+        )
     assert out.read_bytes() == before

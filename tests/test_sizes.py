@@ -152,9 +152,18 @@ def test_synthetic_rows_fit_their_estimate(tmp_path, p):
 
     N = 1_000_000
     paths = iter([tmp_path / "a.h5", tmp_path / "b.h5"])
-    peak = _peak(lambda: synthetic.write_synthetic_store(
-        next(paths), [p], predicted=[3], true_label=[3], N=N, num_classes=10, sigma=0.5,
-        seed=0))
+    peak = _peak(
+        lambda: synthetic.write_synthetic_store(
+            next(paths),
+            [p],
+            predicted=[3],
+            true_label=[3],
+            samples_per_image=N,
+            num_classes=10,
+            sigma=0.5,
+            seed=0,
+        )
+    )
     assert peak <= synthetic._stream_bytes(N, [p]), peak / N
 
 

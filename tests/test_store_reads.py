@@ -33,7 +33,7 @@ IMAGES = np.array([10, 11, 12])
 
 
 def _write(path: Path, image_index=IMAGES) -> Path:
-    write_synthetic_store(path, P_A, predicted=[3, 1, 4], true_label=[3, 1, 4], N=N,
+    write_synthetic_store(path, P_A, predicted=[3, 1, 4], true_label=[3, 1, 4], samples_per_image=N,
                           num_classes=10, sigma=0.25, seed=5, image_index=image_index,
                           seconds_per_sample=1e-4)
     return path
@@ -335,9 +335,16 @@ def test_info_on_a_store_of_zero_samples_per_image_warns_nothing(clean, tmp_path
 
 def test_info_on_a_store_of_zero_images_warns_nothing(tmp_path):
     path = tmp_path / "empty.h5"
-    write_synthetic_store(path, np.zeros(0), predicted=np.zeros(0, int),
-                          true_label=np.zeros(0, int), N=100, num_classes=10, sigma=0.25,
-                          seed=0)
+    write_synthetic_store(
+        path,
+        np.zeros(0),
+        predicted=np.zeros(0, int),
+        true_label=np.zeros(0, int),
+        samples_per_image=100,
+        num_classes=10,
+        sigma=0.25,
+        seed=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         res = _run("info", path, "--no-progress")

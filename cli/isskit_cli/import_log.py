@@ -33,7 +33,7 @@ __all__ = ["import_log"]
                    "Default: detected (the first of 0.001, 0.01, 0.05, 0.1 that fits).")
 @click.option("--sigma", type=float, default=None,
               help="Certification sigma. Default: from the file name (..._sigma_0.50).")
-@click.option("--N", "--samples", "samples", type=SAMPLE_SIZE, default=None, metavar="N",
+@click.option("--N", "--samples", "samples_per_image", type=SAMPLE_SIZE, default=None, metavar="N",
               help="Samples per image in the store, N (--samples: the same option, its older "
                    "name). Default n + 100 (the log's own CERTIFY, n0 = 100). ISS with k_bar "
                    "needs k_bar + k0.")
@@ -52,7 +52,9 @@ __all__ = ["import_log"]
                    "with --other runner_up.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout and nothing else there.")
-def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abstain, as_json):
+def import_log(
+    log, out, n, alpha, sigma, samples_per_image, seed, other, num_classes, abstain, as_json
+):
     """Import a Cohen-format certification LOG as a synthetic stream store.
 
     LOG is tab-separated with the header "idx label predict radius correct time", as
@@ -75,9 +77,19 @@ def import_log(log, out, n, alpha, sigma, samples, seed, other, num_classes, abs
     with library_errors():
         ns = parse_numbers(n, "n", integral_as_int=True)
         with writing("--out", out):
-            result = run_import(log, out, n=ns, alpha=alpha, sigma=sigma, samples=samples,
-                                seed=seed, other=other, num_classes=num_classes,
-                                abstain=abstain, progress=not as_json)
+            result = run_import(
+                log,
+                out,
+                n=ns,
+                alpha=alpha,
+                sigma=sigma,
+                samples_per_image=samples_per_image,
+                seed=seed,
+                other=other,
+                num_classes=num_classes,
+                abstain=abstain,
+                progress=not as_json,
+            )
     summary = result.summary()
     if as_json:
         echo_json(summary)

@@ -132,10 +132,22 @@ def _run(model_spec, arch, checkpoint, dataset, data_root, sigma, N, batch, skip
 
     def work(rank, world, dev):
         run = sampling.sample_to_store(
-            md.loaded.model, md.data.dataset, out, sigma=sigma, N=N, batch=batch, seed=seed,
-            indices=md.selected, device=dev, amp=amp, channels_last=channels_last,
-            progress=progress, model_description=md.loaded.description,
-            dataset_name=md.data.name, num_classes=md.num_classes, rank=rank,
+            md.loaded.model,
+            md.data.dataset,
+            out,
+            sigma=sigma,
+            samples_per_image=N,
+            batch=batch,
+            seed=seed,
+            indices=md.selected,
+            device=dev,
+            amp=amp,
+            channels_last=channels_last,
+            progress=progress,
+            model_description=md.loaded.description,
+            dataset_name=md.data.name,
+            num_classes=md.num_classes,
+            rank=rank,
             world_size=world,
         )
         return {k: (str(v) if isinstance(v, Path) else v)

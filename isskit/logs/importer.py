@@ -20,6 +20,7 @@ import numpy as np
 
 from isskit._atomic import atomic_path
 from isskit._provenance import file_sha256
+from isskit._renamed import renamed as _renamed
 from isskit.logs.cohen_format import CohenLog, num_classes_from_name, read_cohen_log
 from isskit.logs.recover import AlphaFit, CountRanges, _resolve_sigma, detect_alpha, recover_counts
 from isskit.validate import (
@@ -46,6 +47,7 @@ _COHEN_N0 = 100
 # --------------------------------------------------------------------------- import
 
 
+@_renamed(N="samples_per_image")
 @dataclass(frozen=True)
 class ImportResult:
     """What :func:`import_log` wrote, and what it recovered on the way.
@@ -66,7 +68,7 @@ class ImportResult:
         The certification noise level.
     num_classes : int
         Classes of the streams' labels.
-    N : int
+    samples_per_image : int
         Samples per stream.
     p_A : ndarray of float64
         Each stream's top-class probability.
@@ -83,7 +85,7 @@ class ImportResult:
     alpha: float
     sigma: float
     num_classes: int
-    N: int
+    samples_per_image: int
     p_A: np.ndarray = field(repr=False)
     predicted: np.ndarray = field(repr=False)
     abstain: str
@@ -109,13 +111,14 @@ class ImportResult:
             "tried": [{"n": n_, "alpha": a} for n_, a in self.fit.tried],
             "sigma": self.sigma,
             "num_classes": self.num_classes,
-            "samples_per_image": self.N,
+            "samples_per_image": self.samples_per_image,
             "abstain_rule": self.abstain,
             "max_range_width": int(width.max()) if width.size else 0,
             "p_A_deciles": dict(zip(["10%", "30%", "50%", "70%", "90%"], deciles, strict=False)),
         }
 
 
+@_renamed(samples="samples_per_image")
 def import_log(
     path,
     out,
@@ -123,7 +126,7 @@ def import_log(
     n=100_000,
     alpha: float | None = None,
     sigma: float | None = None,
-    samples: int | None = None,
+    samples_per_image: int | None = None,
     seed: int = 0,
     other: str = "uniform",
     num_classes: int | None = None,
@@ -175,7 +178,7 @@ def import_log(
         rows. By default detected from :data:`DEFAULT_ALPHAS` (the first that fits).
     sigma : float, optional
         Certification noise level; by default from the file name (``sigma_X``).
-    samples : int, optional
+    samples_per_image : int, optional
         Samples per stream. Default ``n0 + n`` = ``100 + n``: enough to replay the log's
         own CERTIFY. ISS with ``k_bar`` needs ``k_bar + k0`` for its fresh variant.
     seed : int
@@ -236,7 +239,9 @@ def import_log(
         )
     n_fit, alpha_fit = fit.fits[0]
     ranges = recover_counts(log, n=n_fit, alpha=alpha_fit, sigma=sigma)
-    N = check_sample_size(n_fit + _COHEN_N0 if samples is None else samples, "samples")
+    N = check_sample_size(
+        n_fit + _COHEN_N0 if samples_per_image is None else samples_per_image, "samples_per_image"
+    )
 
     cert = ~log.abstained
     p_A = ranges.kA_mid / n_fit
@@ -250,7 +255,7 @@ def import_log(
     seconds_per_sample = log.time / (n_fit + _COHEN_N0)
     out = Path(out)
     # Here, not inside the writer only: its message would name N, and the user gave samples.
-    _check_stream_memory(N, p_A, "samples")
+    _check_stream_memory(N, p_A, "samples_per_image")
     # A new store appears only when whole; an existing one is resumed in place (the
     # writer refuses another run's store, and any file that is not a store).
     resume = os.path.lexists(out)
@@ -260,7 +265,7 @@ def import_log(
             p_A,
             predicted=predicted,
             true_label=log.label,
-            N=N,
+            samples_per_image=N,
             num_classes=num_classes,
             sigma=sigma,
             seed=seed,
@@ -290,7 +295,7 @@ def import_log(
         alpha=alpha_fit,
         sigma=sigma,
         num_classes=num_classes,
-        N=N,
+        samples_per_image=N,
         p_A=p_A,
         predicted=predicted,
         abstain=abstain,

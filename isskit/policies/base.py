@@ -341,7 +341,7 @@ class RadiusPolicy(Policy):
         """
         raise NotImplementedError
 
-    def fit(self, x, *, sigma: float, n_samples: int | None = None) -> RadiusPolicy:
+    def fit(self, x, *, sigma: float, samples_per_image: int | None = None) -> RadiusPolicy:
         """The policy ready to plan a set of images, from every image's selection count.
 
         Most policies plan each image from its own selection count and return themselves.
@@ -356,7 +356,7 @@ class RadiusPolicy(Policy):
             Count of the chosen class in ``labels[0:m]`` of every image replayed together.
         sigma : float
             Noise level of the streams.
-        n_samples : int, optional
+        samples_per_image : int, optional
             Samples each stream holds (N), where known.
 
         Returns

@@ -44,6 +44,7 @@ from typing import ClassVar
 import numpy as np
 
 from isskit._bisect import bisect_float
+from isskit._renamed import renamed as _renamed
 from isskit.policies._budget_gain import (
     DEFAULT_K_MAX,
     GainTable,
@@ -175,7 +176,7 @@ class Budget(RadiusPolicy):
         return jeffreys_gain_table(self.k0, sigma, self.alpha,
                                    k_max=max(DEFAULT_K_MAX, self.k_max))
 
-    def fit(self, x, *, sigma: float, n_samples: int | None = None) -> Budget:
+    def fit(self, x, *, sigma: float, samples_per_image: int | None = None) -> Budget:
         """With ``B``: the price policy whose mean over pilot counts ``x`` meets ``B``.
 
         Parameters
@@ -184,8 +185,8 @@ class Budget(RadiusPolicy):
             Every image's count of its chosen class over the pilot ``[0, k0)``.
         sigma : float
             Noise level.
-        n_samples : int, optional
-            Samples each stream holds: sizes above ``n_samples - k0`` are not considered,
+        samples_per_image : int, optional
+            Samples each stream holds: sizes above ``samples_per_image - k0`` are not considered,
             and the fitted policy's ``k_max`` is capped there.
 
         Returns
@@ -200,9 +201,13 @@ class Budget(RadiusPolicy):
         """
         if self.B is None:
             return self
-        k_cap = self.k_max if n_samples is None else min(self.k_max, int(n_samples) - self.k0)
+        k_cap = (
+            self.k_max
+            if samples_per_image is None
+            else min(self.k_max, int(samples_per_image) - self.k0)
+        )
         sol = solve_price(self.gains(sigma), x, self.B, k_cap=max(k_cap, 0),
-                          n_samples=n_samples)
+                          samples_per_image=samples_per_image)
         return Budget(k0=self.k0, price=sol.price, alpha=self.alpha, k_max=max(k_cap, 1))
 
     def k(self, x, *, sigma: float) -> np.ndarray:
@@ -259,8 +264,9 @@ class PriceSolution:
     B: float
 
 
+@_renamed(n_samples="samples_per_image")
 def solve_price(gains: GainTable, pilot_counts, B: float, *, k_cap: int | None = None,
-                n_samples: int | None = None) -> PriceSolution:
+                samples_per_image: int | None = None) -> PriceSolution:
     """The price at which the images' mean samples ``mean(k0 + k(x_i))`` meet ``B``.
 
     Every image's ``k`` depends on its own pilot count alone, at one price for all: the
@@ -279,7 +285,7 @@ def solve_price(gains: GainTable, pilot_counts, B: float, *, k_cap: int | None =
         Mean samples per image, pilot included, ``> k0``.
     k_cap : int, optional
         Largest estimation size an image may get (what the streams hold after the pilot).
-    n_samples : int, optional
+    samples_per_image : int, optional
         The streams' length N, named in the message when ``B`` cannot be met.
 
     Returns
@@ -308,7 +314,11 @@ def solve_price(gains: GainTable, pilot_counts, B: float, *, k_cap: int | None =
     if at_zero < total:
         most = k0 + at_zero / m
         cap = int(gains.k[-1]) if k_cap is None else min(int(k_cap), int(gains.k[-1]))
-        where = f"streams of N = {n_samples} samples" if n_samples is not None else "k_max"
+        where = (
+            f"streams of N = {samples_per_image} samples"
+            if samples_per_image is not None
+            else "k_max"
+        )
         raise ValueError(
             f"B ({fmt(B)}) is larger than these images can spend: at most {most:.6g} mean "
             f"samples (k0 = {k0} plus up to {cap} each, the limit of the {where}; images "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from isskit._renamed import renamed as _renamed
 from isskit.replay import _kernels
 from isskit.replay._stream_index import StreamIndex
 
@@ -70,17 +71,18 @@ def _slots_of_block(modes, need_slot, primary):
     return local, row_extra, np.array(extra_class, dtype=np.int64)
 
 
+@_renamed(n_samples="samples_per_image")
 def index_blocks(
-    blocks, *, n_samples, num_classes, selection_sizes, image_ids=None, rows=None,
+    blocks, *, samples_per_image, num_classes, selection_sizes, image_ids=None, rows=None,
     true_labels=None, range_schedules=None,
 ) -> StreamIndex:
     """Build a :class:`StreamIndex` from blocks of whole streams (the array-level core).
 
     Parameters
     ----------
-    blocks : iterable of ndarray of uint16, shape (rows_b, n_samples)
+    blocks : iterable of ndarray of uint16, shape (rows_b, samples_per_image)
         Consecutive blocks of the streams to index, in row order.
-    n_samples : int
+    samples_per_image : int
         Samples per stream, N.
     num_classes : int
         Labels must be below this.
@@ -106,17 +108,17 @@ def index_blocks(
     ValueError
         If a label is >= num_classes, or a selection size is out of [1, N].
     """
-    n_samples = int(n_samples)
+    samples_per_image = int(samples_per_image)
     num_classes = int(num_classes)
     sizes = sorted({int(m) for m in selection_sizes})
     for m in sizes:
-        if not 1 <= m <= n_samples:
-            raise ValueError(f"selection size ({m}) must be in [1, {n_samples}] (N)")
-    cps = np.array(sorted(set(sizes) | {n_samples}), dtype=np.int64)
+        if not 1 <= m <= samples_per_image:
+            raise ValueError(f"selection size ({m}) must be in [1, {samples_per_image}] (N)")
+    cps = np.array(sorted(set(sizes) | {samples_per_image}), dtype=np.int64)
     need_slot = np.isin(cps, np.array(sizes, dtype=np.int64))
     # the class chosen at the largest selection size gets every row's first slot
     primary = int(np.flatnonzero(need_slot)[-1]) if need_slot.any() else -1
-    nw = _kernels.n_words(n_samples)
+    nw = _kernels.n_words(samples_per_image)
     modes_l, counts_l, slot_l, bits_l, cum_l = [], [], [], [], []
     schedules = dict(range_schedules or {})
     if true_labels is not None:
@@ -127,8 +129,10 @@ def index_blocks(
     n_slots = 0
     for block in blocks:
         block = np.ascontiguousarray(block, dtype=np.uint16)
-        if block.ndim != 2 or block.shape[1] != n_samples:
-            raise ValueError(f"label block shape ({block.shape}) must be (rows, {n_samples})")
+        if block.ndim != 2 or block.shape[1] != samples_per_image:
+            raise ValueError(
+                f"label block shape ({block.shape}) must be (rows, {samples_per_image})"
+            )
         r = block.shape[0]
         modes = np.empty((r, cps.size), np.int64)
         counts = np.empty((r, cps.size), np.int64)
@@ -163,7 +167,7 @@ def index_blocks(
         for starts, width in schedules.values():
             rm = np.empty((r, starts.size), np.int64)
             rc = np.empty((r, starts.size), np.int64)
-            _kernels.range_modes(block, starts, width, np.full(r, n_samples, np.int64),
+            _kernels.range_modes(block, starts, width, np.full(r, samples_per_image, np.int64),
                                  num_classes, rm, rc, bad)
             wanted.append(rm)
         if wanted:
@@ -198,7 +202,7 @@ def index_blocks(
         return np.concatenate(parts) if parts else np.zeros(shape, dtype)
 
     return StreamIndex(
-        n_samples=n_samples,
+        samples_per_image=samples_per_image,
         num_classes=num_classes,
         rows=np.arange(n_done, dtype=np.int64) if rows is None else np.asarray(rows, np.int64),
         checkpoints=cps,

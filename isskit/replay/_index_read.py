@@ -143,7 +143,7 @@ def build_index(store, policies, *, rows=None, max_bytes=DEFAULT_MAX_BYTES, prog
     blocks = _prefetch(_store_blocks(store, rows, max_bytes, progress))
     return index_blocks(
         blocks,
-        n_samples=n,
+        samples_per_image=n,
         num_classes=int(store.num_classes),
         selection_sizes=_selection_sizes(policies),
         image_ids=np.asarray(store.image_index)[rows],

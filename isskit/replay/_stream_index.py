@@ -6,16 +6,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from isskit._renamed import renamed as _renamed
+
 __all__ = ["StreamIndex"]
 
 
+@_renamed(n_samples="samples_per_image")
 @dataclass
 class StreamIndex:
     """Everything the policies need from a store, read in one pass (:mod:`isskit.replay._kernels`).
 
     Attributes
     ----------
-    n_samples : int
+    samples_per_image : int
         Samples per stream, N.
     num_classes : int
         Labels are below this.
@@ -40,7 +43,7 @@ class StreamIndex:
         where the stream does not hold it) and the slot marking it (-1 likewise).
     """
 
-    n_samples: int
+    samples_per_image: int
     num_classes: int
     rows: np.ndarray
     checkpoints: np.ndarray
@@ -79,12 +82,12 @@ class StreamIndex:
     @property
     def top_class(self) -> np.ndarray:
         """Most frequent label of each whole stream."""
-        return self.modes[:, self.column(self.n_samples)]
+        return self.modes[:, self.column(self.samples_per_image)]
 
     @property
     def p_A_empirical(self) -> np.ndarray:
         """Frequency of the most frequent label of each whole stream."""
-        return self.mode_counts[:, self.column(self.n_samples)] / self.n_samples
+        return self.mode_counts[:, self.column(self.samples_per_image)] / self.samples_per_image
 
     @property
     def nbytes(self) -> int:

@@ -63,7 +63,7 @@ def evaluate_decisions(index, policies, sigma, true_label, *, image_ids=None):
     samples = np.empty((P, n), np.int64)
     prediction = np.empty((P, n), np.int64)
     true_label = np.asarray(true_label, dtype=np.int64)
-    drawn = np.full(n, index.n_samples, np.int64)
+    drawn = np.full(n, index.samples_per_image, np.int64)
     ids = index.rows if image_ids is None else np.asarray(image_ids)
     groups: dict = {}
     for b, p in enumerate(policies):
@@ -104,9 +104,9 @@ def _adaptive_counts(index, policy):
     start = np.ascontiguousarray(np.broadcast_to(est[:, :1], slots.shape))
     stop = np.ascontiguousarray(np.broadcast_to(est[:, 1:], slots.shape))
     counts = np.empty(slots.shape, np.int64)
-    _kernels.count_ranges(slots, start, np.minimum(stop, index.n_samples), index.bits,
+    _kernels.count_ranges(slots, start, np.minimum(stop, index.samples_per_image), index.bits,
                           index.cum, counts)
-    held = (stop <= index.n_samples) & (slots >= 0)
+    held = (stop <= index.samples_per_image) & (slots >= 0)
     counts = np.where(held, counts, -1).T
     classes = np.where(held.T, classes, -1)
     return np.ascontiguousarray(classes.reshape(n, -1)), np.ascontiguousarray(counts)

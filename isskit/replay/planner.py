@@ -91,7 +91,7 @@ class _Planner:
 
     def plan(self, policy):
         """(column j, start, k, samples, k_hat), arrays of shape (n,) or scalars."""
-        n = self.index.n_samples
+        n = self.index.samples_per_image
         if not isinstance(policy, RadiusPolicy):
             raise ValueError(f"policy ({policy!r}) is not a radius policy")
         _check_static_needs([policy], n, self.ids[:1])
@@ -100,7 +100,7 @@ class _Planner:
         # a policy whose rule depends on the whole set (a mean budget) sees every image's
         # selection count first, and plans with the per-image policy it implies
         policy = policy.fit(self.index.mode_counts[:, j].astype(np.int64), sigma=self.sigma,
-                            n_samples=n)
+                            samples_per_image=n)
         self.fitted[given] = policy
         if policy.fixed_samples:
             plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
@@ -127,7 +127,7 @@ class _Planner:
             i = int(np.flatnonzero(over)[0])
             raise _too_many(policy, int(self.ids[i]),
                             int(np.broadcast_to(samples, over.shape)[i]),
-                            self.index.n_samples, int(over.sum()), drawn=int(self.drawn[i]))
+                            self.index.samples_per_image, int(over.sum()), drawn=int(self.drawn[i]))
 
 
 def _count_batch(index, planner, policies, out=None):

@@ -32,10 +32,18 @@ class _RowSampler:
     One generator per row, ``batch`` samples per draw; buffers preallocated.
     """
 
-    def __init__(self, model, shape, *, sigma, N, batch, dev, amp, channels_last, seed=0):
-        self.model, self.sigma, self.N, self.batch, self.dev = model, sigma, N, batch, dev
+    def __init__(
+        self, model, shape, *, sigma, samples_per_image, batch, dev, amp, channels_last, seed=0
+    ):
+        self.model, self.sigma, self.N, self.batch, self.dev = (
+            model,
+            sigma,
+            samples_per_image,
+            batch,
+            dev,
+        )
         self.amp, self.seed = amp, seed
-        size = min(batch, N)
+        size = min(batch, samples_per_image)
         # Noise is always drawn into a contiguous NCHW buffer, so that the values and
         # their positions do not depend on the memory format the model runs in.
         self.noise = torch.empty((size, *shape), dtype=torch.float32, device=dev)
@@ -43,7 +51,7 @@ class _RowSampler:
         if channels_last and len(shape) == 3:
             self.inp = torch.empty_like(self.noise, memory_format=torch.channels_last)
         # argmax lands here on the device; the host sees the row once, at its end.
-        self.labels = torch.empty(N, dtype=torch.int64, device=dev)
+        self.labels = torch.empty(samples_per_image, dtype=torch.int64, device=dev)
         self.gen = torch.Generator(device=dev)
 
     def row(self, x: torch.Tensor, image_index: int, bar=None, start: int = 0) -> np.ndarray:
@@ -78,10 +86,12 @@ class _BlockSampler:
     it again. Buffers are preallocated: no allocation per batch.
     """
 
-    def __init__(self, model, shape, *, sigma, seed, batch, dev, amp, channels_last, N=None):
+    def __init__(
+        self, model, shape, *, sigma, seed, batch, dev, amp, channels_last, samples_per_image=None
+    ):
         self.model, self.sigma, self.seed, self.batch, self.dev = model, sigma, seed, batch, dev
-        self.amp, self.N = amp, N
-        size = batch if N is None else min(batch, N)
+        self.amp, self.N = amp, samples_per_image
+        size = batch if samples_per_image is None else min(batch, samples_per_image)
         # Noise is drawn into a contiguous NCHW block, so that the values and their
         # positions do not depend on the memory format the model runs in.
         self.block = torch.empty((NOISE_BLOCK, *shape), dtype=torch.float32, device=dev)
@@ -92,7 +102,11 @@ class _BlockSampler:
         self.out = torch.empty(size, dtype=torch.int64, device=dev)
         self.gen = torch.Generator(device=dev)
         self._held = None  # (image_index, block) now in self.block
-        self.labels = None if N is None else torch.empty(N, dtype=torch.int64, device=dev)
+        self.labels = (
+            None
+            if samples_per_image is None
+            else torch.empty(samples_per_image, dtype=torch.int64, device=dev)
+        )
 
     def _fill(self, x, image_index: int, t0: int, t1: int, at: int) -> None:
         """Model inputs of samples [t0, t1) of one image into ``inp[at:]``."""

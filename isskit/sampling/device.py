@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from isskit._renamed import renamed as _renamed
 from isskit.validate import OVERHEAD_BYTES, ArgumentError, check_memory
 
 __all__ = [
@@ -109,7 +110,8 @@ _HOST_BYTES_PER_SAMPLE = 8 + 2 + 2
 _DEVICE_BYTES_PER_SAMPLE = 8
 
 
-def check_row_memory(N: int, name: str = "N", dev: torch.device | None = None,
+@_renamed(N="samples_per_image")
+def check_row_memory(samples_per_image: int, name: str = "N", dev: torch.device | None = None,
                      noise_bytes: int = 0) -> None:
     """Refuse ``N`` before any store exists if one row of it cannot be held in memory.
 
@@ -124,13 +126,22 @@ def check_row_memory(N: int, name: str = "N", dev: torch.device | None = None,
     ValueError
         Naming ``name`` and ``N``, the memory needed and the memory available.
     """
-    check_memory(_HOST_BYTES_PER_SAMPLE * N + OVERHEAD_BYTES, name, N,
-                 f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample")
+    check_memory(
+        _HOST_BYTES_PER_SAMPLE * samples_per_image + OVERHEAD_BYTES,
+        name,
+        samples_per_image,
+        f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample",
+    )
     if dev is not None and dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
-        check_memory(_DEVICE_BYTES_PER_SAMPLE * N + noise_bytes, name, N,
-                     f"one row of labels, {_DEVICE_BYTES_PER_SAMPLE} bytes per sample, and the "
-                     "noise batch", free=free, memory=f"{dev} memory")
+        check_memory(
+            _DEVICE_BYTES_PER_SAMPLE * samples_per_image + noise_bytes,
+            name,
+            samples_per_image,
+            f"one row of labels, {_DEVICE_BYTES_PER_SAMPLE} bytes per sample, and the noise batch",
+            free=free,
+            memory=f"{dev} memory",
+        )
 
 
 def _prepare(model, dev, channels_last):

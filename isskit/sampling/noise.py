@@ -139,7 +139,7 @@ def stored_noise_scheme(out) -> str:
     return noise_scheme_of(noise) or NOISE_SCHEME
 
 
-def _check_extension(out, N: int, scheme: str) -> None:
+def _check_extension(out, samples_per_image: int, scheme: str) -> None:
     """Refuse to extend the rows of an :data:`NOISE_SCHEME_V1` store past its ``N``.
 
     Their noise depends on the batch, so samples past ``N`` cannot be the ones a row of
@@ -155,8 +155,9 @@ def _check_extension(out, N: int, scheme: str) -> None:
             old = store.samples_per_image
     except StoreError:
         return  # the writer says what is wrong with it
-    if N > old:
+    if samples_per_image > old:
         raise StoreMismatchError(
             f"{out} was sampled with {NOISE_SCHEME_V1}, whose noise depends on the batch: "
-            f"its rows cannot be extended past N = {old} to N = {N}; sample into a new "
-            "store (another --out)")
+            f"its rows cannot be extended past N = {old} to N = {samples_per_image}; sample "
+            "into a new store (another --out)"
+        )

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isskit._renamed import renamed as _renamed
 from isskit._tunables import BLOCK_BYTES, MAX_CLASSES
 from isskit.progress import progress_bar
 from isskit.sampling._samplers import _sampler
@@ -145,7 +146,8 @@ class _RowGroups:
             self.writer.write_rows_at(np.asarray(rows), np.stack(labels), np.asarray(seconds))
 
 
-def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 0,
+@_renamed(N="samples_per_image")
+def sample_row(model, x, *, sigma: float, samples_per_image: int, batch: int = 400, seed: int = 0,
                image_index: int, device=None, amp: bool = False,
                channels_last: bool = False, scheme: str = NOISE_SCHEME) -> np.ndarray:
     """One row: the labels of N noisy copies of image ``x``, as :func:`sample_to_store` stores.
@@ -168,13 +170,23 @@ def sample_row(model, x, *, sigma: float, N: int, batch: int = 400, seed: int = 
         ``(N,)`` uint16 labels in draw order.
     """
     sigma = check_sigma(sigma)
-    N = check_sample_size(N, "N")
+    samples_per_image = check_sample_size(samples_per_image, "N")
     batch = check_positive_int(batch, "batch")
     dev = resolve_device(device)
     model = _prepare(model, dev, channels_last)
     with torch.inference_mode():
-        sampler = _sampler(scheme, model, tuple(x.shape), sigma=sigma, N=N, batch=batch,
-                           dev=dev, amp=amp, channels_last=channels_last, seed=seed)
+        sampler = _sampler(
+            scheme,
+            model,
+            tuple(x.shape),
+            sigma=sigma,
+            samples_per_image=samples_per_image,
+            batch=batch,
+            dev=dev,
+            amp=amp,
+            channels_last=channels_last,
+            seed=seed,
+        )
         labels = sampler.row(x, image_index)
     return labels
 
@@ -246,7 +258,8 @@ def _check_classes(k: int, num_classes, labels_true) -> None:
                          f"fit the model's {k} classes: does the model fit the dataset?")
 
 
-def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 400,
+@_renamed(N="samples_per_image")
+def sample_to_store(model, dataset, out, *, sigma: float, samples_per_image: int, batch: int = 400,
                     seed: int = 0, indices: Sequence[int] | None = None, device=None,
                     amp: bool = False, channels_last: bool = False, progress: bool = True,
                     model_description: str | None = None, dataset_name: str | None = None,
@@ -274,7 +287,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         The store (HDF5).
     sigma : float
         Noise level, > 0, in pixel units.
-    N : int
+    samples_per_image : int
         Samples per image (the stream length).
     batch : int
         Noisy copies per forward pass. Part of the noise derivation only for stores of
@@ -318,7 +331,7 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         are kept, and the same call resumes once the cause is gone.
     """
     sigma = check_sigma(sigma)
-    N = check_sample_size(N, "N")
+    samples_per_image = check_sample_size(samples_per_image, "N")
     batch = check_positive_int(batch, "batch")
     seed = check_positive_int(seed, "seed", minimum=0)
     world_size = check_positive_int(world_size, "world_size")
@@ -331,12 +344,12 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
     scheme = stored_noise_scheme(out)
-    _check_extension(out, N, scheme)
+    _check_extension(out, samples_per_image, scheme)
     # before the store exists, so a refused N leaves nothing behind
     pixels = 4 * int(np.prod(x0.shape))
-    noise_bytes = (pixels * min(batch, N) * (2 if channels_last else 1) if scheme ==
-                   NOISE_SCHEME_V1 else pixels * (NOISE_BLOCK + min(batch, N)))
-    check_row_memory(N, dev=dev, noise_bytes=noise_bytes)
+    noise_bytes = (pixels * min(batch, samples_per_image) * (2 if channels_last else 1) if scheme ==
+                   NOISE_SCHEME_V1 else pixels * (NOISE_BLOCK + min(batch, samples_per_image)))
+    check_row_memory(samples_per_image, dev=dev, noise_bytes=noise_bytes)
     k = _probe(model, x0, dev, amp)
     _check_classes(k, num_classes, labels_true)
 
@@ -361,23 +374,34 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
     # A schema-2 store of a smaller N grows to N (extend): its rows are then extended
     # like the rows certify drew in part.
     with open_for_writing(out, image_index=selected, true_label=labels_true,
-                          samples_per_image=N, attrs=attrs, extend=True) as writer:
+                          samples_per_image=samples_per_image, attrs=attrs, extend=True) as writer:
         # Rows ``isskit certify`` drew in part are extended to N from where they stop,
         # under this scheme their first samples are those a full row would have.
         drawn = np.where(writer.complete, writer.drawn, 0)
-        pending = [int(r) for r in np.flatnonzero(drawn < N)]
+        pending = [int(r) for r in np.flatnonzero(drawn < samples_per_image)]
         skipped = len(selected) - len(pending)
         bar = progress_bar(
-            total=int((N - drawn).sum()), unit="sample", unit_scale=True, smoothing=0.1,
+            total=int((samples_per_image - drawn).sum()),
+            unit="sample",
+            unit_scale=True,
+            smoothing=0.1,
             enabled=progress and rank == 0,
-            desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1
-                                           else ""),
+            desc=f"sampling {out.name}" + (f" (rank 0 of {world_size})" if world_size > 1 else ""),
         )
         groups = _RowGroups(writer)
         with bar, torch.inference_mode():
-            sampler = _sampler(scheme, model, tuple(x0.shape), sigma=sigma, N=N,
-                               batch=batch, dev=dev, amp=amp, channels_last=channels_last,
-                               seed=seed)
+            sampler = _sampler(
+                scheme,
+                model,
+                tuple(x0.shape),
+                sigma=sigma,
+                samples_per_image=samples_per_image,
+                batch=batch,
+                dev=dev,
+                amp=amp,
+                channels_last=channels_last,
+                seed=seed,
+            )
             try:
                 for done, row in enumerate(pending, start=1):
                     image_index = int(selected[row])
@@ -408,7 +432,9 @@ def sample_to_store(model, dataset, out, *, sigma: float, N: int, batch: int = 4
         rows_sampled=len(pending),
         rows_skipped=skipped,
         seconds=seconds,
-        samples_per_second=(float((N - drawn).sum()) / seconds) if seconds > 0 else 0.0,
+        samples_per_second=(float((samples_per_image - drawn).sum()) / seconds)
+        if seconds > 0
+        else 0.0,
         device=str(dev),
         rank=rank,
         world_size=world_size,

@@ -86,7 +86,7 @@ def _create(
         raise
 
 
-def _check_labels(labels, N: int, num_classes: int, what: str,
+def _check_labels(labels, samples_per_image: int, num_classes: int, what: str,
                   first_row: int | None = None) -> np.ndarray:
     """Labels as uint16 if every one is a class; else a StoreError naming ``what``.
 
@@ -94,8 +94,10 @@ def _check_labels(labels, N: int, num_classes: int, what: str,
     the first row holding a bad label.
     """
     arr = np.asarray(labels)
-    if arr.shape[-1:] != (N,):
-        raise StoreError(f"{what}: labels have shape {arr.shape}, expected {N} per row")
+    if arr.shape[-1:] != (samples_per_image,):
+        raise StoreError(
+            f"{what}: labels have shape {arr.shape}, expected {samples_per_image} per row"
+        )
     if not np.issubdtype(arr.dtype, np.integer):
         raise StoreError(f"{what}: labels must be integers, got dtype {arr.dtype}")
     if arr.size:

@@ -111,7 +111,7 @@ def simulate_decision(policy, p: float, trials: int, rng, sigma: float) -> Decis
         b = min(step, trials - first)
         block = (rng.random((b, N)) >= p).astype(np.uint16)  # label 0 with probability p
         truth = np.zeros(b, np.int64)
-        index = index_blocks([block], n_samples=N, num_classes=2, selection_sizes=[],
+        index = index_blocks([block], samples_per_image=N, num_classes=2, selection_sizes=[],
                              true_labels=truth, range_schedules=schedules)
         del block
         parts.append(evaluate_decisions(index, [policy], sigma, truth))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from isskit._bisect import bisect_float
+from isskit._renamed import renamed as _renamed
 from isskit.policies._budget_gain import GainTable, check_pilots, frozen
 from isskit.policies.base import fmt
 from isskit.policies.budget import check_B, solve_price
@@ -80,7 +81,8 @@ def _check_counts(k_A, m, most):
     return k_A.astype(np.int64)
 
 
-def plan_budget(policy, pilot_counts, *, sigma: float, n_samples: int | None = None,
+@_renamed(n_samples="samples_per_image")
+def plan_budget(policy, pilot_counts, *, sigma: float, samples_per_image: int | None = None,
                 image_ids=None, prior: Prior | None = None, count=None) -> BudgetPlan:
     """Each image's estimation size from its pilot count (and, with ``B``, everyone's).
 
@@ -92,7 +94,7 @@ def plan_budget(policy, pilot_counts, *, sigma: float, n_samples: int | None = N
         Each image's count of its chosen class over the pilot ``[0, k0)``.
     sigma : float
         Noise level.
-    n_samples : int, optional
+    samples_per_image : int, optional
         Samples per stream, N: with ``B``, sizes above what the streams hold are not
         considered (and a ``B`` the streams cannot meet is an error); with ``price``, an
         image that needs more than N is an error naming it.
@@ -117,14 +119,14 @@ def plan_budget(policy, pilot_counts, *, sigma: float, n_samples: int | None = N
     m = x.size
     ids = np.arange(m) if image_ids is None else np.asarray(image_ids)
     k_cap = None
-    if n_samples is not None:
-        n_samples = check_sample_size(n_samples, "n_samples")
-        if n_samples < k0:
+    if samples_per_image is not None:
+        samples_per_image = check_sample_size(samples_per_image, "samples_per_image")
+        if samples_per_image < k0:
             raise ValueError(
                 f"policy {policy.name} needs its pilot of {k0} samples for image "
-                f"{int(ids[0])}, but each stream holds {n_samples} (N)"
+                f"{int(ids[0])}, but each stream holds {samples_per_image} (N)"
             )
-        k_cap = n_samples - k0
+        k_cap = samples_per_image - k0
     if policy.prior == "jeffreys":
         if prior is not None:
             raise ValueError(f"policy {policy.name} has Jeffreys' prior: give no fitted prior")
@@ -136,11 +138,11 @@ def plan_budget(policy, pilot_counts, *, sigma: float, n_samples: int | None = N
     price_second = math.nan
     if k1 == 0 and prior is None:
         # DESIGN.md's policy itself: its own fit (the price B implies) and its own rule
-        fitted = policy.policy.fit(x, sigma=sigma, n_samples=n_samples)
+        fitted = policy.policy.fit(x, sigma=sigma, samples_per_image=samples_per_image)
         k, price = np.array(fitted.k(x, sigma=sigma)), fitted.price
     elif k1 == 0:
         if policy.B is not None:
-            sol = solve_price(gains, x, policy.B, k_cap=k_cap, n_samples=n_samples)
+            sol = solve_price(gains, x, policy.B, k_cap=k_cap, samples_per_image=samples_per_image)
             k, price = np.array(sol.k), sol.price
         else:
             price = policy.price
@@ -153,7 +155,7 @@ def plan_budget(policy, pilot_counts, *, sigma: float, n_samples: int | None = N
         both = gain_table(k0 + k1, sigma, policy.alpha, k_max=policy.k_max, prior=later)
         predictive = pilot_predictive(k0, k1, prior)
         if policy.B is not None:
-            price = _solve_two_stage(gains, both, predictive, x, policy.B, k_cap, n_samples)
+            price = _solve_two_stage(gains, both, predictive, x, policy.B, k_cap, samples_per_image)
         else:
             price = policy.price
         rule = two_stage_rule(gains, both, predictive, price, k_cap=k_cap)
@@ -169,13 +171,13 @@ def plan_budget(policy, pilot_counts, *, sigma: float, n_samples: int | None = N
             rest = policy.B * m - float(np.sum((k0 + k)[~second]))
             k[second], price_second = _share_rest(both, (x + x1)[second], rest,
                                                   None if k_cap is None else k_cap - k1)
-    if n_samples is not None and np.any(start + k > n_samples):
-        over = np.flatnonzero(start + k > n_samples)
+    if samples_per_image is not None and np.any(start + k > samples_per_image):
+        over = np.flatnonzero(start + k > samples_per_image)
         more = f" (and {over.size - 1} more images)" if over.size > 1 else ""
         i = int(over[0])
         raise ValueError(
             f"policy {policy.name} needs {int(start[i] + k[i])} samples for image "
-            f"{int(ids[i])}{more}, but each stream holds {n_samples} (N); sample more, "
+            f"{int(ids[i])}{more}, but each stream holds {samples_per_image} (N); sample more, "
             "raise the price, or lower k_max"
         )
     samples = start + k
@@ -203,7 +205,7 @@ def _share_rest(both: GainTable, pooled, total: float, k_cap):
     return np.array(sol.k), sol.price
 
 
-def _solve_two_stage(first, both, predictive, x, B, k_cap, n_samples) -> float:
+def _solve_two_stage(first, both, predictive, x, B, k_cap, samples_per_image) -> float:
     """The price at which the images' expected samples (over their second pilots) meet B."""
     k0 = first.k0
     B = check_B(B, k0)
@@ -216,7 +218,11 @@ def _solve_two_stage(first, both, predictive, x, B, k_cap, n_samples) -> float:
 
     at_zero = spent(0.0)
     if at_zero < total:
-        where = f"streams of N = {n_samples} samples" if n_samples is not None else "k_max"
+        where = (
+            f"streams of N = {samples_per_image} samples"
+            if samples_per_image is not None
+            else "k_max"
+        )
         raise ValueError(
             f"B ({fmt(B)}) is larger than these images can spend: at most "
             f"{at_zero / x.size:.6g} mean samples on average (the limit of the {where})"
@@ -262,8 +268,9 @@ class BudgetReplay:
     mean_samples: float
 
 
+@_renamed(n_samples="samples_per_image")
 def replay_budget(policy, pilot_counts, count, *, sigma: float, chosen,
-                  n_samples: int | None = None, image_ids=None,
+                  samples_per_image: int | None = None, image_ids=None,
                   prior: Prior | None = None) -> BudgetReplay:
     """Replay the budget policy from plain arrays: pilot counts in, certificates out.
 
@@ -287,7 +294,7 @@ def replay_budget(policy, pilot_counts, count, *, sigma: float, chosen,
         Noise level.
     chosen : array_like of int, shape (n,)
         Each image's chosen class (its pilot's most frequent label).
-    n_samples, image_ids, prior :
+    samples_per_image, image_ids, prior :
         As in :func:`plan_budget`. With ``k1 > 0``, ``count`` is asked first for the second
         pilots ``[k0, k0 + k1)`` (an empty range where none is drawn).
 
@@ -305,7 +312,7 @@ def replay_budget(policy, pilot_counts, count, *, sigma: float, chosen,
     >>> cum = np.concatenate([np.zeros((50, 1), int), np.cumsum(hits, axis=1)], axis=1)
     >>> count = lambda a, b: cum[np.arange(50), b] - cum[np.arange(50), a]
     >>> res = replay_budget(Budget(B=10_000, k0=300), cum[:, 300], count, sigma=0.5,
-    ...                     chosen=np.zeros(50, int), n_samples=40_000)
+    ...                     chosen=np.zeros(50, int), samples_per_image=40_000)
     >>> bool(9_000 < res.mean_samples <= 10_000), bool(np.all(res.prediction == 0))
     (True, True)
     """
@@ -315,7 +322,7 @@ def replay_budget(policy, pilot_counts, count, *, sigma: float, chosen,
     if chosen.shape != (m,) or chosen.dtype.kind not in "iu":
         raise ValueError(f"chosen must hold {m} integer classes (got {chosen.shape} "
                          f"{chosen.dtype})")
-    plan = plan_budget(policy, pilot_counts, sigma=sigma, n_samples=n_samples,
+    plan = plan_budget(policy, pilot_counts, sigma=sigma, samples_per_image=samples_per_image,
                        image_ids=image_ids, prior=prior, count=count)
     k = np.array(plan.k)
     start = np.array(plan.start)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from isskit._renamed import renamed as _renamed
 from isskit._tunables import MAX_CLASSES
 from isskit.logs.recovered import DEFAULT_SOURCE, published_dir, read_recovered
 from isskit.progress import progress_bar
@@ -111,7 +112,7 @@ def _fill_row(out: np.ndarray, p: float, pred: int, num_classes: int, rng, other
         out[pos] = (pred + 1) % num_classes
 
 
-def _gaps(N: int, p):
+def _gaps(samples_per_image: int, p):
     """Gaps :func:`_fill_row` draws at once: the mean number of non-top draws + 8 sd + 16.
 
     At ``p = 0`` (every draw non-top) it is ``N + 16``, which also bounds that case's
@@ -120,32 +121,41 @@ def _gaps(N: int, p):
     # The very arithmetic _fill_row always did: a gap more or less changes the stream.
     p = np.asarray(p, dtype=np.float64)
     q = 1.0 - p
-    return N * q + 8.0 * np.sqrt(N * q * p) + 16.0
+    return samples_per_image * q + 8.0 * np.sqrt(samples_per_image * q * p) + 16.0
 
 
-def _stream_bytes(N: int, p_A, max_bytes: int = _BLOCK_BYTES) -> int:
+def _stream_bytes(samples_per_image: int, p_A, max_bytes: int = _BLOCK_BYTES) -> int:
     """Peak bytes :func:`write_synthetic_store` allocates for rows of ``N`` samples.
 
     The writer holds a block of whole rows (at least one, of ``2 N`` bytes) and the gaps
     of the row being drawn (:func:`_gaps`; the row with the smallest p_A draws most).
     """
     p = np.asarray(p_A, dtype=np.float64)
-    rows = min(max(1, int(max_bytes) // (2 * N)), max(p.size, 1))
-    gaps = float(np.max(_gaps(N, p))) if p.size else 0.0
-    return 2 * N * rows + _BYTES_PER_GAP * int(gaps) + OVERHEAD_BYTES
+    rows = min(max(1, int(max_bytes) // (2 * samples_per_image)), max(p.size, 1))
+    gaps = float(np.max(_gaps(samples_per_image, p))) if p.size else 0.0
+    return 2 * samples_per_image * rows + _BYTES_PER_GAP * int(gaps) + OVERHEAD_BYTES
 
 
-def _check_stream_memory(N: int, p_A, name: str, max_bytes: int = _BLOCK_BYTES) -> None:
+def _check_stream_memory(
+    samples_per_image: int, p_A, name: str, max_bytes: int = _BLOCK_BYTES
+) -> None:
     """Refuse ``N`` before any store exists if :func:`write_synthetic_store` cannot fit it.
 
     ``name`` is the argument ``N`` came from, for the message.
     """
-    check_memory(_stream_bytes(N, p_A, max_bytes), name, N,
-                 f"rows of {N:,} uint16 labels and the gaps between a row's non-top draws, "
-                 f"up to {2 + _BYTES_PER_GAP} bytes per sample")
+    check_memory(
+        _stream_bytes(samples_per_image, p_A, max_bytes),
+        name,
+        samples_per_image,
+        f"rows of {samples_per_image:,} uint16 labels and the gaps between a row's non-top draws, "
+        f"up to {2 + _BYTES_PER_GAP} bytes per sample",
+    )
 
 
-def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "uniform") -> np.ndarray:
+@_renamed(N="samples_per_image")
+def synthetic_labels(
+    p_A, samples_per_image, *, predicted, num_classes, rng, other: str = "uniform"
+) -> np.ndarray:
     """Draw label streams in which row ``i`` is class ``predicted[i]`` with probability ``p_A[i]``.
 
     Every label is an independent draw. With probability ``p_A[i]`` it is
@@ -160,7 +170,7 @@ def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "unifo
     ----------
     p_A : array of float, shape (n_images,)
         Probability of the top class of each row, in [0, 1].
-    N : int
+    samples_per_image : int
         Samples per row.
     predicted : array of int, shape (n_images,)
         The class drawn with probability ``p_A``.
@@ -176,18 +186,23 @@ def synthetic_labels(p_A, N, *, predicted, num_classes, rng, other: str = "unifo
     ndarray of uint16, shape (n_images, N)
     """
     p = _check_p_A(p_A)
-    N = check_positive_int(N, "N")
+    samples_per_image = check_positive_int(samples_per_image, "N")
     num_classes = check_positive_int(num_classes, "num_classes")
     if num_classes > MAX_CLASSES:
         raise ValueError(f"num_classes ({num_classes}) must be <= {MAX_CLASSES} (uint16 labels)")
-    check_memory(2 * N * p.size + _BYTES_PER_GAP * int(np.max(_gaps(N, p), initial=0.0))
-                 + OVERHEAD_BYTES, "N", N, f"{p.size} rows of {N:,} uint16 labels and one "
-                 "row's gaps")
+    check_memory(
+        2 * samples_per_image * p.size
+        + _BYTES_PER_GAP * int(np.max(_gaps(samples_per_image, p), initial=0.0))
+        + OVERHEAD_BYTES,
+        "N",
+        samples_per_image,
+        f"{p.size} rows of {samples_per_image:,} uint16 labels and one row's gaps",
+    )
     pred = _check_predicted(predicted, p.size, num_classes)
     other = _check_other(other, num_classes, p)
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng ({rng!r}) must be a numpy.random.Generator")
-    out = np.empty((p.size, N), dtype=np.uint16)
+    out = np.empty((p.size, samples_per_image), dtype=np.uint16)
     for i in range(p.size):
         _fill_row(out[i], float(p[i]), int(pred[i]), num_classes, rng, other)
     return out
@@ -199,13 +214,14 @@ def _row_rng(seed: int, image_index: int) -> np.random.Generator:
     return np.random.default_rng([seed, image_index])
 
 
+@_renamed(N="samples_per_image")
 def write_synthetic_store(
     path,
     p_A,
     *,
     predicted,
     true_label,
-    N,
+    samples_per_image,
     num_classes,
     sigma,
     seed,
@@ -234,7 +250,7 @@ def write_synthetic_store(
         The class drawn with probability ``p_A``.
     true_label : array of int, shape (n_images,)
         Ground truth of each row (``predicted == true_label`` makes a correct prediction).
-    N : int
+    samples_per_image : int
         Samples per row.
     num_classes : int
         Number of classes.
@@ -264,8 +280,10 @@ def write_synthetic_store(
     """
     p = _check_p_A(p_A)
     n = p.size
-    N = check_positive_int(N, "N")
-    _check_stream_memory(N, p, "N", max_bytes)  # before the store exists: none left behind
+    samples_per_image = check_positive_int(samples_per_image, "N")
+    _check_stream_memory(
+        samples_per_image, p, "N", max_bytes
+    )  # before the store exists: none left behind
     num_classes = check_positive_int(num_classes, "num_classes")
     sigma = check_sigma(sigma)
     seed = check_positive_int(seed, "seed", minimum=0)
@@ -283,7 +301,7 @@ def write_synthetic_store(
         bad = ~(sps >= 0) | np.isinf(sps)
         if np.any(bad):
             raise ValueError(f"seconds_per_sample ({sps[bad][0]}) must be a finite number >= 0")
-        secs = sps * N
+        secs = sps * samples_per_image
     run_attrs = {
         "dataset": "synthetic",
         "model": f"synthetic i.i.d. labels: p_A per image, other classes {other}",
@@ -297,19 +315,19 @@ def write_synthetic_store(
         path,
         image_index=index,
         true_label=true_label,
-        samples_per_image=N,
+        samples_per_image=samples_per_image,
         attrs=run_attrs,
         columns={"p_A": p, "predicted": pred},
     )
     with writer:
         todo = writer.pending()
-        block = max(1, int(max_bytes) // (2 * N))
+        block = max(1, int(max_bytes) // (2 * samples_per_image))
         bar = None
         if progress:
             bar = progress_bar(total=n, initial=n - todo.size, unit="image",
                                desc="synthetic streams")
         try:
-            buf = np.empty((min(block, max(todo.size, 1)), N), dtype=np.uint16)
+            buf = np.empty((min(block, max(todo.size, 1)), samples_per_image), dtype=np.uint16)
             for start in range(0, todo.size, block):
                 rows = todo[start : start + block]
                 out = buf[: rows.size]

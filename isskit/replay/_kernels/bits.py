@@ -21,9 +21,9 @@ _POP8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 WORD_BITS = 64
 
 
-def n_words(n_samples: int) -> int:
-    """Words of the rank directory for a stream of ``n_samples``: ``ceil(n / 64)``."""
-    return (int(n_samples) + WORD_BITS - 1) // WORD_BITS
+def n_words(samples_per_image: int) -> int:
+    """Words of the rank directory for a stream of ``samples_per_image``: ``ceil(n / 64)``."""
+    return (int(samples_per_image) + WORD_BITS - 1) // WORD_BITS
 
 
 @_jit
