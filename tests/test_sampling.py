@@ -348,7 +348,7 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, default, digits):
 
 
 # a larger N widens the store instead (test_sample_past_N_equals_sampling_to_N_at_once)
-@pytest.mark.parametrize("change", [{"sigma": 0.5}, {"N": 500}, {"seed": 1},
+@pytest.mark.parametrize("change", [{"sigma": 0.5}, {"samples_per_image": 500}, {"seed": 1},
                                     {"model_description": "other"}, {"indices": [0, 5]}])
 def test_existing_store_with_other_parameters_is_refused(tmp_path, default, digits, change):
     kw = dict(

@@ -94,8 +94,9 @@ def simulate_decision(policy, p: float, trials: int, rng, sigma: float) -> Decis
     >>> int(np.sum(sim.decision == 1)), sim.failures
     (200, 0)
     """
+    from isskit.replay._index_read import _range_schedules
     from isskit.replay.decisions import evaluate_decisions
-    from isskit.replay.index import _range_schedules, index_blocks
+    from isskit.replay.index import index_blocks
 
     p = float(p)
     if not 0.0 <= p <= 1.0:
