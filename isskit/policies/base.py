@@ -31,12 +31,18 @@ This module imports nothing heavier than NumPy and never reads a store.
 
 from __future__ import annotations
 
-import dataclasses
-import decimal
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+# the naming rule and the outcome records live in their own modules; policies import them here
+from isskit.policies._naming import SHORTHAND_UNIT as SHORTHAND_UNIT
+from isskit.policies._naming import fmt as fmt
+from isskit.policies._naming import name_suffix as name_suffix
+from isskit.policies._naming import units as units
+from isskit.policies._outcomes import Counted as Counted
+from isskit.policies._outcomes import CountPlan as CountPlan
+from isskit.policies._outcomes import Decided as Decided
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -53,8 +59,6 @@ __all__ = [
 
 #: Default one-sided failure probability: Cohen et al. and Chen et al. both certify at 0.001.
 DEFAULT_ALPHA = 0.001
-#: The paper's shorthand unit: "IAS-2.6" is 2.6 x 10,000 samples (Chen et al. 2022, Fig. 1).
-SHORTHAND_UNIT = 10_000
 
 #: Spec keyword -> policy class, filled by :func:`register` as policy modules are imported.
 KINDS: dict[str, type] = {}
@@ -83,138 +87,6 @@ def register(cls):
         raise ValueError(f"policy kind {kind!r} is taken by {other.__name__}")
     KINDS[kind] = cls
     return cls
-
-
-def fmt(x) -> str:
-    """A number without exponent or trailing zeros (names must not contain a '-' in values)."""
-    if isinstance(x, bool):
-        return "true" if x else "false"
-    if isinstance(x, int | np.integer):
-        return str(int(x))
-    return np.format_float_positional(float(x), trim="-")
-
-
-def name_suffix(policy, fields, *, defaults=None) -> str:
-    """The ``-key=value`` parts of a policy's name: one per field not at its default, in order.
-
-    A policy's name is its kind and main parameters (``Cohen-10``, ``ISS-AD-10-0.05``) plus
-    this suffix, so that two policies of one kind differ in name exactly when they differ
-    in a field (the results' ``policy`` coordinate must be unique). A field's default is
-    its dataclass default, or ``defaults[field]`` where it depends on other fields (ISS's
-    ``k0``). A ``True`` flag reads ``-key``; a tuple ``-key=a/b/c``; numbers as :func:`fmt`.
-
-    Parameters
-    ----------
-    policy : Policy
-        A policy dataclass instance.
-    fields : sequence of str
-        The fields that may appear, in the name's order.
-    defaults : dict, optional
-        Defaults that override the dataclass's.
-
-    Returns
-    -------
-    str
-
-    Examples
-    --------
-    >>> from isskit.policies import Cohen
-    >>> name_suffix(Cohen(n0=100, n=1000), ("n0", "alpha"))
-    ''
-    >>> name_suffix(Cohen(n0=50, n=1000, alpha=0.01), ("n0", "alpha"))
-    '-n0=50-alpha=0.01'
-    """
-    declared = {f.name: f.default for f in dataclasses.fields(policy)}
-    defaults = {**declared, **(defaults or {})}
-    out = []
-    for key in fields:
-        value = getattr(policy, key)
-        if value == defaults[key]:
-            continue
-        if value is True:
-            out.append(f"-{key}")
-        elif isinstance(value, tuple):
-            out.append(f"-{key}={'/'.join(map(fmt, value))}")
-        elif isinstance(value, str):
-            out.append(f"-{key}={value}")
-        else:
-            out.append(f"-{key}={fmt(value)}")
-    return "".join(out)
-
-
-def units(n: int) -> str:
-    """``n`` in the shorthand's units of 10,000 samples, exactly (26000 -> "2.6")."""
-    d = decimal.Decimal(int(n)) / SHORTHAND_UNIT
-    return format(d.normalize(), "f")
-
-
-@dataclass(frozen=True)
-class CountPlan:
-    """Where a radius policy counts its class, per selection count.
-
-    Attributes
-    ----------
-    start : int or ndarray of int64
-        First sample of the count range.
-    k : int or ndarray of int64
-        Length of the count range (0: abstain without an estimate).
-    k_hat : int or ndarray of int64
-        The input-specific sample size the policy chose, for the results' ``k_hat``
-        variable; -1 for policies whose ``k`` is the same for every image.
-    """
-
-    start: object
-    k: object
-    k_hat: object = -1
-
-
-@dataclass(frozen=True)
-class Counted:
-    """What a radius policy counted on one image's stream prefix, once it has decided.
-
-    The certificate follows from these counts by the rule replay applies
-    (:func:`isskit.replay.planner._certify`: Cohen's bound on ``k_A`` of ``k`` at the
-    policy's ``alpha``, certified when it is at least 1/2).
-
-    Attributes
-    ----------
-    chosen : int
-        The class chosen on ``labels[0:m]``.
-    k_A : int
-        Count of ``chosen`` over the count range.
-    k : int
-        Length of the count range (0: abstain without an estimate).
-    samples : int
-        Samples consumed, ``max(m, start + k)``.
-    k_hat : int
-        As :attr:`CountPlan.k_hat`.
-    """
-
-    chosen: int
-    k_A: int
-    k: int
-    samples: int
-    k_hat: int = -1
-
-
-@dataclass(frozen=True)
-class Decided:
-    """What a decision policy answered on one image's stream prefix, once it has decided.
-
-    Attributes
-    ----------
-    decision : int
-        1 certified at ``r``, 0 not certified, -1 undecided (the results' ``decision``).
-    samples : int
-        Samples consumed.
-    prediction : int
-        The class certified, -1 where not certified (``staged`` and ``cs`` certify the
-        true label).
-    """
-
-    decision: int
-    samples: int
-    prediction: int = -1
 
 
 class Policy:

@@ -1,6 +1,7 @@
 """Sampling: run a base classifier on noisy copies of each image, store every label.
 
-* :mod:`~isskit.sampling.sampler`: the sampling loop (``sample_to_store``), image selection;
+* :mod:`~isskit.sampling.sampler`: the sampling loop (``sample_to_store``);
+* :mod:`~isskit.sampling.images`: image selection, ranks' shares, the classes check;
 * :mod:`~isskit.sampling.noise`: the noise schemes, their seeds, a store's ``noise`` attr;
 * :mod:`~isskit.sampling.device`: the device, torch.distributed ranks, memory checks;
 * ``_samplers``: the row samplers that run the model on noisy copies, per noise scheme;
@@ -19,6 +20,7 @@ from isskit.sampling.device import (
     rank_path,
     resolve_device,
 )
+from isskit.sampling.images import select_indices
 from isskit.sampling.noise import (
     NOISE_BLOCK,
     NOISE_SCHEME,
@@ -28,7 +30,7 @@ from isskit.sampling.noise import (
     noise_seed,
     stored_noise_scheme,
 )
-from isskit.sampling.sampler import SampleRun, sample_row, sample_to_store, select_indices
+from isskit.sampling.sampler import SampleRun, sample_row, sample_to_store
 
 __all__ = [
     "NOISE_BLOCK",

@@ -50,8 +50,8 @@ from isskit.sampling.device import (
     check_row_memory,
     resolve_device,
 )
+from isskit.sampling.images import _check_classes, _shard
 from isskit.sampling.noise import NOISE_BLOCK, NOISE_SCHEME, noise_description
-from isskit.sampling.sampler import _check_classes, _shard
 from isskit.store import open_for_writing
 from isskit.validate import check_positive_int, check_sample_size, check_sigma
 

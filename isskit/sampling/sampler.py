@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from isskit._renamed import renamed as _renamed
-from isskit._tunables import BLOCK_BYTES, MAX_CLASSES
+from isskit._tunables import BLOCK_BYTES
 from isskit.progress import progress_bar
 from isskit.sampling._samplers import _sampler
 from isskit.sampling.device import (
@@ -43,9 +43,9 @@ from isskit.sampling.device import (
     _probe,
     _sync,
     check_row_memory,
-    rank_path,
     resolve_device,
 )
+from isskit.sampling.images import _check_classes, _shard
 from isskit.sampling.noise import (
     NOISE_BLOCK,
     NOISE_SCHEME,
@@ -56,7 +56,6 @@ from isskit.sampling.noise import (
 )
 from isskit.store import StoreWriteError, open_for_writing
 from isskit.validate import (
-    ArgumentError,
     check_positive_int,
     check_sample_size,
     check_sigma,
@@ -66,55 +65,7 @@ __all__ = [
     "SampleRun",
     "sample_row",
     "sample_to_store",
-    "select_indices",
 ]
-
-
-def select_indices(n_images: int, *, skip: int = 1, max_index: int | None = None,
-                   indices: Sequence[int] | None = None) -> np.ndarray:
-    """Dataset indices to sample, chosen like Cohen et al.'s ``certify.py`` or given.
-
-    Parameters
-    ----------
-    n_images : int
-        ``len(dataset)``.
-    skip : int
-        Take every ``skip``-th image: indices ``0, skip, 2 skip, ...``.
-    max_index : int, optional
-        Stop before dataset index ``max_index`` (``certify.py``'s ``--max``: its loop
-        breaks at ``i == max``, so this bounds the index, not the count of images).
-    indices : sequence of int, optional
-        Explicit dataset indices, sampled in the order given; excludes ``skip`` and
-        ``max_index``.
-
-    Returns
-    -------
-    numpy.ndarray
-        int64 indices, unique, each in ``[0, n_images)``.
-    """
-    skip = check_positive_int(skip, "skip")
-    if indices is not None:
-        if skip != 1 or max_index is not None:
-            raise ValueError("indices exclude skip and max: give one way of choosing images")
-        out = np.asarray(list(indices), dtype=np.int64)
-        if out.ndim != 1 or out.size == 0:
-            raise ValueError(f"indices ({list(indices)!r}) must be a non-empty list")
-        bad = out[(out < 0) | (out >= n_images)]
-        if bad.size:
-            raise ArgumentError("indices", "{name} ({bad}) out of range: the dataset has "
-                                "{n} images (0 .. {last})", bad=bad[:5].tolist(), n=n_images,
-                                last=n_images - 1)
-        if np.unique(out).size != out.size:
-            raise ValueError("indices must not repeat an image")
-        return out
-    stop = n_images
-    if max_index is not None:
-        stop = min(n_images, check_positive_int(max_index, "max_index", minimum=1))
-    out = np.arange(0, stop, skip, dtype=np.int64)
-    if out.size == 0:
-        raise ValueError(f"no image selected (dataset of {n_images}, skip {skip}, "
-                         f"max {max_index})")
-    return out
 
 
 class _RowGroups:
@@ -224,38 +175,6 @@ class SampleRun:
     device: str
     rank: int = 0
     world_size: int = 1
-
-
-def _true_labels(dataset, indices: np.ndarray) -> np.ndarray:
-    targets = getattr(dataset, "targets", None)
-    if targets is not None and len(targets) == len(dataset):
-        return np.asarray([int(targets[i]) for i in indices], dtype=np.int64)
-    return np.asarray([int(dataset[int(i)][1]) for i in indices], dtype=np.int64)
-
-
-def _shard(dataset, indices, rank: int, world_size: int, out):
-    """The dataset indices of one rank, its store path and their true labels (sample, certify)."""
-    selected = select_indices(len(dataset), indices=indices)
-    if world_size > 1:
-        selected = selected[rank::world_size]
-        out = rank_path(out, rank)
-        if selected.size == 0:
-            raise ValueError(f"rank {rank} of {world_size} has no image: select at least "
-                             f"{world_size} images")
-    return selected, Path(out), _true_labels(dataset, selected)
-
-
-def _check_classes(k: int, num_classes, labels_true) -> None:
-    """The model's k logits against --num-classes, the uint16 labels and the true labels."""
-    if num_classes is not None and int(num_classes) != k:
-        raise ArgumentError("num_classes", "{name} ({value}) differs from the model's {k} "
-                            "logits", value=num_classes, k=k)
-    if k > MAX_CLASSES:
-        raise ValueError(f"the model has {k} classes; labels are stored as uint16 "
-                         f"(<= {MAX_CLASSES})")
-    if labels_true.min() < 0 or labels_true.max() >= k:
-        raise ValueError(f"true labels ({labels_true.min()} .. {labels_true.max()}) do not "
-                         f"fit the model's {k} classes: does the model fit the dataset?")
 
 
 @_renamed(N="samples_per_image")
