@@ -7,6 +7,7 @@ module imports nothing that reads a store or compiles a kernel.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -134,6 +135,25 @@ def _rows(policies, sizes):
     """Per (policy, stage) row: the policy's index and the stage's sample size."""
     owner = np.concatenate([np.full(len(s), b) for b, s in enumerate(sizes)])
     return owner, np.concatenate([np.asarray(s, np.int64) for s in sizes])
+
+
+def _memoised(compute):
+    """Cache a thresholds function per (policies, sigma).
+
+    Online certification asks a policy for its thresholds once per image and round, and
+    they cost a bisection per stage.
+    """
+
+    @functools.lru_cache(maxsize=256)
+    def cached(policies, sigma):
+        return tuple(compute(list(policies), sigma))
+
+    @functools.wraps(compute)
+    def thresholds(policies, sigma):
+        # the arrays are read-only (_split), so sharing them between callers is safe
+        return list(cached(tuple(policies), float(check_sigma(sigma))))
+
+    return thresholds
 
 
 def _split(policies, owner, ends, sizes, cert, stop, p0):

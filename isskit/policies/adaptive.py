@@ -17,6 +17,7 @@ from scipy.special import ndtri
 from isskit.policies._decide import (
     StageThresholds,
     _check_staged_fields,
+    _memoised,
     _p0,
     _rows,
     _smallest_count,
@@ -133,6 +134,7 @@ class Adaptive(DecisionPolicy):
         return self.name
 
 
+@_memoised
 def _adaptive_thresholds(policies, sigma) -> list[StageThresholds]:
     sigma = check_sigma(sigma)
     p0 = np.array([_p0(p.r, sigma) for p in policies])

@@ -15,6 +15,7 @@ from isskit.policies._decide import (
     StageThresholds,
     _check_staged_fields,
     _cumulative,
+    _memoised,
     _p0,
     _rows,
     _smallest_count,
@@ -102,6 +103,7 @@ class Staged(DecisionPolicy):
         return self.name
 
 
+@_memoised
 def _staged_thresholds(policies, sigma) -> list[StageThresholds]:
     p0 = np.array([_p0(p.r, sigma) for p in policies])
     owner, n = _rows(policies, [p.stage_ends for p in policies])
