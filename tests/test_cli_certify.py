@@ -390,3 +390,14 @@ def test_torchrun_two_processes_then_merge(tmp_path):
     # each rank's logs in its own folder, the lines of its own images
     rank1 = _rows(tmp_path / "logs" / "rank1" / "Cohen-0.03-n0=20.tsv")
     assert [ln.split("\t")[0] for ln in rank1[1:]] == ["7", "44", "250"]
+
+
+def test_policy_that_cannot_run_online_writes_nothing(tmp_path):
+    # a budget's mean B needs every image's pilot first: refused before the store or a log
+    # exists, and the message says what to give instead
+    out = tmp_path / "b.h5"
+    res = _invoke("-p", "budget B=1000 k0=100", "--indices", "0,1", "--no-progress",
+                  "--out", out)
+    assert res.exit_code == 2, res.output
+    assert "price=" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -232,6 +232,10 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
     for p in policies:
         if p.question == "decision" and hasattr(p, "thresholds"):
             p.thresholds(sigma)  # refuses, naming it, a policy that can never decide
+        elif p.question == "radius":
+            # the rule once on a full pilot: one that cannot run an image at a time (a
+            # budget's B, whose price needs every image) refuses before anything is written
+            p.plan(np.asarray([p.selection_size], np.int64), sigma=sigma)
     need_most = max(int(p.max_samples) for p in policies)
     if max_samples is None:
         max_samples = need_most
