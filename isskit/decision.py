@@ -23,38 +23,10 @@ al.: radius ``sigma Phi^-1(p)``), ``alpha`` the failure probability, ``beta`` ad
 early-stopping error, ``n0`` adaptive's selection size, ``stages`` the sample sizes of the
 stages, ``n_max`` the draw at which ``cs`` gives up.
 
-The authors' code is the definition wherever DESIGN.md's summary is unclear:
-eth-sri/smoothing-ensembles ``smooth_ensemble_adaptive.py`` (``SmoothEnsembleAdaptive.
-certify``, ``_should_stop``) for ``Adaptive``; vvoracek/RS_conf_seq ``core.py``
-(``Certifier.certify`` for KT, ``certify_ub`` for the union bound, ``certify_adaptive`` for
-``Staged``) and ``thresholds.py`` for ``CS``. Where this module had to choose, it says so:
-
-* ``core.py`` ``certify``/``certify_ub`` test the lower threshold before the upper one
-  (``lower_threshold[N] == A`` first); so does :func:`decide_cs`. They test equality; the
-  thresholds are monotone and the count moves by one, so equality is the first crossing,
-  which is what is tested here.
-* ``thresholds.py`` ``get_upper_threshold`` starts each length's search at the previous
-  length's threshold instead of searching for DESIGN.md's "smallest A"; the two agree at
-  every t < 131,100 for 10 values of p0 (r / sigma from 0.05 to 4), 3 alphas and both KT
-  levels, both sides (``tests/test_decision.py::test_cs_thresholds_match_twin`` and
-  ``tests/test_decision_kernels.py::test_kt_walk_matches_direct_search_at_full_length``
-  repeat part of that), and the authors' walk is what
-  :func:`isskit.replay._kernels.kt_upper_raw` computes.
-* ``thresholds.py`` marks unreachable thresholds ``A + n`` (KT) and ``t + 100`` (union)
-  before the running minimum; :func:`cs_thresholds` keeps the authors' running minimum and
-  then writes every unreachable entry as ``t + 1`` (``lo``: -1), which changes no decision.
-  DESIGN.md's "a stream can stop between test times" (union bound) holds only where the
-  next test's threshold is already reachable: for ``p0 > 1/1.1`` (about 0.909) only in the
-  last ``(1 - p0) / (1 - 1/1.1)`` or so of each gap between tests (21 % of the draws at
-  p0 = 0.977), and never after the last test before ``n_max`` (t = 123,396 for the
-  default n_max), where every stream runs on to ``n_max``.
-* ``smooth_ensemble_adaptive.py`` returns -1 (abstain) both for an early stop and after the
-  last stage; DESIGN.md calls both "not certified" (0), so adaptive is never undecided.
-  DESIGN.md's stages 1000/10000/125000 are the README's example command; the driver
-  ``certify_ensemble_adaptive.py`` defaults to two stages (``--N1 1000 --N2 10000``,
-  ``--N3 0``).
-* ``faithful=True`` applies to ``method="kt"`` only: the authors' union bound spends
-  ``alpha`` as DESIGN.md does, so ``faithful`` is normalised to False there.
+The authors' code is the definition wherever DESIGN.md's summary is unclear; where this
+module had to choose between them (threshold search, unreachable markers, adaptive's
+abstentions, ``faithful``), ``docs/decisions.md`` says so, section "Where the authors'
+code and DESIGN.md differ".
 
 Evaluation is over plain arrays: the bit vector of ``labels == true label`` with its rank
 directory (the layout of :func:`isskit.replay._kernels.pack_slots`) for ``cs`` and ``staged``, the
