@@ -72,19 +72,13 @@ def _table_radii(grid, limit=10):
     return list(range(0, grid.size, step))
 
 
-def _is_decision(ds):
-    import numpy as np
-
-    if "decision" not in ds or "r" not in ds.coords:
-        return np.zeros(ds.sizes["policy"], bool)
-    return np.isfinite(ds.r.values)
-
-
 def _decision_table(ds) -> str:
     """The decision policies' block: r, CA(r), the reference's CA(r), undecided, samples."""
     import numpy as np
 
-    rows = np.flatnonzero(_is_decision(ds))
+    from isskit.replay import decision_policies
+
+    rows = np.flatnonzero(decision_policies(ds))
     width = max([len("Policy")] + [len(str(ds.policy.values[i])) for i in rows])
     vwidth = max([len("Validity")] + [len(str(ds.validity.values[i])) for i in rows])
     head = (f"{'Policy':<{width}}  {'Validity':<{vwidth}}  {'r':>5}  {'CA(r)':>6}  "
@@ -106,7 +100,9 @@ def _decision_table(ds) -> str:
 def _table(ds) -> str:
     import numpy as np
 
-    radius_rows = np.flatnonzero(~_is_decision(ds))
+    from isskit.replay import decision_policies
+
+    radius_rows = np.flatnonzero(~decision_policies(ds))
     cols = _table_radii(ds.radius_grid.values)
     radii = ds.radius_grid.values[cols]
     width = max([len("Policy")] + [len(str(p)) for p in ds.policy.values])
@@ -145,7 +141,9 @@ def _oracle_table(ds) -> str:
     """The ``--oracle`` block: each radius policy against IAS and both oracles."""
     import numpy as np
 
-    rows = np.flatnonzero(~_is_decision(ds))
+    from isskit.replay import decision_policies
+
+    rows = np.flatnonzero(~decision_policies(ds))
     width = max([len("Policy")] + [len(str(ds.policy.values[i])) for i in rows])
     head = (f"{'Policy':<{width}}  {'Avg samples':>11}  {'ACR':>6}  {'IAS ACR':>7}  "
             f"{'Blind':>6}  {'Aware':>6}  {'Share blind':>11}  {'Share aware':>11}")
@@ -173,8 +171,10 @@ def _summary(ds, policies, extra) -> dict:
     """The ``--json`` object; ``policies`` are the objects replayed, in ``ds.policy`` order."""
     import numpy as np
 
+    from isskit.replay import decision_policies
+
     rows = []
-    decision = _is_decision(ds)
+    decision = decision_policies(ds)
     for i, (name, policy) in enumerate(zip(ds.policy.values, policies, strict=True)):
         row = {}
         if decision[i]:
@@ -264,6 +264,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     ACR, and certified accuracy (%) at radii.
     """
     from isskit.policies import load_policy_file, parse_policies
+    from isskit.replay import decision_policies
 
     with library_errors():
         policies = parse_policies(list(specs))
@@ -336,7 +337,7 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     )
     if left:
         click.echo(f"{left} incomplete rows left out (--allow-incomplete)")
-    decision = _is_decision(ds)
+    decision = decision_policies(ds)
     if not decision.all():
         click.echo()
         click.echo(_table(ds))

@@ -11,7 +11,13 @@
 
 from isskit.replay.engine import PolicyResult, evaluate, replay
 from isskit.replay.index import DEFAULT_MAX_BYTES, StreamIndex, build_index, index_blocks
-from isskit.replay.results import cohen_log_paths, export_cohen, load_results, save_results
+from isskit.replay.results import (
+    cohen_log_paths,
+    decision_policies,
+    export_cohen,
+    load_results,
+    save_results,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -19,6 +25,7 @@ __all__ = [
     "StreamIndex",
     "build_index",
     "cohen_log_paths",
+    "decision_policies",
     "evaluate",
     "export_cohen",
     "index_blocks",

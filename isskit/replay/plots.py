@@ -15,6 +15,7 @@ import numpy as np
 
 from isskit._figures import label_axes, pyplot, save
 from isskit.replay.metrics import certified_accuracy
+from isskit.replay.results import decision_policies
 
 __all__ = [
     "FIGURES",
@@ -174,13 +175,6 @@ def plot_k_hat(ds, path) -> Path | None:
     return save(plt, fig, path)
 
 
-def _is_decision(ds) -> np.ndarray:
-    """Per policy: a decision policy (it has a radius r), not a radius policy."""
-    if "decision" not in ds or "r" not in ds.coords:
-        return np.zeros(ds.sizes["policy"], bool)
-    return np.isfinite(ds.r.values)
-
-
 def _family(ds, i: int) -> str:
     """A decision policy's curve: its kind (and cs method, faithful), other parameters varying."""
     kind = str(ds.kind.values[i])
@@ -210,7 +204,7 @@ def samples_ca_curves(ds) -> dict:
         accuracy at r (``reference_certified_accuracy_at_r``).
     """
     out: dict = {}
-    decision = np.flatnonzero(_is_decision(ds))
+    decision = np.flatnonzero(decision_policies(ds))
     x_all, y_all = ds.mean_samples.values, ds.certified_accuracy_at_r.values
     for i in decision:
         r = float(ds.r.values[i])
@@ -274,7 +268,7 @@ def plot_all(ds, directory) -> list[Path]:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     acr, ca, k_hat, samples = (d / name for name in FIGURES)
-    decision = _is_decision(ds)
+    decision = decision_policies(ds)
     out = []
     if not decision.all():
         radius = ds.isel(policy=np.flatnonzero(~decision))

@@ -21,10 +21,30 @@ from isskit.logs.cohen_format import write_cohen_log
 
 __all__ = [
     "cohen_log_paths",
+    "decision_policies",
     "export_cohen",
     "load_results",
     "save_results",
 ]
+
+def decision_policies(ds) -> np.ndarray:
+    """Per policy of a results Dataset: True for a decision policy, False for a radius policy.
+
+    A decision policy has a radius ``r`` to answer at (the ``r`` coordinate, NaN for radius
+    policies) and the ``decision`` variable.
+
+    Examples
+    --------
+    >>> import xarray as xr
+    >>> ds = xr.Dataset({"decision": (("policy", "image"), [[1], [-1]])},
+    ...                 coords={"policy": ["ISS", "CS"], "r": ("policy", [float("nan"), 0.5])})
+    >>> decision_policies(ds).tolist()
+    [False, True]
+    """
+    if "decision" not in ds or "r" not in ds.coords:
+        return np.zeros(ds.sizes["policy"], bool)
+    return np.isfinite(ds.r.values)
+
 
 #: Policy coordinates of the results, with the value a policy without that parameter gets.
 _COORDS = {
