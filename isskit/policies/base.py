@@ -272,6 +272,9 @@ class RadiusPolicy(Policy):
             decide, or what it counted once ``t`` suffices.
         """
         labels = np.asarray(labels)
+        if self.fixed_samples and labels.size < self.max_samples:
+            # it consumes that many whatever the stream: ask for them at once, not m first
+            return int(self.max_samples)
         m = int(self.selection_size)
         if labels.size < m:
             return m
