@@ -323,3 +323,14 @@ def test_mixed_policies_keep_their_order_and_radius_numbers():
 def test_cli_decision_bad_input(args, message):
     res = CliRunner().invoke(cli, ["audit", *args])
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_cli_decision_offsets_at_or_past_p0_are_refused():
+    # p = p0 - offset must stay a probability: offset 0.6 >= p0 = Phi(0.1 / 0.5) = 0.579
+    res = CliRunner().invoke(cli, ["audit", "--no-progress", "--policy", "cs r=0.1 n_max=500",
+                                   "--sigma", "0.5", "--offsets", "0,0.6"])
+    assert res.exit_code == 2 and "--offsets (0.6)" in res.output, res.output
+    assert f"p0 = {st.norm.cdf(0.2):.4g}" in res.output
+    res = CliRunner().invoke(cli, ["audit", "--no-progress", "--policy", "cs r=0.1 n_max=500",
+                                   "--p-A", "2"])
+    assert res.exit_code == 2 and "--p-A (2.0)" in res.output, res.output

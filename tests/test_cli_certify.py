@@ -401,3 +401,34 @@ def test_policy_that_cannot_run_online_writes_nothing(tmp_path):
     assert res.exit_code == 2, res.output
     assert "price=" in res.output and "Traceback" not in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_store_widened_when_policies_need_more_than_its_N(tmp_path):
+    # a cache store of N = 100 serves a policy needing 300: widened, then drawn further, to
+    # the same labels as sampling 300 at once
+    from isskit.store import open_store
+
+    out, full = tmp_path / "c.h5", tmp_path / "full.h5"
+    assert _invoke(*BASE, "-p", "ias n=100", "--out", out).exit_code == 0
+    res = _invoke(*BASE, "-p", "ias n=300", "--out", out)
+    assert res.exit_code == 0, res.output
+    sample = CliRunner().invoke(cli, ["sample", *BASE, "--N", "300", "--out", str(full)])
+    assert sample.exit_code == 0, sample.output
+    with open_store(out) as a, open_store(full) as b:
+        assert a.samples_per_image == 300 and a.drawn.tolist() == [300] * 6
+        np.testing.assert_array_equal(a.labels(), b.labels())
+
+
+def test_refused_runs_leave_nothing(tmp_path):
+    # --log-dir naming the store itself, and a store of another run: exit 2, no folder left
+    res = _invoke(*BASE, "-p", "ias n=20", "--out", tmp_path / "o.h5", "--log-dir",
+                  tmp_path / "o.h5")
+    assert res.exit_code == 2 and "--log-dir" in res.output, res.output
+    assert list(tmp_path.iterdir()) == []
+    other = tmp_path / "s.h5"
+    made = CliRunner().invoke(cli, ["sample", *BASE[2:], "--sigma", "0.25", "--N", "50",
+                                    "--out", str(other)])
+    assert made.exit_code == 0, made.output
+    res = _invoke(*BASE, "-p", "ias n=20", "--out", other)
+    assert res.exit_code == 2 and "sigma" in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]

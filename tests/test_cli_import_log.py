@@ -200,6 +200,8 @@ def test_N_is_the_option_and_samples_its_alias(published, tmp_path):
         assert sa.samples_per_image == sb.samples_per_image == 300
         np.testing.assert_array_equal(sa.labels(), sb.labels())
     help_text = _run("--help").output
-    assert "--N, --samples N" in help_text
+    assert "--N N" in help_text and "--samples N" in help_text
+    res = _run(log, "--out", tmp_path / "d.h5", "--N", 300, "--samples", 200)
+    assert res.exit_code == 2 and "not both" in res.output and not (tmp_path / "d.h5").exists()
     res = _run(log, "--out", tmp_path / "c.h5", "--N", 0)
     assert res.exit_code == 2 and "--N" in res.output and "Traceback" not in res.output

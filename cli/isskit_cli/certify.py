@@ -192,6 +192,9 @@ def certify(model_spec, arch, checkpoint, dataset, data_root, sigma, specs, max_
         from isskit.sampling import check_row_memory
 
         check_row_memory(N)  # up front: before the model and the images are loaded
+    if Path(rank_logs).resolve() == Path(out).resolve():
+        raise click.UsageError(f"--log-dir ({logs}) is the --out store itself: give the logs "
+                               "a folder of their own")
     check_output_dir(rank_logs, "--log-dir")
     log_files = cohen_log_paths([p.name for p in policies], rank_logs)
     check_overwrites([("--log-dir", f) for f in log_files], [*inputs, ("the --out", out)])

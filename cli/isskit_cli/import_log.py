@@ -33,10 +33,11 @@ __all__ = ["import_log"]
                    "Default: detected (the first of 0.001, 0.01, 0.05, 0.1 that fits).")
 @click.option("--sigma", type=float, default=None,
               help="Certification sigma. Default: from the file name (..._sigma_0.50).")
-@click.option("--N", "--samples", "samples_per_image", type=SAMPLE_SIZE, default=None, metavar="N",
-              help="Samples per image in the store, N (--samples: the same option, its older "
-                   "name). Default n + 100 (the log's own CERTIFY, n0 = 100). ISS with k_bar "
-                   "needs k_bar + k0.")
+@click.option("--N", "samples_per_image", type=SAMPLE_SIZE, default=None, metavar="N",
+              help="Samples per image in the store, N. Default n + 100 (the log's own "
+                   "CERTIFY, n0 = 100). ISS with k_bar needs k_bar + k0.")
+@click.option("--samples", "samples_alias", type=SAMPLE_SIZE, default=None, metavar="N",
+              help="The older name of --N (give one of the two).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the synthetic streams (row i is seeded by (seed, idx)).")
 @click.option("--other", type=click.Choice(["uniform", "runner_up"]), default="uniform",
@@ -53,7 +54,8 @@ __all__ = ["import_log"]
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout and nothing else there.")
 def import_log(
-    log, out, n, alpha, sigma, samples_per_image, seed, other, num_classes, abstain, as_json
+    log, out, n, alpha, sigma, samples_per_image, samples_alias, seed, other, num_classes,
+    abstain, as_json
 ):
     """Import a Cohen-format certification LOG as a synthetic stream store.
 
@@ -70,11 +72,18 @@ def import_log(
             --out imagenet_050.h5 --N 505000
         isskit replay imagenet_050.h5 --policy ISS-AD-50-0.05 --policy IAS-50
     """
+    if samples_alias is not None:
+        if samples_per_image is not None and samples_per_image != samples_alias:
+            raise click.UsageError(f"give --N or its older name --samples, not both "
+                                   f"({samples_per_image} and {samples_alias})")
+        samples_per_image = samples_alias
+    # errors about N name the option as typed
+    typed = {"samples_per_image": "--samples"} if samples_alias is not None else None
     from isskit.logs import import_log as run_import
 
     check_output_file(out, "--out")
     check_overwrites([("--out", out)], [("the input LOG", log)], stores=True)
-    with library_errors():
+    with library_errors(typed):
         ns = parse_numbers(n, "n", integral_as_int=True)
         with writing("--out", out):
             result = run_import(

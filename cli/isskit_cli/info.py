@@ -42,6 +42,16 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"  # pragma: no cover
 
 
+def _samples_line(summary) -> str:
+    """N, and what the complete rows hold where some were drawn short (isskit certify)."""
+    line = f"{summary['samples_per_image']:,} per image (N)"
+    d = summary["drawn"]
+    if d["rows_below_N"]:
+        line += (f"; drawn {d['min']:,} to {d['max']:,} (median {d['median']:,.0f}), "
+                 f"{d['rows_below_N']} complete rows below N")
+    return line
+
+
 def _fmt(value, spec: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
@@ -85,7 +95,7 @@ def info(store: str, as_json: bool, progress: bool) -> None:
             f"{summary['n_images']} ({summary['complete']} complete,"
             f" {summary['incomplete']} incomplete)",
         ),
-        ("samples", f"{summary['samples_per_image']:,} per image"),
+        ("samples", _samples_line(summary)),
         ("sigma", _fmt(summary["sigma"], "g")),
         ("classes", str(summary["num_classes"])),
         ("model", _fmt(summary["model"])),

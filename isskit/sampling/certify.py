@@ -251,7 +251,10 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
     model = _prepare(model, dev, channels_last)
     x0 = dataset[int(selected[0])][0]
     pixels = 4 * int(np.prod(x0.shape))
-    check_row_memory(N, dev=dev, noise_bytes=pixels * (NOISE_BLOCK + batch))
+    # up to _WINDOW rows drawing and _READY decided rows wait in host memory at once, and a
+    # window of them is stacked to be written
+    check_row_memory(N, dev=dev, noise_bytes=pixels * (NOISE_BLOCK + batch),
+                     rows=2 * _WINDOW + _READY)
     k = _probe(model, x0, dev, amp)
     _check_classes(k, num_classes, labels_true)
     precision = "bf16 autocast" if amp else "float32"
@@ -271,7 +274,6 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
     drawn_now, seconds = 0, 0.0
     logs = []
     if log_dir is not None:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
         logs = cohen_log_paths([p.name for p in policies], log_dir)
 
     def write_logs(upto):
@@ -282,7 +284,10 @@ def certify_to_store(model, dataset, out, *, policies, sigma: float,
                             res.log_seconds[b, :upto])
 
     with open_for_writing(out, image_index=selected, true_label=labels_true,
-                          samples_per_image=N, attrs=attrs) as writer:
+                          samples_per_image=N, attrs=attrs, extend=True) as writer:
+        # the log folder only once the store is accepted: a refused run leaves nothing
+        if log_dir is not None:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
         cached = np.where(writer.complete, writer.drawn, 0)
         stored_seconds = writer.seconds
         bar = progress_bar(total=n, unit="image", enabled=progress and rank == 0,

@@ -112,25 +112,27 @@ _DEVICE_BYTES_PER_SAMPLE = 8
 
 @_renamed(N="samples_per_image")
 def check_row_memory(samples_per_image: int, name: str = "N", dev: torch.device | None = None,
-                     noise_bytes: int = 0) -> None:
+                     noise_bytes: int = 0, rows: int = 0) -> None:
     """Refuse ``N`` before any store exists if one row of it cannot be held in memory.
 
     A row is sampled whole before it is written: the host holds
     ``_HOST_BYTES_PER_SAMPLE = 12`` bytes per sample; on a CUDA ``dev`` the GPU holds 8
     per sample and the ``noise_bytes`` of the noise buffer, checked against its free
     memory (the model's weights and activations come on top: this bounds from below).
-    ``name`` is the argument N came from, for the message.
+    ``name`` is the argument N came from, for the message. ``rows``: rows of uint16 labels
+    held in host memory besides it (``isskit certify`` keeps a window of rows).
 
     Raises
     ------
     ValueError
         Naming ``name`` and ``N``, the memory needed and the memory available.
     """
+    held = f" and {rows} more rows of uint16 labels" if rows else ""
     check_memory(
-        _HOST_BYTES_PER_SAMPLE * samples_per_image + OVERHEAD_BYTES,
+        (_HOST_BYTES_PER_SAMPLE + 2 * rows) * samples_per_image + OVERHEAD_BYTES,
         name,
         samples_per_image,
-        f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample",
+        f"one row of labels in host memory, {_HOST_BYTES_PER_SAMPLE} bytes per sample{held}",
     )
     if dev is not None and dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)

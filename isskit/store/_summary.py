@@ -15,9 +15,12 @@ __all__: list[str] = []
 
 
 def seconds_per_sample(store) -> float:
-    """Sampling seconds per sample over complete rows: :meth:`StreamStore.seconds_per_sample`."""
+    """Sampling seconds per sample over complete rows: :meth:`StreamStore.seconds_per_sample`.
+
+    Per sample *drawn* (``/drawn``): a row of ``isskit certify`` holds fewer than ``N``.
+    """
     done = store.complete
-    n = int(done.sum()) * store.samples_per_image
+    n = int(np.asarray(store.drawn)[done].sum())
     return float(store.seconds[done].sum() / n) if n else float("nan")
 
 
@@ -47,8 +50,15 @@ def top_class_frequency(store, max_bytes: int = SUMMARY_BLOCK_BYTES, *,
         dtype = np.int32 if b * K < 2**31 else np.int64  # int32 halves the memory traffic
         offs = block.astype(dtype)
         offs += (K * np.arange(b, dtype=dtype))[:, None]
-        counts = np.bincount(offs.ravel(), minlength=b * K).reshape(b, K)
-        out[start : start + b] = counts.max(axis=1) / N
+        drawn = np.asarray(store.drawn[start : start + b], np.int64)
+        short = drawn < N
+        if short.any():
+            # a row of isskit certify holds only its first `drawn` labels: the rest (zeros)
+            # goes to one extra bin past every row's, and the frequency is over `drawn`
+            offs[np.arange(N)[None, :] >= drawn[:, None]] = b * K
+        counts = np.bincount(offs.ravel(), minlength=b * K + 1)[: b * K].reshape(b, K)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + b] = counts.max(axis=1) / drawn
     out[~store.complete] = np.nan
     return out
 
@@ -57,7 +67,8 @@ def summary(store) -> dict:
     """What ``isskit info`` shows: sizes, completeness, run parameters, speed, provenance."""
     n_done = int(store.complete.sum())
     size = store.path.stat().st_size
-    stored = n_done * store.samples_per_image
+    drawn = np.asarray(store.drawn)[store.complete]
+    stored = int(drawn.sum())  # isskit certify's rows hold fewer than N
     a = store.attrs
     return {
         "path": str(store.path),
@@ -66,6 +77,13 @@ def summary(store) -> dict:
         "complete": n_done,
         "incomplete": store.n_images - n_done,
         "samples_per_image": store.samples_per_image,
+        "drawn": {  # samples drawn per complete row (N for every row of a sampled store)
+            "total": stored,
+            "min": int(drawn.min()) if drawn.size else None,
+            "median": float(np.median(drawn)) if drawn.size else None,
+            "max": int(drawn.max()) if drawn.size else None,
+            "rows_below_N": int((drawn < store.samples_per_image).sum()),
+        },
         "sigma": store.sigma,
         "num_classes": store.num_classes,
         "model": a.get("model"),

@@ -211,7 +211,7 @@ def audit(
         raise ValueError("audit needs at least one policy")
     decide = [getattr(q, "question", None) == "decision" for q in policies]
     radius = [_check_policy(q) for q, d in zip(policies, decide, strict=True) if not d]
-    ps = [_check_p(p) for p in np.atleast_1d(p_A)] if radius else []
+    ps = [_check_p(p) for p in np.atleast_1d(p_A)]  # checked even where only decisions use none
     if radius and not ps:
         raise ValueError("audit needs at least one p_A")
     trials = _check_trials(trials, minimum=0)  # before any policy runs, not after the first

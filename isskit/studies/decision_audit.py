@@ -369,13 +369,19 @@ def audit_decisions(policies, sigma, offsets=DEFAULT_OFFSETS, *, trials: int = 0
     policies = [_check_decision(q) for q in policies]
     trials = check_positive_int(trials, "trials", minimum=0)
     confidence = _check_confidence(confidence)
+    for policy in policies:  # every p = p0 - offset a probability, before anything runs
+        p0 = _p0(policy.r, sigma)
+        if max(offsets) >= p0:
+            raise ArgumentError("offsets", "{name} ({value}) must stay below p0 = {p0:.4g} "
+                                "of policy {policy}: the audited p = p0 - offset must be positive",
+                                value=f"{max(offsets):g}", p0=p0, policy=policy.name)
     seeds = np.random.SeedSequence(check_positive_int(seed, "seed", minimum=0)).spawn(
         len(policies) * len(offsets))
     rows = []
     for i, policy in enumerate(policies):
         p0 = _p0(policy.r, sigma)
         for j, off in enumerate(offsets):
-            p = max(p0 - off, 0.0)
+            p = p0 - off
             law = exact_law(policy, p, sigma)
             exact = law is not None
             n_sim = trials if exact else max(trials, MIN_SIMULATED)
