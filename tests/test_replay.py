@@ -335,3 +335,19 @@ def test_reference_too_long_for_the_streams_is_named(store_path):
         replay(store_path, [ISS(5000, 0.5, "ad", k0=10)])
     ds = replay(store_path, [ISS(5000, 0.5, "ad", k0=10, delta=0.01)], reference="IAS-0.3")
     assert ds.reference.values.tolist() == ["IAS-0.3"]
+
+
+def test_mean_budget_fits_what_every_drawn_row_holds(tmp_path):
+    # rows of a certify store hold `drawn` samples: B's price is solved so that every image's
+    # size fits its row (the shortest, 941), and a B beyond that is refused naming B
+    rng = np.random.default_rng(1)
+    labels = rng.choice(2, size=(6, 3000), p=[0.9, 0.1]).astype(np.uint16)
+    drawn = np.array([941, 1200, 2060, 1393, 3000, 1500])
+    path = tmp_path / "s.h5"
+    with open_for_writing(path, image_index=list(range(6)), true_label=[0] * 6,
+                          samples_per_image=3000, attrs={"sigma": 0.25, "num_classes": 2}) as w:
+        w.write_rows_at(list(range(6)), labels, [1.0] * 6, drawn=drawn)
+    ds = replay(path, ["budget B=600 k0=20"], reference="ias n=20")
+    assert (ds.samples.values[0] <= 941).all() and float(ds.mean_samples[0]) <= 600
+    with pytest.raises(ValueError, match=r"B \(1500\) is larger than these images can spend"):
+        replay(path, ["budget B=1500 k0=20"], reference="ias n=20")

@@ -99,8 +99,10 @@ class _Planner:
         given = policy
         # a policy whose rule depends on the whole set (a mean budget) sees every image's
         # selection count first, and plans with the per-image policy it implies
+        # (rows of isskit certify hold `drawn` samples: the fit may spend what every row holds)
+        holds = n if self.drawn is None else int(min(n, self.drawn.min(initial=n)))
         policy = policy.fit(self.index.mode_counts[:, j].astype(np.int64), sigma=self.sigma,
-                            samples_per_image=n)
+                            samples_per_image=holds)
         self.fitted[given] = policy
         if policy.fixed_samples:
             plan = policy.plan(self.index.mode_counts[:0, j], sigma=self.sigma)
