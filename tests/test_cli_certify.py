@@ -155,8 +155,8 @@ def test_rerun_draws_nothing_and_keeps_the_certificates(certified):
 
 
 def test_store_is_a_cache_for_policies_that_need_less(tmp_path):
-    # N (--max-samples) is a run parameter: without --max-samples, a store whose N covers
-    # the new policies is reused (draws only where they need more); one too short refused.
+    # without --max-samples, a store whose N covers the new policies is reused (draws only
+    # where they need more); one too short is widened, its first N labels kept.
     out = tmp_path / "c.h5"
     args = [*BASE, "--json", "--out", out]
     first = json.loads(_invoke(*args, "-p", "cohen n0=20 n=300").stdout)
@@ -165,10 +165,16 @@ def test_store_is_a_cache_for_policies_that_need_less(tmp_path):
     again = json.loads(res.stdout)
     assert again["max_samples"] == first["max_samples"] == 320
     assert again["totals"]["samples_drawn_now"] == 0
-    before = out.read_bytes()
+    from isskit.store import open_store
+
+    with open_store(out) as s:
+        before = s.labels()
     res = _invoke(*args, "-p", "ias n=400")
-    assert res.exit_code == 2 and "different run parameters" in res.output, res.output
-    assert out.read_bytes() == before
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["max_samples"] == 400
+    with open_store(out) as s:
+        assert s.samples_per_image == 400
+        np.testing.assert_array_equal(s.labels()[:, :320], before)
 
 
 def test_decision_policy_alone_is_certified(tmp_path):
