@@ -207,3 +207,13 @@ def test_verify_help_does_not_offer_comma_lists():
     # verify checks one table; the psi-only "comma list" help confused users
     assert "comma list" not in _run("verify", "--help").output
     assert "comma list" in _run("psi", "--help").output
+
+
+def test_policy_parameter_errors_name_the_option_and_spec(store):
+    # a spec that parses but whose policy refuses a value: the option and the spec as typed
+    _usage_error(_run("replay", store, "-p", "ias n=0", "--no-progress"),
+                 "--policy", "'ias n=0'", "n (0) must be an integer >= 1")
+    _usage_error(_run("replay", store, "-p", "ias n=50", "--reference", "ias n=0",
+                      "--no-progress"), "--reference", "'ias n=0'")
+    _usage_error(_run("audit", "--policy", "cohen n0=0 n=100", "--no-progress"),
+                 "--policy", "'cohen n0=0 n=100'")

@@ -34,6 +34,7 @@ __all__ = [
     "notes",
     "option_name",
     "parse_numbers",
+    "parse_policy_specs",
     "usage_error",
     "writing",
 ]
@@ -312,3 +313,30 @@ def _jsonable(obj):
 def echo_json(obj) -> None:
     """Print ``obj`` as one JSON object on stdout (numpy values converted, inf/nan as null)."""
     click.echo(json.dumps(_jsonable(obj), indent=2, sort_keys=False))
+
+
+def parse_policy_specs(specs, option: str = "--policy"):
+    """The policies of every SPEC given to ``option``, and the spec each came from.
+
+    A spec that does not parse, or whose parameters a policy refuses (``ias n=0``), is a
+    usage error naming ``option`` and the spec as typed (exit status 2). Policies named
+    twice are kept once, in the order given.
+
+    Returns
+    -------
+    (list of Policy, dict of policy name -> spec)
+    """
+    from isskit.policies import parse_policies
+
+    policies, spec_of = [], {}
+    with library_errors({"policies": option}):
+        for spec in specs:
+            try:
+                got = parse_policies([spec])
+            except ValueError as exc:
+                raise click.BadParameter(f"{spec!r}: {exc}", param_hint=option) from None
+            for p in got:
+                if p.name not in spec_of:
+                    spec_of[p.name] = spec
+                    policies.append(p)
+    return policies, spec_of

@@ -10,7 +10,13 @@ import math
 
 import click
 
-from isskit_cli._common import SAMPLE_SIZE, echo_json, library_errors, parse_numbers
+from isskit_cli._common import (
+    SAMPLE_SIZE,
+    echo_json,
+    library_errors,
+    parse_numbers,
+    parse_policy_specs,
+)
 
 __all__ = ["audit"]
 
@@ -68,7 +74,6 @@ def audit(p_A, trials, policies, sigma, seed, confidence, offsets, decision_tria
         isskit audit --p-A 0.5,0.9,0.99 --policy ISS-RD-10-0.05 --policy "ISS-RD-10-0.05 fresh=true"
         isskit audit --policy "cs r=0.5 method=kt,union" --policy "cs r=0.5 faithful=true"
     """
-    from isskit.policies import parse_policies
     from isskit.progress import progress_bar
     from isskit.studies.audit import DecisionAuditRow, default_policies
     from isskit.studies.audit import audit as run_audit
@@ -76,7 +81,7 @@ def audit(p_A, trials, policies, sigma, seed, confidence, offsets, decision_tria
     with library_errors():
         ps = parse_numbers(p_A, "p_A")
         offs = parse_numbers(offsets, "offsets")
-        chosen = parse_policies(list(policies)) if policies else default_policies()
+        chosen = parse_policy_specs(list(policies))[0] if policies else default_policies()
         n_decide = sum(q.question == "decision" for q in chosen)
         total = len(ps) * (len(chosen) - n_decide) + len(offs) * n_decide
         with progress_bar(total=total, desc="audit", unit="case", leave=False,

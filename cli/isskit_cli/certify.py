@@ -27,6 +27,7 @@ from isskit_cli._common import (
     check_overwrites,
     echo_json,
     library_errors,
+    parse_policy_specs,
 )
 from isskit_cli._options import (
     check_model_options,
@@ -68,27 +69,6 @@ def default_log_dir(out: Path) -> Path:
 def _rank_log_dir(logs: Path, rank: int, world: int) -> Path:
     """A rank's own log folder under torchrun (the ranks' logs share policy names)."""
     return logs / f"rank{rank}" if world > 1 else logs
-
-
-def _parse(specs):
-    """The policies of every --policy, and the spec each came from (for messages)."""
-    from isskit.policies import parse_policies
-
-    if not specs:
-        raise click.UsageError("name at least one policy to certify with: --policy SPEC "
-                               "(e.g. -p ISS-AD-1-0.05; see --help)")
-    policies, spec_of = [], {}
-    with library_errors({"policies": "--policy"}):
-        for spec in specs:
-            try:
-                got = parse_policies([spec])
-            except ValueError as exc:
-                raise click.BadParameter(f"{spec!r}: {exc}", param_hint="--policy") from None
-            for p in got:
-                if p.name not in spec_of:
-                    spec_of[p.name] = spec
-                    policies.append(p)
-    return policies, spec_of
 
 
 def _stored_N(out: Path) -> int | None:
@@ -167,7 +147,10 @@ def certify(model_spec, arch, checkpoint, dataset, data_root, sigma, specs, max_
     indices = parse_indices(indices)
     _, sigma = check_model_options(model_spec, arch, checkpoint, indices, skip, max_index,
                                    sigma)
-    policies, spec_of = _parse(specs)
+    if not specs:
+        raise click.UsageError("name at least one policy to certify with: --policy SPEC "
+                               "(e.g. -p ISS-AD-1-0.05; see --help)")
+    policies, spec_of = parse_policy_specs(specs)
 
     from isskit import require_extra
 

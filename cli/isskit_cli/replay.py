@@ -20,6 +20,7 @@ from isskit_cli._common import (
     echo_json,
     library_errors,
     parse_numbers,
+    parse_policy_specs,
     writing,
 )
 
@@ -266,13 +267,13 @@ def replay(store, specs, policies_file, reference, out, seconds_per_sample, radi
     from isskit.policies import load_policy_file, parse_policies
     from isskit.replay import decision_policies
 
+    policies, _ = parse_policy_specs(list(specs))
+    if reference is not None:
+        parse_policy_specs([reference], "--reference")
     with library_errors():
-        policies = parse_policies(list(specs))
         if policies_file is not None:
             policies += load_policy_file(policies_file)
         policies = parse_policies(policies)
-        if reference is not None:
-            parse_policies(reference)
     if not policies:
         raise click.UsageError("name at least one policy: --policy SPEC or --policies-file F")
     if seconds_per_sample is not None and not (
