@@ -28,7 +28,7 @@ from isskit._renamed import renamed as _renamed
 from isskit.policies._budget_gain import GainTable, check_pilots, frozen
 from isskit.policies.base import fmt
 from isskit.policies.budget import check_B, solve_price
-from isskit.stats import certified_radius, cp_lower
+from isskit.replay.planner import _certify
 from isskit.studies.budget_priors import Prior, empirical_prior, pilot_predictive, two_stage_rule
 from isskit.studies.budget_variant import as_variant, gain_table
 from isskit.validate import check_sample_size, check_sigma
@@ -330,14 +330,10 @@ def replay_budget(policy, pilot_counts, count, *, sigma: float, chosen,
     if np.any(k_A > k):
         raise ValueError(f"count must return {m} integer counts in [0, stop - start] "
                          f"(got {k_A!r})")
-    p_lower = np.full(m, np.nan)
-    est = k > 0
-    if np.any(est):
-        p_lower[est] = cp_lower(k_A[est], k[est], policy.alpha)
-    certified = p_lower >= 0.5  # NaN (no estimate) compares False: abstain
-    prediction = np.where(certified, chosen.astype(np.int64), -1)
-    radius = np.zeros(m)
-    radius[certified] = certified_radius(p_lower[certified], sigma)
+    # the certificate is replay's own rule (Cohen's bound on the count; k = 0 abstains)
+    prediction, radius, p_lower = (a[0] for a in _certify(
+        chosen.astype(np.int64)[None].copy(), k_A[None], k[None], np.array([policy.alpha]),
+        sigma))
     return BudgetReplay(prediction=frozen(prediction), radius=frozen(radius),
                         p_lower=frozen(p_lower), samples=plan.samples, k=plan.k,
                         price=plan.price, mean_samples=plan.mean_samples)
